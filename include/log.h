@@ -1,0 +1,47 @@
+/*
+ * log.h - one line per event, "key=value", session id first.
+ *
+ * Lines look like
+ *   2026-11-28T20:11:26.123Z info session=00000001a2b3c4d5 event=connect client=127.0.0.1:4242
+ * The logger decides nothing: callers pass what happened.  Peer text goes
+ * through log_escape() first.
+ */
+#ifndef STARTTLS_PROXY_LOG_H
+#define STARTTLS_PROXY_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+
+struct logger {
+    enum log_level level;
+    FILE *out;
+};
+
+/* log_enabled - true when a message at level would be written. */
+static inline int log_enabled(const struct logger *lg, enum log_level level)
+{
+    return lg != NULL && level <= lg->level;
+}
+
+/*
+ * log_event - write one line.  sid 0 means "no session" (the field is then
+ * left out).  fmt holds the key=value pairs after the session id.
+ */
+void log_event(const struct logger *lg, enum log_level level, uint64_t sid,
+               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * log_escape - copy peer text into dst as a safe, quoted-free token:
+ * printable ASCII other than '\\', '"' and '=' is kept; everything else
+ * (controls, spaces, 8-bit bytes) becomes \xNN.  At most cap-1 bytes are
+ * written; a cut is marked with "...".  Always NUL-terminates; returns dst.
+ */
+char *log_escape(char *dst, size_t cap, const char *src, size_t len);
+
+/* log_level_name - "error", "warn", "info" or "debug". */
+const char *log_level_name(enum log_level level);
+
+#endif

@@ -1,0 +1,60 @@
+/*
+ * worker.h - one event loop and everything reachable from it.
+ *
+ * A worker owns its listeners, its sessions and its scratch buffers.  It
+ * shares only immutable things (the config, the TLS contexts) with other
+ * workers, so nothing on the hot path takes a lock.
+ */
+#ifndef STARTTLS_PROXY_WORKER_H
+#define STARTTLS_PROXY_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "tls.h"
+
+struct session;
+struct listener;
+
+#define WORKER_READ_BUF 65536
+#define WORKER_PLAIN_BUF 16384
+
+struct worker {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    const struct tls_service *tls;   /* indexed like cfg->services */
+    struct logger log;
+    unsigned id;
+    uint64_t next_sid;
+    struct session *sessions;        /* live sessions, for shutdown */
+    struct listener **listeners;
+    size_t nlisteners;
+    bool stopping;
+    /* scratch: filled and consumed within one callback, never kept */
+    char rbuf[WORKER_READ_BUF];
+    char pbuf[WORKER_PLAIN_BUF];
+};
+
+/* worker_init - set up w on loop; binds nothing yet. */
+void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
+                 const struct tls_service *tls, unsigned id);
+
+/*
+ * worker_listen - bind and listen on every service's addresses.  On
+ * failure returns -1 with a message in err; what was bound is closed.
+ */
+int worker_listen(struct worker *w, char *err, size_t err_len);
+
+/*
+ * worker_stop - stop accepting and end every session with 421 4.3.2; the
+ * loop then runs dry by itself.  Idempotent.
+ */
+void worker_stop(struct worker *w);
+
+/* worker_next_sid - a new session id, unique within the process. */
+uint64_t worker_next_sid(struct worker *w);
+
+#endif

@@ -1,0 +1,565 @@
+/*
+ * conn.c - a libuv TCP stream with optional TLS on memory BIOs.
+ *
+ * The TLS glue is one pump (conn_pump): ciphertext read from the socket is
+ * written into the read BIO, then the handshake or SSL_read_ex runs in a
+ * loop, and whatever TLS produced in the write BIO goes out in one write.
+ * Nothing else touches SSL_read/SSL_write.
+ */
+#include "conn.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <uv.h>
+
+#include "tls.h"
+#include "worker.h"
+
+enum conn_state {
+    CONN_NEW,        /* handle initialised, no peer yet */
+    CONN_CONNECTING,
+    CONN_OPEN,
+    CONN_DRAINING,   /* conn_close_flush: waiting for output to leave */
+    CONN_CLOSING     /* uv_close called */
+};
+
+enum conn_tls {
+    CONN_TLS_NONE,
+    CONN_TLS_HANDSHAKE,
+    CONN_TLS_UP
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    struct worker *w;
+    const struct conn_cbs *cbs;
+    void *ud;
+    enum conn_state state;
+    enum conn_tls tls;
+    SSL *ssl;
+    BIO *rbio;             /* ciphertext from the peer, read by SSL */
+    BIO *wbio;             /* ciphertext for the peer, written by SSL */
+    size_t pending;        /* bytes handed to uv_write, not yet written */
+    bool reading;          /* uv_read_start is in effect */
+    bool paused;           /* the owner asked us to stop delivering */
+    bool in_pump;
+    bool pump_again;
+    bool eof_pending;      /* TCP EOF seen while TLS data was still held */
+    bool above_high;
+    bool failed;           /* on_eof with an error was already reported */
+    uv_connect_t creq;
+    uv_shutdown_t sreq;
+    char peer[64];
+    char err[160];
+};
+
+struct conn_wreq {
+    uv_write_t req;
+    struct conn *c;
+    size_t len;
+    char data[];
+};
+
+static void conn_pump(struct conn *c);
+
+static bool conn_alive(const struct conn *c)
+{
+    return c->state == CONN_OPEN;
+}
+
+struct conn *conn_new(struct worker *w, const struct conn_cbs *cbs, void *ud)
+{
+    struct conn *c = calloc(1, sizeof *c);
+
+    if (c == NULL)
+        return NULL;
+    if (uv_tcp_init(w->loop, &c->tcp) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->tcp.data = c;
+    c->w = w;
+    c->cbs = cbs;
+    c->ud = ud;
+    c->state = CONN_NEW;
+    return c;
+}
+
+void conn_set_cbs(struct conn *c, const struct conn_cbs *cbs, void *ud)
+{
+    c->cbs = cbs;
+    c->ud = ud;
+}
+
+static void conn_on_close(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+
+    if (c->cbs->on_close != NULL)
+        c->cbs->on_close(c, c->ud);
+    SSL_free(c->ssl);   /* frees both BIOs */
+    free(c);
+}
+
+/* conn_close - see conn.h. */
+void conn_close(struct conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    c->state = CONN_CLOSING;
+    uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+}
+
+/* conn_fail - report an error once through on_eof. */
+static void conn_fail(struct conn *c, int status, const char *why)
+{
+    if (c->failed || !conn_alive(c))
+        return;
+    c->failed = true;
+    if (why != NULL && c->err[0] == '\0')
+        snprintf(c->err, sizeof c->err, "%s", why);
+    if (c->cbs->on_eof != NULL)
+        c->cbs->on_eof(c, c->ud, status < 0 ? status : -1);
+}
+
+static void conn_on_write(uv_write_t *req, int status)
+{
+    struct conn_wreq *wr = (struct conn_wreq *)req;
+    struct conn *c = wr->c;
+
+    c->pending -= wr->len;
+    free(wr);
+    if (c->state == CONN_CLOSING)
+        return;
+    if (status < 0) {
+        conn_fail(c, status, uv_strerror(status));
+        return;
+    }
+    if (c->above_high && c->pending < CONN_LOW_WATER && conn_alive(c)) {
+        c->above_high = false;
+        if (c->cbs->on_drain != NULL)
+            c->cbs->on_drain(c, c->ud);
+    }
+}
+
+/*
+ * conn_send - put bytes on the wire in order: try a direct write when
+ * nothing is queued, queue a copy of the rest.
+ */
+static int conn_send(struct conn *c, const char *buf, size_t len)
+{
+    struct conn_wreq *wr;
+    uv_buf_t b;
+    int r;
+
+    if (len == 0)
+        return 0;
+    if (c->pending == 0) {
+        b = uv_buf_init((char *)buf, (unsigned)len);
+        r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (r > 0) {
+            buf += r;
+            len -= (size_t)r;
+            if (len == 0)
+                return 0;
+        }
+        /* errors other than EAGAIN surface through uv_write's callback */
+    }
+    wr = malloc(sizeof *wr + len);
+    if (wr == NULL)
+        return -1;
+    wr->c = c;
+    wr->len = len;
+    memcpy(wr->data, buf, len);
+    b = uv_buf_init(wr->data, (unsigned)len);
+    r = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write);
+    if (r != 0) {
+        free(wr);
+        return -1;
+    }
+    c->pending += len;
+    if (c->pending >= CONN_HIGH_WATER)
+        c->above_high = true;
+    return 0;
+}
+
+/* conn_flush_tls - move what TLS wrote into the write BIO to the socket. */
+static int conn_flush_tls(struct conn *c)
+{
+    char *p;
+    long n;
+    int r;
+
+    if (c->wbio == NULL)
+        return 0;
+    n = BIO_get_mem_data(c->wbio, &p);
+    if (n <= 0)
+        return 0;
+    r = conn_send(c, p, (size_t)n);
+    (void)BIO_reset(c->wbio);
+    return r;
+}
+
+int conn_write(struct conn *c, const char *buf, size_t len)
+{
+    size_t done;
+
+    if (!conn_alive(c) || c->failed)
+        return -1;
+    if (c->tls == CONN_TLS_NONE)
+        return conn_send(c, buf, len);
+    if (c->tls != CONN_TLS_UP)
+        return -1;
+    while (len > 0) {
+        ERR_clear_error();
+        if (SSL_write_ex(c->ssl, buf, len, &done) != 1) {
+            tls_last_error(c->err, sizeof c->err);
+            conn_flush_tls(c);
+            return -1;
+        }
+        buf += done;
+        len -= done;
+    }
+    return conn_flush_tls(c);
+}
+
+/* conn_tls_error - text for a failed SSL call into c->err. */
+static void conn_tls_error(struct conn *c, int ret)
+{
+    int e = SSL_get_error(c->ssl, ret);
+    long vr;
+
+    if (c->err[0] != '\0')
+        return;
+    vr = SSL_get_verify_result(c->ssl);
+    if (e == SSL_ERROR_SSL && vr != X509_V_OK &&
+        SSL_get_verify_mode(c->ssl) != SSL_VERIFY_NONE) {
+        snprintf(c->err, sizeof c->err, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(vr));
+        ERR_clear_error();
+    } else if (e == SSL_ERROR_SSL) {
+        tls_last_error(c->err, sizeof c->err);
+    } else if (e == SSL_ERROR_ZERO_RETURN) {
+        snprintf(c->err, sizeof c->err, "peer sent close_notify");
+    } else {
+        snprintf(c->err, sizeof c->err, "TLS error %d", e);
+    }
+}
+
+/*
+ * conn_pump - run TLS over whatever ciphertext is buffered: finish the
+ * handshake, then decrypt and deliver while the owner wants data.  Guarded
+ * against re-entry: a callback that starts reading again only sets a flag.
+ */
+static void conn_pump(struct conn *c)
+{
+    size_t n;
+    int r;
+
+    if (c->in_pump) {
+        c->pump_again = true;
+        return;
+    }
+    c->in_pump = true;
+    do {
+        c->pump_again = false;
+        if (c->tls == CONN_TLS_HANDSHAKE && conn_alive(c)) {
+            ERR_clear_error();
+            r = SSL_do_handshake(c->ssl);
+            conn_flush_tls(c);
+            if (r == 1) {
+                c->tls = CONN_TLS_UP;
+                if (c->cbs->on_handshake != NULL)
+                    c->cbs->on_handshake(c, c->ud, 0);
+            } else if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) {
+                if (c->eof_pending) {
+                    snprintf(c->err, sizeof c->err,
+                             "connection closed during handshake");
+                    c->failed = true;
+                    if (c->cbs->on_handshake != NULL)
+                        c->cbs->on_handshake(c, c->ud, -1);
+                }
+                break;
+            } else {
+                conn_tls_error(c, r);
+                c->failed = true;
+                if (c->cbs->on_handshake != NULL)
+                    c->cbs->on_handshake(c, c->ud, -1);
+                break;
+            }
+        }
+        while (c->tls == CONN_TLS_UP && conn_alive(c) && !c->paused) {
+            ERR_clear_error();
+            r = SSL_read_ex(c->ssl, c->w->pbuf, sizeof c->w->pbuf, &n);
+            if (r == 1) {
+                c->cbs->on_data(c, c->ud, c->w->pbuf, n);
+                continue;
+            }
+            conn_flush_tls(c);   /* e.g. a reply to a key update */
+            r = SSL_get_error(c->ssl, 0);
+            if (r == SSL_ERROR_WANT_READ) {
+                if (c->eof_pending && c->cbs->on_eof != NULL) {
+                    c->eof_pending = false;
+                    c->cbs->on_eof(c, c->ud, 0);
+                }
+                break;
+            }
+            if (r == SSL_ERROR_ZERO_RETURN) {
+                if (c->cbs->on_eof != NULL)
+                    c->cbs->on_eof(c, c->ud, 0);
+                break;
+            }
+            conn_tls_error(c, 0);
+            conn_fail(c, -1, NULL);
+            break;
+        }
+    } while (c->pump_again && conn_alive(c));
+    c->in_pump = false;
+}
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct conn *c = h->data;
+
+    (void)suggested;
+    b->base = c->w->rbuf;
+    b->len = sizeof c->w->rbuf;
+}
+
+static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+
+    if (n == 0 || !conn_alive(c))
+        return;
+    if (n < 0) {
+        uv_read_stop(s);
+        c->reading = false;
+        if (n != UV_EOF) {
+            conn_fail(c, (int)n, uv_strerror((int)n));
+            return;
+        }
+        if (c->tls != CONN_TLS_NONE) {
+            c->eof_pending = true;
+            conn_pump(c);   /* delivers what is left, then the EOF */
+            return;
+        }
+        if (c->cbs->on_eof != NULL)
+            c->cbs->on_eof(c, c->ud, 0);
+        return;
+    }
+    if (c->tls == CONN_TLS_NONE) {
+        c->cbs->on_data(c, c->ud, b->base, (size_t)n);
+        return;
+    }
+    if (BIO_write(c->rbio, b->base, (int)n) != (int)n) {
+        conn_fail(c, -1, "out of memory");
+        return;
+    }
+    conn_pump(c);
+}
+
+int conn_read_start(struct conn *c)
+{
+    if (!conn_alive(c))
+        return -1;
+    c->paused = false;
+    if (!c->reading && !c->eof_pending) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc,
+                          conn_on_read) != 0)
+            return -1;
+        c->reading = true;
+    }
+    if (c->tls != CONN_TLS_NONE)
+        conn_pump(c);   /* plaintext may still be held inside TLS */
+    return 0;
+}
+
+void conn_read_stop(struct conn *c)
+{
+    c->paused = true;
+    if (c->reading && conn_alive(c)) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+static void conn_fill_peer(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        uv_ip4_name(a, host, sizeof host);
+        port = ntohs(a->sin_port);
+        snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        uv_ip6_name(a, host, sizeof host);
+        port = ntohs(a->sin6_port);
+        snprintf(c->peer, sizeof c->peer, "[%s]:%d", host, port);
+    }
+}
+
+int conn_accept(struct conn *c, void *server_stream)
+{
+    if (uv_accept((uv_stream_t *)server_stream, (uv_stream_t *)&c->tcp) != 0)
+        return -1;
+    c->state = CONN_OPEN;
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_fill_peer(c);
+    return 0;
+}
+
+static void conn_on_connect(uv_connect_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    if (c->state == CONN_CLOSING)
+        return;
+    if (status == 0) {
+        c->state = CONN_OPEN;
+        uv_tcp_nodelay(&c->tcp, 1);
+        conn_fill_peer(c);
+    } else {
+        snprintf(c->err, sizeof c->err, "%s", uv_strerror(status));
+    }
+    c->cbs->on_connect(c, c->ud, status);
+}
+
+int conn_connect(struct conn *c, const struct sockaddr *addr)
+{
+    int r;
+
+    c->creq.data = c;
+    r = uv_tcp_connect(&c->creq, &c->tcp, addr, conn_on_connect);
+    if (r != 0) {
+        snprintf(c->err, sizeof c->err, "%s", uv_strerror(r));
+        return -1;
+    }
+    c->state = CONN_CONNECTING;
+    return 0;
+}
+
+/* conn_tls_setup - put ssl on fresh memory BIOs; ssl is owned by c. */
+static int conn_tls_setup(struct conn *c, SSL *ssl)
+{
+    BIO *r, *w;
+
+    c->ssl = ssl;
+    r = BIO_new(BIO_s_mem());
+    w = BIO_new(BIO_s_mem());
+    if (r == NULL || w == NULL) {
+        BIO_free(r);
+        BIO_free(w);
+        return -1;
+    }
+    /* an empty read BIO means "wait for more", not end of file */
+    BIO_set_mem_eof_return(r, -1);
+    SSL_set_bio(ssl, r, w);
+    c->rbio = r;
+    c->wbio = w;
+    c->tls = CONN_TLS_HANDSHAKE;
+    return 0;
+}
+
+int conn_start_tls_server(struct conn *c, SSL_CTX *ctx)
+{
+    SSL *ssl;
+
+    if (!conn_alive(c) || c->ssl != NULL)
+        return -1;
+    ssl = SSL_new(ctx);
+    if (ssl == NULL)
+        return -1;
+    if (conn_tls_setup(c, ssl) != 0)
+        return -1;
+    SSL_set_accept_state(ssl);
+    if (!c->reading && !c->paused)
+        conn_read_start(c);
+    return 0;
+}
+
+int conn_start_tls_client(struct conn *c, SSL *ssl)
+{
+    if (!conn_alive(c) || c->ssl != NULL) {
+        SSL_free(ssl);
+        return -1;
+    }
+    if (conn_tls_setup(c, ssl) != 0)
+        return -1;
+    SSL_set_connect_state(ssl);
+    conn_pump(c);   /* sends the ClientHello */
+    return 0;
+}
+
+static void conn_on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    (void)status;
+    if (c->state != CONN_CLOSING)
+        conn_close(c);
+}
+
+/* conn_close_flush - see conn.h. */
+void conn_close_flush(struct conn *c)
+{
+    if (c->state == CONN_CLOSING || c->state == CONN_DRAINING)
+        return;
+    if (c->state != CONN_OPEN || c->failed) {
+        conn_close(c);
+        return;
+    }
+    if (c->tls == CONN_TLS_UP) {
+        ERR_clear_error();
+        (void)SSL_shutdown(c->ssl);   /* queues our close_notify */
+        conn_flush_tls(c);
+    }
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    c->state = CONN_DRAINING;
+    c->sreq.data = c;
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0)
+        conn_close(c);
+}
+
+size_t conn_pending(const struct conn *c)
+{
+    return c->pending;
+}
+
+bool conn_closing(const struct conn *c)
+{
+    return c->state == CONN_CLOSING || c->state == CONN_DRAINING;
+}
+
+bool conn_tls_active(const struct conn *c)
+{
+    return c->tls == CONN_TLS_UP;
+}
+
+SSL *conn_ssl(const struct conn *c)
+{
+    return c->ssl;
+}
+
+const char *conn_error(const struct conn *c)
+{
+    return c->err;
+}
+
+const char *conn_peer(const struct conn *c)
+{
+    return c->peer;
+}

@@ -1,0 +1,91 @@
+/*
+ * log.c - event lines on a stdio stream.
+ */
+#include "log.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+const char *log_level_name(enum log_level level)
+{
+    switch (level) {
+    case LOG_ERROR: return "error";
+    case LOG_WARN: return "warn";
+    case LOG_INFO: return "info";
+    case LOG_DEBUG: return "debug";
+    }
+    return "?";
+}
+
+/* log_event - format the line into one buffer so it is written at once. */
+void log_event(const struct logger *lg, enum log_level level, uint64_t sid,
+               const char *fmt, ...)
+{
+    char line[2048];
+    struct timeval tv;
+    struct tm tm;
+    size_t n;
+    int r;
+    va_list ap;
+
+    if (!log_enabled(lg, level))
+        return;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+    r = snprintf(line + n, sizeof line - n, ".%03ldZ %s ",
+                 (long)(tv.tv_usec / 1000), log_level_name(level));
+    if (r > 0)
+        n += (size_t)r;
+    if (sid != 0) {
+        r = snprintf(line + n, sizeof line - n, "session=%016llx ",
+                     (unsigned long long)sid);
+        if (r > 0)
+            n += (size_t)r;
+    }
+    va_start(ap, fmt);
+    r = vsnprintf(line + n, sizeof line - n, fmt, ap);
+    va_end(ap);
+    if (r > 0)
+        n += (size_t)r;
+    if (n > sizeof line - 2)
+        n = sizeof line - 2;
+    line[n++] = '\n';
+    fwrite(line, 1, n, lg->out);
+    fflush(lg->out);
+}
+
+/* log_escape - see log.h. */
+char *log_escape(char *dst, size_t cap, const char *src, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (cap == 0)
+        return dst;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)src[i];
+        int plain = c > 0x20 && c < 0x7f && c != '\\' && c != '"' && c != '=';
+        size_t need = plain ? 1 : 4;
+
+        if (o + need + 1 > cap || (i + 1 < len && o + need + 4 > cap)) {
+            if (o + 4 <= cap) {
+                memcpy(dst + o, "...", 3);
+                o += 3;
+            }
+            break;
+        }
+        if (plain) {
+            dst[o++] = (char)c;
+        } else {
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[c >> 4];
+            dst[o++] = hex[c & 15];
+        }
+    }
+    dst[o] = '\0';
+    return dst;
+}

@@ -1,0 +1,68 @@
+/*
+ * reply.c - the table of replies written by the proxy itself.
+ */
+#include "reply.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct reply_def {
+    const char *code;     /* "421 4.4.1" */
+    int with_host;        /* text starts with our host name */
+    int closes;
+    const char *text;
+};
+
+static const struct reply_def reply_table[REPLY_COUNT] = {
+    [REPLY_STARTTLS_GO] = {"220 2.0.0", 0, 0, "Ready to start TLS"},
+    [REPLY_BACKEND_UNAVAILABLE] = {"421 4.4.1", 1, 1,
+        "Service not available, backend unreachable; try again later"},
+    [REPLY_BACKEND_LOST] = {"421 4.4.2", 1, 1,
+        "Connection to backend lost; try again later"},
+    [REPLY_TIMEOUT] = {"421 4.4.2", 1, 1, "Error: timeout exceeded"},
+    [REPLY_BACKEND_TLS_REQUIRED] = {"421 4.7.0", 1, 1,
+        "TLS to the backend is required but could not be established; try again later"},
+    [REPLY_BACKEND_PROTOCOL] = {"421 4.3.0", 1, 1,
+        "Backend protocol error; try again later"},
+    [REPLY_SHUTDOWN] = {"421 4.3.2", 1, 1, "Service shutting down"},
+    [REPLY_LINE_TOO_LONG] = {"500 5.5.2", 0, 0, "Error: line too long"},
+    [REPLY_STARTTLS_SYNTAX] = {"501 5.5.4", 0, 0, "Syntax: STARTTLS"},
+    [REPLY_BDAT_SYNTAX] = {"501 5.5.4", 0, 0, "Syntax: BDAT size [LAST]"},
+    [REPLY_NOT_IMPLEMENTED] = {"502 5.5.1", 0, 0,
+        "Error: command not implemented"},
+    [REPLY_STARTTLS_UNAVAILABLE] = {"502 5.5.1", 0, 0,
+        "Error: STARTTLS not available"},
+    [REPLY_NEED_HELO] = {"503 5.5.1", 0, 0, "Error: send EHLO/HELO first"},
+    [REPLY_MUST_STARTTLS] = {"530 5.7.0", 0, 0,
+        "Must issue a STARTTLS command first"},
+    [REPLY_AUTH_NEEDS_TLS] = {"538 5.7.11", 0, 0,
+        "Encryption required for requested authentication mechanism"},
+    [REPLY_TLS_ACTIVE] = {"554 5.5.1", 0, 0, "Error: TLS already active"},
+};
+
+int reply_closes(enum reply_id id)
+{
+    return id > REPLY_NONE && id < REPLY_COUNT && reply_table[id].closes;
+}
+
+/* reply_format - see reply.h. */
+size_t reply_format(enum reply_id id, const char *hostname, char *out,
+                    size_t cap)
+{
+    const struct reply_def *d;
+    char tmp[512];
+    int n;
+
+    if (id <= REPLY_NONE || id >= REPLY_COUNT)
+        return 0;
+    d = &reply_table[id];
+    if (d->with_host)
+        n = snprintf(tmp, sizeof tmp, "%s %s %s\r\n", d->code, hostname,
+                     d->text);
+    else
+        n = snprintf(tmp, sizeof tmp, "%s %s\r\n", d->code, d->text);
+    if (n < 0 || (size_t)n >= sizeof tmp || (size_t)n > cap)
+        return 0;
+    memcpy(out, tmp, (size_t)n);
+    return (size_t)n;
+}
