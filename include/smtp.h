@@ -152,8 +152,8 @@ struct smtp_ehlo_rewrite {
  * Removes the keyword lines named in opts->remove, then appends
  * "250-STARTTLS"/"250 STARTTLS" if opts->offer_starttls and the reply had
  * none (it keeps an existing one), and fixes the continuation marks so that
- * every line but the last has '-' and the last has ' ' (or no mark at
- * all when it has no text: "250" CRLF).  A single-line
+ * every line but the last has '-' and the last has ' ', even when it has
+ * no text ("250 " CRLF: some clients wait for the space).  A single-line
  * reply ("250 host") grows a second line when STARTTLS is added.  Lines are
  * written with CRLF even if the input used bare LF.  A reply that is not
  * 250 is copied unchanged.

@@ -1,0 +1,538 @@
+/*
+ * smtp.c - pure SMTP parsers and writers (see include/smtp.h).
+ *
+ * No I/O, no allocation, no global mutable state.  Every function reads
+ * only buf[0..len) and writes its outputs only on success.
+ */
+#include "smtp.h"
+
+#include <limits.h>
+#include <string.h>
+
+/* ---- small helpers ----------------------------------------------------- */
+
+/* smtp_upper - ASCII upper case, independent of the locale. */
+static char smtp_upper(char c)
+{
+    return (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
+}
+
+/* smtp_is_digit - ASCII decimal digit. */
+static bool smtp_is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* smtp_ieq - buf[0..len) equals the upper-case word, ignoring case. */
+static bool smtp_ieq(const char *buf, size_t len, const char *word)
+{
+    size_t wlen = strlen(word);
+
+    if (len != wlen)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (smtp_upper(buf[i]) != word[i])
+            return false;
+    return true;
+}
+
+/* ---- lines ------------------------------------------------------------- */
+
+/*
+ * smtp_line_find - find the first LF-terminated line in buf[0..len).
+ * Only the first max bytes are searched, so a line is at most max bytes
+ * long including its terminator.
+ */
+enum smtp_line_result smtp_line_find(const char *buf, size_t len, size_t max,
+                                     size_t *line_len, size_t *total)
+{
+    size_t n = len < max ? len : max;
+    const char *lf = n > 0 ? memchr(buf, '\n', n) : NULL;
+
+    if (lf == NULL)
+        return len >= max ? SMTP_LINE_TOO_LONG : SMTP_LINE_MORE;
+
+    size_t t = (size_t)(lf - buf) + 1;
+    size_t l = t - 1;
+    if (l > 0 && buf[l - 1] == '\r')
+        l--;
+    *line_len = l;
+    *total = t;
+    return SMTP_LINE_OK;
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+/* indexed by enum smtp_verb */
+static const char *const smtp_verb_names[SMTP_VERB_COUNT] = {
+    [SMTP_VERB_UNKNOWN]  = "UNKNOWN",
+    [SMTP_VERB_EHLO]     = "EHLO",
+    [SMTP_VERB_HELO]     = "HELO",
+    [SMTP_VERB_MAIL]     = "MAIL",
+    [SMTP_VERB_RCPT]     = "RCPT",
+    [SMTP_VERB_DATA]     = "DATA",
+    [SMTP_VERB_BDAT]     = "BDAT",
+    [SMTP_VERB_RSET]     = "RSET",
+    [SMTP_VERB_NOOP]     = "NOOP",
+    [SMTP_VERB_QUIT]     = "QUIT",
+    [SMTP_VERB_VRFY]     = "VRFY",
+    [SMTP_VERB_EXPN]     = "EXPN",
+    [SMTP_VERB_HELP]     = "HELP",
+    [SMTP_VERB_STARTTLS] = "STARTTLS",
+    [SMTP_VERB_AUTH]     = "AUTH",
+    [SMTP_VERB_XCLIENT]  = "XCLIENT",
+    [SMTP_VERB_XFORWARD] = "XFORWARD",
+    [SMTP_VERB_ETRN]     = "ETRN",
+};
+
+/* smtp_verb_name - upper-case name of a verb ("UNKNOWN" for unknown). */
+const char *smtp_verb_name(enum smtp_verb verb)
+{
+    if ((unsigned)verb >= SMTP_VERB_COUNT)
+        return smtp_verb_names[SMTP_VERB_UNKNOWN];
+    return smtp_verb_names[verb];
+}
+
+/*
+ * smtp_cmd_parse - split one command line into verb and argument.
+ * RFC 5321 4.1.1: the verb is followed by SP and the parameters.  Only SP
+ * separates (a TAB makes the first word an unknown verb); several spaces
+ * after the verb and trailing spaces are tolerated.  The argument is
+ * filled in for unknown verbs too (useful for logging).
+ */
+void smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *out)
+{
+    size_t wlen = 0;
+    while (wlen < len && line[wlen] != ' ')
+        wlen++;
+
+    enum smtp_verb verb = SMTP_VERB_UNKNOWN;
+    for (unsigned v = SMTP_VERB_UNKNOWN + 1; v < SMTP_VERB_COUNT; v++) {
+        if (smtp_ieq(line, wlen, smtp_verb_names[v])) {
+            verb = (enum smtp_verb)v;
+            break;
+        }
+    }
+
+    size_t start = wlen;
+    while (start < len && line[start] == ' ')
+        start++;
+    size_t end = len;
+    while (end > start && line[end - 1] == ' ')
+        end--;
+
+    out->verb = verb;
+    out->arg = end > start ? line + start : NULL;
+    out->arg_len = end - start;
+}
+
+/*
+ * smtp_bdat_parse - parse "<size> [LAST]" (RFC 3030 2: bdat-cmd ::= "BDAT"
+ * SP chunk-size [ SP end-marker ] CR LF; chunk-size ::= 1*DIGIT;
+ * end-marker ::= "LAST").  At most 18 digits (fits in 63 bits); one or
+ * more spaces before LAST; nothing else, not even a trailing space.
+ */
+int smtp_bdat_parse(const char *arg, size_t len, uint64_t *size, bool *last)
+{
+    enum { BDAT_MAX_DIGITS = 18 };
+    uint64_t v = 0;
+    size_t i = 0;
+
+    if (arg == NULL)
+        return -1;
+    while (i < len && smtp_is_digit(arg[i])) {
+        if (i == BDAT_MAX_DIGITS)
+            return -1;
+        v = v * 10 + (uint64_t)(arg[i] - '0');
+        i++;
+    }
+    if (i == 0)
+        return -1;
+    if (i == len) {
+        *size = v;
+        *last = false;
+        return 0;
+    }
+    if (arg[i] != ' ')
+        return -1;
+    while (i < len && arg[i] == ' ')
+        i++;
+    if (!smtp_ieq(arg + i, len - i, "LAST"))
+        return -1;
+    *size = v;
+    *last = true;
+    return 0;
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+/*
+ * smtp_reply_prefix_ok - can buf[0..n) (no LF in it) start a reply line
+ * with the given code (-1: any)?  RFC 5321 4.2: Reply-line = *( Reply-code
+ * "-" [ textstring ] CRLF ) Reply-code [ SP textstring ] CRLF.  The first
+ * digit must be 1..5; the other two are any digit.  After the code comes
+ * '-', ' ' or the terminator (CR must then be followed by LF).  Checking
+ * partial lines lets garbage be refused before its line is complete.
+ */
+static bool smtp_reply_prefix_ok(const char *buf, size_t n, int code)
+{
+    if (n > 0 && (buf[0] < '1' || buf[0] > '5'))
+        return false;
+    if (n > 1 && !smtp_is_digit(buf[1]))
+        return false;
+    if (n > 2 && !smtp_is_digit(buf[2]))
+        return false;
+    if (code >= 0) {   /* every line carries the first line's code */
+        const char want[3] = { (char)('0' + code / 100),
+                               (char)('0' + code / 10 % 10),
+                               (char)('0' + code % 10) };
+        for (size_t i = 0; i < n && i < 3; i++)
+            if (buf[i] != want[i])
+                return false;
+    }
+    if (n > 3 && buf[3] != '-' && buf[3] != ' ' && buf[3] != '\r')
+        return false;
+    if (n > 4 && buf[3] == '\r')
+        return false;   /* "DDD\r" followed by anything but LF */
+    return true;
+}
+
+/*
+ * smtp_reply_scan - find one complete reply at the start of buf.
+ * Lines are validated as they come (even before their terminator), so
+ * garbage gives SMTP_REPLY_BAD as early as possible.  A continuation line
+ * that is line number max_lines makes the reply BAD at once, since its
+ * last line could only come after it.
+ */
+enum smtp_reply_result smtp_reply_scan(const char *buf, size_t len,
+                                       size_t max_line, unsigned max_lines,
+                                       struct smtp_reply *out)
+{
+    size_t pos = 0;
+    unsigned nlines = 0;
+    int code = -1;
+
+    for (;;) {
+        size_t line_len, total;
+        const char *line = buf + pos;
+        enum smtp_line_result r = smtp_line_find(line, len - pos, max_line,
+                                                 &line_len, &total);
+        if (r == SMTP_LINE_TOO_LONG)
+            return SMTP_REPLY_BAD;
+        if (r == SMTP_LINE_MORE) {
+            if (!smtp_reply_prefix_ok(line, len - pos, code))
+                return SMTP_REPLY_BAD;
+            return SMTP_REPLY_MORE;
+        }
+        if (nlines >= max_lines)
+            return SMTP_REPLY_BAD;
+        if (line_len < 3 || !smtp_reply_prefix_ok(line, line_len, code))
+            return SMTP_REPLY_BAD;
+        if (line_len > 3 && line[3] == '\r')
+            return SMTP_REPLY_BAD;   /* "DDD\r" + more text */
+        if (code < 0)
+            code = (line[0] - '0') * 100 + (line[1] - '0') * 10 +
+                   (line[2] - '0');
+        nlines++;
+        pos += total;
+        if (line_len == 3 || line[3] == ' ') {
+            out->code = code;
+            out->len = pos;
+            out->nlines = nlines;
+            return SMTP_REPLY_OK;
+        }
+        if (nlines >= max_lines)
+            return SMTP_REPLY_BAD;
+    }
+}
+
+/* ---- EHLO reply -------------------------------------------------------- */
+
+/* keywords we know, RFC 5321 4.1.1.1 ehlo-keyword */
+static const struct {
+    const char *name;
+    unsigned bit;
+} smtp_caps[] = {
+    { "STARTTLS",            SMTP_CAP_STARTTLS },
+    { "PIPELINING",          SMTP_CAP_PIPELINING },
+    { "CHUNKING",            SMTP_CAP_CHUNKING },
+    { "AUTH",                SMTP_CAP_AUTH },
+    { "XCLIENT",             SMTP_CAP_XCLIENT },
+    { "XFORWARD",            SMTP_CAP_XFORWARD },
+    { "SIZE",                SMTP_CAP_SIZE },
+    { "8BITMIME",            SMTP_CAP_8BITMIME },
+    { "SMTPUTF8",            SMTP_CAP_SMTPUTF8 },
+    { "DSN",                 SMTP_CAP_DSN },
+    { "ENHANCEDSTATUSCODES", SMTP_CAP_ENHANCEDSTATUSCODES },
+};
+
+/*
+ * smtp_ehlo_keyword - the SMTP_CAP_* bit of one EHLO line's text (after
+ * "250-"), or 0.  The keyword is the whole first word: it ends at the end
+ * of the text, a SP or a TAB; "AUTH=" (the old form some clients still
+ * look for) also ends at '='.  "AUTHX" and "STARTTLSX" are not keywords
+ * we know.
+ */
+static unsigned smtp_ehlo_keyword(const char *text, size_t len)
+{
+    size_t k = 0;
+    while (k < len && text[k] != ' ' && text[k] != '\t')
+        k++;
+    for (size_t i = 0; i < sizeof smtp_caps / sizeof smtp_caps[0]; i++)
+        if (smtp_ieq(text, k, smtp_caps[i].name))
+            return smtp_caps[i].bit;
+    if (k > 4 && smtp_ieq(text, 5, "AUTH="))
+        return SMTP_CAP_AUTH;
+    return 0;
+}
+
+/*
+ * smtp_reply_next_line - split the next line of a reply at buf[*pos].
+ * Sets *text and *text_len to what follows the code and its mark, and
+ * advances *pos past the terminator (or to len if there is none).
+ * Returns false at the end of the buffer.
+ */
+static bool smtp_reply_next_line(const char *buf, size_t len, size_t *pos,
+                                 const char **text, size_t *text_len)
+{
+    if (*pos >= len)
+        return false;
+    const char *line = buf + *pos;
+    size_t rest = len - *pos;
+    const char *lf = memchr(line, '\n', rest);
+    size_t total = lf != NULL ? (size_t)(lf - line) + 1 : rest;
+    size_t l = lf != NULL ? total - 1 : rest;
+    if (l > 0 && line[l - 1] == '\r')
+        l--;
+    *text = l > 4 ? line + 4 : line + l;
+    *text_len = l > 4 ? l - 4 : 0;
+    *pos += total;
+    return true;
+}
+
+/*
+ * smtp_ehlo_caps - capability bits of a complete EHLO reply.
+ * RFC 5321 4.1.1.1: ehlo-ok-rsp = ( "250" SP Domain [ SP ehlo-greet ] CRLF )
+ * / ( "250" "-" Domain [ SP ehlo-greet ] CRLF *( "250" "-" ehlo-line CRLF )
+ * "250" SP ehlo-line CRLF ): the first line is never a keyword.
+ */
+unsigned smtp_ehlo_caps(const char *reply, size_t len)
+{
+    unsigned caps = 0;
+    size_t pos = 0;
+    const char *text;
+    size_t text_len;
+
+    if (len < 3 || reply[0] != '2')
+        return 0;
+    if (!smtp_reply_next_line(reply, len, &pos, &text, &text_len))
+        return 0;
+    while (smtp_reply_next_line(reply, len, &pos, &text, &text_len))
+        caps |= smtp_ehlo_keyword(text, text_len);
+    return caps;
+}
+
+/* smtp_put - append n bytes to out at *pos (out may be NULL: count only). */
+static void smtp_put(char *out, size_t *pos, const char *s, size_t n)
+{
+    if (out != NULL && n > 0)
+        memcpy(out + *pos, s, n);
+    *pos += n;
+}
+
+/*
+ * smtp_ehlo_line - write one line "250" mark text CRLF.  A continuation
+ * line has '-', the last line ' ', also before empty text: clients such as
+ * swaks wait for "250 " and take a bare "250" CRLF for an unfinished reply.
+ */
+static void smtp_ehlo_line(char *out, size_t *pos, const char *text,
+                           size_t text_len, bool last)
+{
+    smtp_put(out, pos, "250", 3);
+    smtp_put(out, pos, last ? " " : "-", 1);
+    smtp_put(out, pos, text, text_len);
+    smtp_put(out, pos, "\r\n", 2);
+}
+
+/*
+ * smtp_ehlo_keep - is line number idx (text after the code and mark) kept?
+ * The first line (the domain) always is.  With offer_starttls the first
+ * STARTTLS line is kept and any later one dropped, so it appears once.
+ * *have_starttls records that a STARTTLS line was kept.
+ */
+static bool smtp_ehlo_keep(size_t idx, const char *text, size_t text_len,
+                           const struct smtp_ehlo_rewrite *opts,
+                           bool *have_starttls)
+{
+    if (idx == 0)
+        return true;
+    unsigned bit = smtp_ehlo_keyword(text, text_len);
+    bool keep;
+    if (bit == SMTP_CAP_STARTTLS && opts->offer_starttls)
+        keep = !*have_starttls;
+    else
+        keep = (opts->remove & bit) == 0;
+    if (keep && bit == SMTP_CAP_STARTTLS)
+        *have_starttls = true;
+    return keep;
+}
+
+/*
+ * smtp_ehlo_plan - first pass: the index of the last line kept, and
+ * whether a STARTTLS line has to be appended after it.
+ */
+static void smtp_ehlo_plan(const char *reply, size_t len,
+                           const struct smtp_ehlo_rewrite *opts,
+                           size_t *last_kept, bool *add_starttls)
+{
+    size_t pos = 0, last = 0;
+    bool have = false;
+    const char *text;
+    size_t text_len;
+
+    for (size_t idx = 0;
+         smtp_reply_next_line(reply, len, &pos, &text, &text_len); idx++)
+        if (smtp_ehlo_keep(idx, text, text_len, opts, &have))
+            last = idx;
+    *last_kept = last;
+    *add_starttls = opts->offer_starttls && !have;
+}
+
+/*
+ * smtp_ehlo_emit - second pass: write the kept lines (and "STARTTLS" if
+ * add_starttls) to out, or only count them when out is NULL.  The line
+ * number last_kept carries the final ' ' unless STARTTLS follows it.
+ * Returns the number of bytes.
+ */
+static size_t smtp_ehlo_emit(const char *reply, size_t len,
+                             const struct smtp_ehlo_rewrite *opts,
+                             size_t last_kept, bool add_starttls, char *out)
+{
+    size_t pos = 0, w = 0;
+    bool have = false;
+    const char *text;
+    size_t text_len;
+
+    for (size_t idx = 0;
+         smtp_reply_next_line(reply, len, &pos, &text, &text_len); idx++)
+        if (smtp_ehlo_keep(idx, text, text_len, opts, &have))
+            smtp_ehlo_line(out, &w, text, text_len,
+                           !add_starttls && idx == last_kept);
+    if (add_starttls)
+        smtp_ehlo_line(out, &w, "STARTTLS", 8, true);
+    return w;
+}
+
+/*
+ * smtp_ehlo_rewrite - rewrite a complete 250 EHLO reply into out.
+ * The input must be exactly one well-formed reply (smtp_reply_scan).
+ * The size is computed first so that out is written only when it fits.
+ */
+int smtp_ehlo_rewrite(const char *reply, size_t len,
+                      const struct smtp_ehlo_rewrite *opts,
+                      char *out, size_t out_cap, size_t *out_len)
+{
+    struct smtp_reply r;
+
+    if (smtp_reply_scan(reply, len, SIZE_MAX, UINT_MAX, &r) != SMTP_REPLY_OK ||
+        r.len != len)
+        return -1;
+    if (r.code != 250) {
+        if (len > out_cap)
+            return -1;
+        memcpy(out, reply, len);
+        *out_len = len;
+        return 0;
+    }
+
+    size_t last_kept;
+    bool add_starttls;
+    smtp_ehlo_plan(reply, len, opts, &last_kept, &add_starttls);
+    size_t need = smtp_ehlo_emit(reply, len, opts, last_kept, add_starttls,
+                                 NULL);
+    if (need > out_cap)
+        return -1;
+    smtp_ehlo_emit(reply, len, opts, last_kept, add_starttls, out);
+    *out_len = need;
+    return 0;
+}
+
+/* ---- message content (DATA) ------------------------------------------- */
+
+/*
+ * The scanner is a matcher for the five bytes CR LF "." CR LF over the
+ * content with the DATA command's CRLF in front of it; each state is the
+ * length of the pattern prefix matched so far (RFC 5321 4.1.1.4: "the
+ * character sequence <CRLF>.<CRLF> ends the mail text").  A lone LF or CR
+ * never counts as a line end here.
+ */
+enum smtp_data_state {
+    DATA_TEXT = 0,   /* inside a line */
+    DATA_CR,         /* CR */
+    DATA_BOL,        /* CR LF: at the start of a line */
+    DATA_DOT,        /* CR LF . */
+    DATA_DOT_CR,     /* CR LF . CR */
+    DATA_END         /* CR LF . CR LF: done */
+};
+
+/* smtp_data_scanner_init - start scanning at the beginning of content. */
+void smtp_data_scanner_init(struct smtp_data_scanner *s)
+{
+    s->state = DATA_BOL;
+}
+
+/*
+ * smtp_data_step - the state after byte c in state st.  On a mismatch a
+ * CR still starts a new CR LF, everything else falls back to DATA_TEXT.
+ */
+static int smtp_data_step(int st, char c)
+{
+    switch (st) {
+    case DATA_CR:
+        if (c == '\n')
+            return DATA_BOL;
+        break;
+    case DATA_BOL:
+        if (c == '.')
+            return DATA_DOT;
+        break;
+    case DATA_DOT:
+        if (c == '\r')
+            return DATA_DOT_CR;
+        break;
+    case DATA_DOT_CR:
+        if (c == '\n')
+            return DATA_END;
+        break;
+    default:
+        break;
+    }
+    return c == '\r' ? DATA_CR : DATA_TEXT;
+}
+
+/*
+ * smtp_data_scan - scan buf[0..len) of content.  Once the end has been
+ * seen, further calls return 0 with *done set until the scanner is
+ * initialised again.
+ */
+size_t smtp_data_scan(struct smtp_data_scanner *s, const char *buf,
+                      size_t len, bool *done)
+{
+    int st = s->state;
+
+    if (st == DATA_END) {
+        *done = true;
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        st = smtp_data_step(st, buf[i]);
+        if (st == DATA_END) {
+            s->state = st;
+            *done = true;
+            return i + 1;
+        }
+    }
+    s->state = st;
+    *done = false;
+    return len;
+}
