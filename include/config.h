@@ -66,6 +66,7 @@ struct config {
     enum log_level log_level;      /* default: info */
     struct service *services;      /* at least one */
     size_t nservices;
+    unsigned workers;              /* event loops (threads); 0: one per CPU */
 };
 
 /*

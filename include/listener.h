@@ -1,5 +1,9 @@
 /*
  * listener.h - bind, listen, accept, and hand each socket to a session.
+ *
+ * Sockets are bound up front, one per address per worker, with
+ * SO_REUSEPORT so the kernel spreads new connections evenly over the
+ * workers' loops; a bind error is known before any worker starts.
  */
 #ifndef STARTTLS_PROXY_LISTENER_H
 #define STARTTLS_PROXY_LISTENER_H
@@ -12,12 +16,19 @@ struct worker;
 struct listener;
 
 /*
- * listener_open - listen on addr for service number svc_index of w.
- * Returns NULL with a message in err on failure.
+ * listener_socket - a listening socket for addr (SO_REUSEPORT set).
+ * Returns the descriptor, or -1 with a message in err.
+ */
+int listener_socket(const struct listen_addr *addr, char *err, size_t err_len);
+
+/*
+ * listener_open - accept on fd (from listener_socket) in w's loop for
+ * service number svc_index.  Returns NULL with a message in err; fd is
+ * closed then.
  */
 struct listener *listener_open(struct worker *w, size_t svc_index,
-                               const struct listen_addr *addr, char *err,
-                               size_t err_len);
+                               const struct listen_addr *addr, int fd,
+                               char *err, size_t err_len);
 
 /* listener_close - stop accepting; the memory goes in the close callback. */
 void listener_close(struct listener *l);

@@ -24,6 +24,11 @@ struct listener;
 
 struct worker {
     uv_loop_t *loop;
+    uv_loop_t own_loop;              /* the loop, when worker_run owns it */
+    uv_thread_t thread;
+    uv_async_t stop_async;           /* another thread asks us to stop */
+    const int *fds;                  /* listening sockets, one per address,
+                                        in service order (worker_listen) */
     const struct config *cfg;
     const struct tls_service *tls;   /* indexed like cfg->services */
     struct logger log;
@@ -33,20 +38,38 @@ struct worker {
     struct listener **listeners;
     size_t nlisteners;
     bool stopping;
+    int exit_status;                 /* 0: the loop closed cleanly */
     /* scratch: filled and consumed within one callback, never kept */
     char rbuf[WORKER_READ_BUF];
     char pbuf[WORKER_PLAIN_BUF];
 };
 
-/* worker_init - set up w on loop; binds nothing yet. */
+/* worker_init - set up w on loop; accepts on nothing yet. */
 void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
                  const struct tls_service *tls, unsigned id);
 
 /*
- * worker_listen - bind and listen on every service's addresses.  On
- * failure returns -1 with a message in err; what was bound is closed.
+ * worker_listen - accept on fds: one listening socket per configured
+ * address, in service order (see listener_socket).  The worker owns them
+ * from now on.  On failure returns -1 with a message in err.
  */
-int worker_listen(struct worker *w, char *err, size_t err_len);
+int worker_listen(struct worker *w, const int *fds, char *err,
+                  size_t err_len);
+
+/*
+ * worker_start - run w in a thread of its own, with its own loop, accepting
+ * on fds.  Returns -1 with a message in err when the thread cannot start.
+ */
+int worker_start(struct worker *w, const struct config *cfg,
+                 const struct tls_service *tls, unsigned id, const int *fds,
+                 char *err, size_t err_len);
+
+/* worker_request_stop - from any thread: make w stop (worker_stop). */
+void worker_request_stop(struct worker *w);
+
+/* worker_join - wait for w's thread to end; returns 0 if its loop closed
+ * cleanly. */
+int worker_join(struct worker *w);
 
 /*
  * worker_stop - stop accepting and end every session with 421 4.3.2; the

@@ -1,10 +1,15 @@
 /*
- * listener.c - one listening socket per configured address.
+ * listener.c - listening sockets and accepting.
  */
 #include "listener.h"
 
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -19,6 +24,33 @@ struct listener {
     const struct listen_addr *addr;
 };
 
+/* listener_socket - see listener.h. */
+int listener_socket(const struct listen_addr *addr, char *err, size_t err_len)
+{
+    int fd, one = 1;
+    int family = addr->addr.ss_family;
+
+    fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        goto fail;
+    if (family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)
+        goto fail;
+    if (bind(fd, (const struct sockaddr *)&addr->addr, addr->addr_len) != 0 ||
+        listen(fd, 511) != 0)
+        goto fail;
+    return fd;
+fail:
+    snprintf(err, err_len, "cannot listen on %s: %s", addr->text,
+             strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
 static void listener_on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
@@ -32,30 +64,28 @@ static void listener_on_connection(uv_stream_t *server, int status)
     session_accept(l->w, l->svc_index, server);
 }
 
+/* listener_open - see listener.h. */
 struct listener *listener_open(struct worker *w, size_t svc_index,
-                               const struct listen_addr *addr, char *err,
-                               size_t err_len)
+                               const struct listen_addr *addr, int fd,
+                               char *err, size_t err_len)
 {
     struct listener *l = calloc(1, sizeof *l);
     int r;
 
-    if (l == NULL) {
-        snprintf(err, err_len, "out of memory");
+    if (l == NULL || uv_tcp_init(w->loop, &l->tcp) != 0) {
+        free(l);
+        close(fd);
+        snprintf(err, err_len, "%s: cannot set up listener", addr->text);
         return NULL;
     }
     l->w = w;
     l->svc_index = svc_index;
     l->addr = addr;
-    r = uv_tcp_init(w->loop, &l->tcp);
-    if (r != 0) {
-        free(l);
-        snprintf(err, err_len, "%s: %s", addr->text, uv_strerror(r));
-        return NULL;
-    }
     l->tcp.data = l;
-    r = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr->addr,
-                    addr->addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
-    if (r == 0)
+    r = uv_tcp_open(&l->tcp, fd);
+    if (r != 0)
+        close(fd);
+    else
         r = uv_listen((uv_stream_t *)&l->tcp, 511, listener_on_connection);
     if (r != 0) {
         snprintf(err, err_len, "cannot listen on %s: %s", addr->text,

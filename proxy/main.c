@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
 #include <uv.h>
 
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "tls.h"
 #include "worker.h"
@@ -19,7 +21,9 @@
 struct runtime {
     struct config *cfg;
     struct tls_service *tls;
-    struct worker *worker;
+    struct worker *workers;
+    unsigned nworkers;
+    struct logger log;
     uv_signal_t sigterm;
     uv_signal_t sigint;
 };
@@ -74,21 +78,77 @@ static void main_on_signal(uv_signal_t *h, int signum)
 {
     struct runtime *rt = h->data;
 
-    log_event(&rt->worker->log, LOG_INFO, 0, "event=stopping signal=%s",
+    log_event(&rt->log, LOG_INFO, 0, "event=stopping signal=%s",
               signum == SIGTERM ? "TERM" : "INT");
-    worker_stop(rt->worker);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        worker_request_stop(&rt->workers[i]);
     uv_close((uv_handle_t *)&rt->sigterm, NULL);
     uv_close((uv_handle_t *)&rt->sigint, NULL);
+}
+
+/*
+ * main_raise_nofile - as many descriptors as the hard limit allows; each
+ * session needs two.  Returns the resulting soft limit.
+ */
+static unsigned long main_raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return (unsigned long)rl.rlim_cur;
+}
+
+/*
+ * main_sockets - every listening socket, workers x addresses, bound before
+ * any thread starts so that a bind error stops start-up cleanly.
+ */
+static int *main_sockets(const struct config *cfg, unsigned nworkers,
+                         size_t *per_worker, char *err, size_t err_len)
+{
+    size_t n = 0, k = 0;
+    int *fds;
+
+    for (size_t i = 0; i < cfg->nservices; i++)
+        n += cfg->services[i].nlisten;
+    fds = calloc(n * nworkers, sizeof *fds);
+    if (fds == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    for (unsigned wi = 0; wi < nworkers; wi++)
+        for (size_t i = 0; i < cfg->nservices; i++)
+            for (size_t j = 0; j < cfg->services[i].nlisten; j++) {
+                fds[k] = listener_socket(&cfg->services[i].listen[j], err,
+                                         err_len);
+                if (fds[k] < 0) {
+                    while (k-- > 0)
+                        close(fds[k]);
+                    free(fds);
+                    return NULL;
+                }
+                k++;
+            }
+    *per_worker = n;
+    return fds;
 }
 
 int main(int argc, char **argv)
 {
     const char *path = CONFIG_DEFAULT_PATH;
     struct runtime rt;
-    struct worker *w;
     uv_loop_t loop;
     char err[512];
-    int check = 0, opt, rc;
+    int check = 0, opt, rc = 0;
+    size_t per_worker = 0;
+    unsigned started = 0;
+    unsigned long max_files;
+    int *fds;
 
     while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
         switch (opt) {
@@ -114,37 +174,68 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    rt.log.level = rt.cfg->log_level;
+    rt.log.out = stderr;
+    rt.nworkers = rt.cfg->workers ? rt.cfg->workers
+                                  : (unsigned)uv_available_parallelism();
+    if (rt.nworkers == 0)
+        rt.nworkers = 1;
 
-    w = malloc(sizeof *w);
-    if (w == NULL || uv_loop_init(&loop) != 0) {
-        fprintf(stderr, "starttls-proxy: cannot start the event loop\n");
-        free(w);
+    max_files = main_raise_nofile();
+    fds = main_sockets(rt.cfg, rt.nworkers, &per_worker, err, sizeof err);
+    rt.workers = calloc(rt.nworkers, sizeof *rt.workers);
+    if (fds == NULL || rt.workers == NULL || uv_loop_init(&loop) != 0) {
+        fprintf(stderr, "%s: %s\n", path, fds == NULL ? err : "out of memory");
+        free(rt.workers);
+        free(fds);
         main_free(&rt);
         return 1;
     }
-    worker_init(w, &loop, rt.cfg, rt.tls, 0);
-    rt.worker = w;
-    if (worker_listen(w, err, sizeof err) != 0) {
-        fprintf(stderr, "%s: %s\n", path, err);
-        uv_run(&loop, UV_RUN_DEFAULT);   /* let the closed listeners go */
-        uv_loop_close(&loop);
-        free(w);
-        main_free(&rt);
-        return 1;
+    for (; started < rt.nworkers; started++) {
+        if (worker_start(&rt.workers[started], rt.cfg, rt.tls, started,
+                         fds + started * per_worker, err, sizeof err) != 0) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            for (size_t k = (started + 1) * per_worker;
+                 k < rt.nworkers * per_worker; k++)
+                close(fds[k]);
+            rc = 1;
+            break;
+        }
     }
-    uv_signal_init(&loop, &rt.sigterm);
-    uv_signal_init(&loop, &rt.sigint);
-    rt.sigterm.data = rt.sigint.data = &rt;
-    uv_signal_start(&rt.sigterm, main_on_signal, SIGTERM);
-    uv_signal_start(&rt.sigint, main_on_signal, SIGINT);
-    log_event(&w->log, LOG_INFO, 0, "event=start version=%s hostname=%s",
-              STARTTLS_PROXY_VERSION, rt.cfg->hostname);
+    free(fds);
+    if (rc == 0) {
+        uv_signal_init(&loop, &rt.sigterm);
+        uv_signal_init(&loop, &rt.sigint);
+        rt.sigterm.data = rt.sigint.data = &rt;
+        uv_signal_start(&rt.sigterm, main_on_signal, SIGTERM);
+        uv_signal_start(&rt.sigint, main_on_signal, SIGINT);
+        for (size_t i = 0; i < rt.cfg->nservices; i++) {
+            const struct service *svc = &rt.cfg->services[i];
 
-    uv_run(&loop, UV_RUN_DEFAULT);
-
-    rc = uv_loop_close(&loop) == 0 ? 0 : 1;
-    log_event(&w->log, LOG_INFO, 0, "event=stopped");
-    free(w);
+            for (size_t j = 0; j < svc->nlisten; j++)
+                log_event(&rt.log, LOG_INFO, 0,
+                          "event=listening service=%s listen=%s backend=%s:%s",
+                          svc->name, svc->listen[j].text, svc->backend_host,
+                          svc->backend_port);
+        }
+        log_event(&rt.log, LOG_INFO, 0,
+                  "event=start version=%s hostname=%s workers=%u "
+                  "max_files=%lu max_sessions=%lu",
+                  STARTTLS_PROXY_VERSION, rt.cfg->hostname, rt.nworkers,
+                  max_files, max_files > 64 ? (max_files - 64) / 2 : 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    } else {
+        rt.nworkers = started;
+        for (unsigned i = 0; i < started; i++)
+            worker_request_stop(&rt.workers[i]);
+    }
+    for (unsigned i = 0; i < rt.nworkers; i++)
+        if (worker_join(&rt.workers[i]) != 0)
+            rc = 1;
+    if (uv_loop_close(&loop) != 0)
+        rc = 1;
+    log_event(&rt.log, LOG_INFO, 0, "event=stopped");
+    free(rt.workers);
     main_free(&rt);
     return rc;
 }

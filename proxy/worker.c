@@ -1,11 +1,13 @@
 /*
- * worker.c - a loop's listeners and sessions.
+ * worker.c - one loop per thread: its listeners and its sessions.
  */
 #include "worker.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "listener.h"
 #include "session.h"
@@ -24,32 +26,32 @@ void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
 }
 
 /* worker_listen - see worker.h. */
-int worker_listen(struct worker *w, char *err, size_t err_len)
+int worker_listen(struct worker *w, const int *fds, char *err, size_t err_len)
 {
-    size_t total = 0, i, j;
+    size_t total = 0, i, j, k = 0;
 
     for (i = 0; i < w->cfg->nservices; i++)
         total += w->cfg->services[i].nlisten;
     w->listeners = calloc(total, sizeof *w->listeners);
     if (w->listeners == NULL) {
         snprintf(err, err_len, "out of memory");
+        for (k = 0; k < total; k++)
+            close(fds[k]);
         return -1;
     }
     for (i = 0; i < w->cfg->nservices; i++) {
         const struct service *svc = &w->cfg->services[i];
 
-        for (j = 0; j < svc->nlisten; j++) {
-            struct listener *l = listener_open(w, i, &svc->listen[j], err,
-                                               err_len);
+        for (j = 0; j < svc->nlisten; j++, k++) {
+            struct listener *l = listener_open(w, i, &svc->listen[j], fds[k],
+                                               err, err_len);
             if (l == NULL) {
+                for (k++; k < total; k++)
+                    close(fds[k]);
                 worker_stop(w);
                 return -1;
             }
             w->listeners[w->nlisteners++] = l;
-            log_event(&w->log, LOG_INFO, 0,
-                      "event=listening service=%s listen=%s backend=%s:%s",
-                      svc->name, svc->listen[j].text, svc->backend_host,
-                      svc->backend_port);
         }
     }
     return 0;
@@ -77,4 +79,67 @@ void worker_stop(struct worker *w)
 uint64_t worker_next_sid(struct worker *w)
 {
     return ((uint64_t)(w->id + 1) << 48) | ++w->next_sid;
+}
+
+static void worker_on_stop(uv_async_t *a)
+{
+    struct worker *w = a->data;
+
+    worker_stop(w);
+    uv_close((uv_handle_t *)a, NULL);
+}
+
+/* worker_thread - the body of a worker thread: run the loop dry. */
+static void worker_thread(void *arg)
+{
+    struct worker *w = arg;
+
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    w->exit_status = uv_loop_close(w->loop) == 0 ? 0 : 1;
+}
+
+/* worker_start - see worker.h. */
+int worker_start(struct worker *w, const struct config *cfg,
+                 const struct tls_service *tls, unsigned id, const int *fds,
+                 char *err, size_t err_len)
+{
+    int r;
+
+    worker_init(w, &w->own_loop, cfg, tls, id);   /* zeroes w first */
+    r = uv_loop_init(&w->own_loop);                /* keeps loop->data */
+    if (r == 0)
+        r = uv_async_init(w->loop, &w->stop_async, worker_on_stop);
+    if (r != 0) {
+        snprintf(err, err_len, "cannot create event loop: %s", uv_strerror(r));
+        return -1;
+    }
+    w->stop_async.data = w;
+    if (worker_listen(w, fds, err, err_len) != 0) {
+        uv_close((uv_handle_t *)&w->stop_async, NULL);
+        uv_run(w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(w->loop);
+        return -1;
+    }
+    r = uv_thread_create(&w->thread, worker_thread, w);
+    if (r != 0) {
+        snprintf(err, err_len, "cannot start worker thread: %s",
+                 uv_strerror(r));
+        worker_stop(w);
+        uv_close((uv_handle_t *)&w->stop_async, NULL);
+        uv_run(w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(w->loop);
+        return -1;
+    }
+    return 0;
+}
+
+void worker_request_stop(struct worker *w)
+{
+    uv_async_send(&w->stop_async);
+}
+
+int worker_join(struct worker *w)
+{
+    uv_thread_join(&w->thread);
+    return w->exit_status;
 }
