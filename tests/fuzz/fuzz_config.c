@@ -5,36 +5,35 @@
  * 0 with a config that keeps the promises of config.h, or -1 with at
  * least one "fuzz.ini:LINE: " error line; nothing may leak.
  */
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "fuzz.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* check_config - the promises of a loaded config; abort() if one fails. */
+/* check_config - the promises of a loaded config. */
 static void check_config(const struct config *cfg)
 {
-    size_t i;
+    size_t i, j;
 
-    if (cfg->hostname == NULL || cfg->nservices == 0 ||
-        strcmp(cfg->path, "fuzz.ini") != 0)
-        abort();
+    FUZZ_CHECK(cfg->hostname != NULL && cfg->nservices > 0);
+    FUZZ_CHECK(strcmp(cfg->path, "fuzz.ini") == 0);
     for (i = 0; i < cfg->nservices; i++) {
         const struct service *s = &cfg->services[i];
 
-        if (s->name == NULL || s->nlisten == 0 || s->listen == NULL ||
-            s->backend_host == NULL || s->backend_port == NULL ||
-            s->backend_verify_name == NULL || s->line <= 0)
-            abort();
-        if (s->idle_timeout < 1 || s->idle_timeout > 86400 ||
-            s->max_line_length < 512 || s->max_line_length > 65536)
-            abort();
-        if ((s->client_tls != CLIENT_TLS_NONE || s->client_implicit_tls) &&
-            (s->cert == NULL || s->key == NULL))
-            abort();
+        FUZZ_CHECK(s->name != NULL && s->line > 0);
+        FUZZ_CHECK(s->nlisten > 0 && s->listen != NULL);
+        for (j = 0; j < s->nlisten; j++)
+            FUZZ_CHECK(s->listen[j].addr_len > 0 &&
+                       s->listen[j].text[0] != '\0');
+        FUZZ_CHECK(s->backend_host != NULL && s->backend_port != NULL);
+        FUZZ_CHECK(s->backend_verify_name != NULL);
+        FUZZ_CHECK(s->idle_timeout >= 1 && s->idle_timeout <= 86400);
+        FUZZ_CHECK(s->max_line_length >= 512 &&
+                   s->max_line_length <= 65536);
+        FUZZ_CHECK((s->client_tls == CLIENT_TLS_NONE &&
+                    !s->client_implicit_tls) ||
+                   (s->cert != NULL && s->key != NULL));
     }
 }
 
@@ -46,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int r;
 
     if (size == 0 || size > 64 * 1024)
-        return 0;  /* fmemopen() wants a size; the empty file is a test */
+        return 0;  /* fmemopen() needs a size; empty files: unit tests */
     f = fmemopen((void *)data, size, "r");
     if (f == NULL)
         return 0;
@@ -55,9 +54,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r == 0) {
         check_config(cfg);
         config_free(cfg);
-    } else if (r != -1 || cfg != NULL || strncmp(err, "fuzz.ini:", 9) != 0 ||
-               memchr(err, '\0', sizeof err) == NULL) {
-        abort();
+    } else {
+        FUZZ_CHECK(r == -1 && cfg == NULL);
+        FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL);
+        FUZZ_CHECK(strncmp(err, "fuzz.ini:", 9) == 0);
     }
     return 0;
 }
