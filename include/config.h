@@ -27,6 +27,70 @@ enum backend_tls {
     BACKEND_TLS_VERIFY
 };
 
+/* RFC 3030-era smuggling defence: what a bare CR or LF in DATA gets */
+enum bare_newline { BARE_NEWLINE_NORMALIZE = 0, BARE_NEWLINE_REJECT };
+
+/* how the backend learns the client's address */
+enum client_address {
+    CLIENT_ADDRESS_NONE = 0,
+    CLIENT_ADDRESS_PROXY_V1,
+    CLIENT_ADDRESS_PROXY_V2,
+    CLIENT_ADDRESS_XCLIENT
+};
+
+enum client_cert { CLIENT_CERT_NONE = 0, CLIENT_CERT_ASK, CLIENT_CERT_REQUIRE };
+
+/* an address range: "10.1.2.0/24", "2001:db8::/32", "192.0.2.7" (/32) */
+struct cidr {
+    struct sockaddr_storage addr;  /* family set; port 0; host bits zero */
+    unsigned prefix;               /* 0..32 or 0..128 */
+};
+
+/*
+ * TLS settings of one leg.  Strings are OpenSSL's syntax and are checked
+ * when the contexts are built (tls.c), so "-t" reports a bad list.
+ */
+struct tls_knobs {
+    int min_protocol;              /* TLS1_VERSION .. TLS1_3_VERSION (the
+                                      OpenSSL numbers, 0x301..0x304);
+                                      default TLS 1.2 (0x303) */
+    char *ciphers;                 /* TLS <= 1.2 cipher list; NULL: default */
+    char *ciphersuites;            /* TLS 1.3 suites; NULL: default */
+    char *groups;                  /* key exchange groups; NULL: default */
+    int security_level;            /* 0..5; -1: OpenSSL's default */
+    bool session_tickets;          /* resumption by tickets; default yes */
+};
+
+/* one certificate chain with its key (several per service: RSA + ECDSA,
+ * or other names chosen by SNI) */
+struct cert_pair {
+    char *cert;
+    char *key;
+};
+
+/*
+ * [profile NAME]: client-leg overrides for clients from some networks
+ * (old printers that need TLS 1.0 or plaintext AUTH...).  A service lists
+ * the profiles it uses; the first whose sources match the client applies.
+ * A has_* flag says the key was given; otherwise the service's value holds.
+ */
+struct profile {
+    char *name;
+    int line;
+    struct cidr *sources;          /* at least one */
+    size_t nsources;
+    bool has_client_tls;
+    enum client_tls client_tls;
+    bool has_client_plaintext_auth;
+    bool client_plaintext_auth;
+    bool has_min_protocol;
+    int min_protocol;
+    char *ciphers;                 /* NULL: the service's */
+    char *ciphersuites;            /* NULL: the service's */
+    bool has_security_level;
+    int security_level;
+};
+
 struct listen_addr {
     struct sockaddr_storage addr;  /* numeric address, port set */
     socklen_t addr_len;
@@ -58,6 +122,36 @@ struct service {
     unsigned idle_timeout;         /* seconds, default 300, 1..86400 */
     unsigned max_line_length;      /* bytes incl. CRLF, default 2048,
                                       512..65536 */
+
+    /* ---- hardening (issue 3) ---- */
+    struct cert_pair *certs;       /* cert/key given as equal-length comma
+                                      lists; certs[0] is also cert/key */
+    size_t ncerts;
+    struct tls_knobs client_tls_knobs;  /* keys client_tls_min_protocol,
+                                           client_tls_ciphers, ... */
+    struct tls_knobs backend_tls_knobs; /* keys backend_tls_min_protocol,
+                                           backend_tls_ciphers, ... */
+    char *client_ca_file;          /* NULL: none */
+    enum client_cert client_cert;  /* default none; ask/require need
+                                      client_ca_file */
+    enum bare_newline bare_newline;     /* default normalize */
+    bool trace_header;             /* default no */
+    enum client_address backend_client_address; /* default none */
+    bool client_proxy_protocol;    /* default no; needs trusted_proxies */
+    struct cidr *trusted_proxies;
+    size_t ntrusted_proxies;
+    unsigned max_connections;      /* per service, default 1000, 1..1000000 */
+    unsigned max_connections_per_ip; /* default 50; 0: no limit */
+    unsigned max_errors;           /* default 10, 1..1000 */
+    unsigned command_timeout;      /* seconds for one whole command line,
+                                      default 300, 1..86400 */
+    unsigned tls_handshake_timeout; /* seconds, default 30, 1..3600 */
+    unsigned min_data_rate;        /* bytes/s over a message, default 1024;
+                                      0: off */
+    bool enforce;                  /* default yes; no: strict policies are
+                                      only logged as would_refuse=... */
+    const struct profile **profiles; /* key profiles = a, b (order kept) */
+    size_t nprofiles;
 };
 
 struct config {
@@ -67,6 +161,8 @@ struct config {
     struct service *services;      /* at least one */
     size_t nservices;
     unsigned workers;              /* event loops (threads); 0: one per CPU */
+    struct profile *profiles;      /* every [profile NAME] section */
+    size_t nprofiles;
 };
 
 /*

@@ -91,5 +91,9 @@ SSL *conn_ssl(const struct conn *c);           /* NULL before TLS */
 const char *conn_error(const struct conn *c);
 /* conn_peer - "ip:port" of the peer (empty before connect/accept). */
 const char *conn_peer(const struct conn *c);
+/* conn_peer_addr - the peer's address (family 0 before connect/accept). */
+const struct sockaddr_storage *conn_peer_addr(const struct conn *c);
+/* conn_local_addr - our side's address of the connection. */
+int conn_local_addr(const struct conn *c, struct sockaddr_storage *out);
 
 #endif

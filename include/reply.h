@@ -28,8 +28,18 @@ enum reply_id {
     REPLY_MUST_STARTTLS,        /* 530 5.7.0 */
     REPLY_AUTH_NEEDS_TLS,       /* 538 5.7.11 */
     REPLY_TLS_ACTIVE,           /* 554 5.5.1 */
+    REPLY_PREGREET,             /* 554 5.5.0 */
+    REPLY_TOO_MANY_ERRORS,      /* 421 4.7.0 */
+    REPLY_TOO_MANY_CONNECTIONS, /* 421 4.7.0 */
+    REPLY_TOO_MANY_FROM_ADDRESS,/* 421 4.7.0 */
+    REPLY_BARE_NEWLINE_COMMAND, /* 500 5.5.2 */
+    REPLY_BARE_NEWLINE_MESSAGE, /* 550 5.5.2 */
+    REPLY_PROXY_HEADER,         /* 421 4.7.0 */
     REPLY_COUNT
 };
+
+/* reply_code - the three-digit code of a reply (0 for REPLY_NONE). */
+int reply_code(enum reply_id id);
 
 /* reply_closes - true for replies after which the connection is closed. */
 int reply_closes(enum reply_id id);

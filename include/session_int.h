@@ -44,6 +44,8 @@ enum backend_state {
     BACKEND_EHLO,
     BACKEND_STARTTLS,
     BACKEND_TLS_HANDSHAKE,
+    BACKEND_XCLIENT_EHLO, /* EHLO to learn whether XCLIENT is offered */
+    BACKEND_XCLIENT,      /* XCLIENT ADDR=... sent, 220 expected */
     BACKEND_READY,        /* relaying */
     BACKEND_FAILED
 };
@@ -58,7 +60,8 @@ enum client_mode {
     CLIENT_SKIP_LINE,     /* rest of an over-long line, thrown away */
     CLIENT_STARTTLS,      /* after STARTTLS: every plaintext byte dropped */
     CLIENT_HANDSHAKE,     /* TLS handshake on the client leg */
-    CLIENT_QUIT           /* QUIT sent; nothing more is read */
+    CLIENT_QUIT,          /* QUIT sent; nothing more is read */
+    CLIENT_PROXY_HEADER   /* waiting for a load balancer's PROXY header */
 };
 
 /* What each reply the client is owed stands for, in command order. */
@@ -73,6 +76,9 @@ enum expect_kind {
     EXPECT_BDAT_LAST,
     EXPECT_AUTH,
     EXPECT_QUIT,
+    EXPECT_HELO_FALLBACK, /* our HELO to a backend that refused EHLO */
+    EXPECT_SILENT,        /* our own command; the reply is not relayed */
+    EXPECT_XCLIENT,       /* our XCLIENT HELO=...; the client's EHLO waits */
     EXPECT_OTHER
 };
 
@@ -91,6 +97,7 @@ struct session {
     struct worker *w;
     const struct service *svc;
     const struct tls_service *tls;
+    size_t svc_index;
     uint64_t id;
     struct session *prev, *next;      /* the worker's list */
     unsigned refs;                    /* handles still open */
@@ -108,7 +115,9 @@ struct session {
     bool need_helo;                   /* TLS began: EHLO/HELO again first */
     bool waiting;                     /* a reply must come before more
                                          commands (DATA, AUTH, QUIT) */
-    struct smtp_data_scanner eod;
+    struct smtp_data_filter filter;   /* DATA content (smuggling defence) */
+    bool msg_rejected;                /* bare_newline = reject fired */
+    bool bare_logged;
     uint64_t bdat_left;
     struct expect fifo[SESSION_FIFO];
     unsigned fifo_head;
@@ -125,10 +134,40 @@ struct session {
     bool backend_plain_retry;         /* "may": TLS failed, now plaintext */
     bool backend_refresh;             /* a fresh backend after client TLS:
                                          its greeting is not relayed */
+    bool backend_replay_helo;         /* ... and it gets the client's EHLO
+                                         from us */
     char *greeting;                   /* the backend's own, relayed once */
     size_t greeting_len;
 
-    uv_timer_t timer;                 /* idle and close deadlines */
+    uv_timer_t timer;                 /* every deadline, see
+                                         session_deadline() */
+    uint64_t last_client;             /* uv_now() of the last client read */
+    uint64_t last_backend;            /* ... of the last backend read, or
+                                         of the request it owes a reply to */
+    uint64_t cmd_start;               /* first byte of an unfinished command
+                                         line; 0: none */
+    uint64_t hs_start;                /* client TLS handshake began */
+    uint64_t data_start;              /* message content window began */
+    uint64_t data_bytes;              /* content bytes since data_start */
+    bool client_paused;               /* we stopped reading the client */
+
+    /* the client and the policy that applies to it */
+    struct sockaddr_storage client_sa;
+    struct sockaddr_storage client_dst; /* where the client connected to */
+    size_t profile;                   /* svc->profiles index; SIZE_MAX */
+    enum client_tls client_policy;    /* svc's, or the profile's */
+    bool plaintext_auth;
+    bool limits_held;                 /* counted in w->limits */
+    unsigned nerrors;
+    bool backend_helo_only;           /* the backend refused EHLO */
+    bool xclient_ok;                  /* the backend took our XCLIENT */
+    bool xclient_helo_sent;           /* ... and HELO= for this EHLO */
+    bool pregreet_seen;
+    char helo_name[256];              /* the client's EHLO/HELO argument */
+    bool client_esmtp;                /* it said EHLO, not HELO */
+    bool bdat_in_message;             /* a BDAT chunk without LAST was sent */
+    char client_cert_subject[256];
+    char client_cert_verify[96];
 
     /* for the summary line */
     unsigned ncommands;
@@ -144,7 +183,8 @@ struct session {
 void session_backend_ready(struct session *s);
 void session_fail(struct session *s, enum reply_id reply, const char *event,
                   const char *why);
-void session_touch(struct session *s);
+void session_touch_backend(struct session *s);
+bool session_enforce(struct session *s, const char *rule, const char *detail);
 void session_ref(struct session *s);
 void session_unref(struct session *s);
 void session_backend_data(struct conn *c, void *ud, const char *buf,
@@ -156,5 +196,8 @@ void backend_start(struct session *s);
 /* backend_setup_input - feed setup replies; called with s->bin filled. */
 void backend_setup_input(struct session *s);
 const char *backend_state_name(enum backend_state st);
+/* backend_xclient_helo - "XCLIENT HELO=<client's name> PROTO=..." CRLF. */
+int backend_xclient_helo(const struct session *s, bool esmtp, char *out,
+                         size_t cap);
 
 #endif

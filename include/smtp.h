@@ -192,4 +192,98 @@ void smtp_data_scanner_init(struct smtp_data_scanner *s);
 size_t smtp_data_scan(struct smtp_data_scanner *s, const char *buf,
                       size_t len, bool *done);
 
+/* ---- line hygiene (SMTP smuggling) ------------------------------------ */
+
+/*
+ * smtp_line_has_bare_cr_lf - is a command line that smtp_line_find
+ * returned (line, line_len, total) ended by a bare LF or does it hold a
+ * CR that is not part of its CRLF?  Such a line must not reach the
+ * backend, which could read it differently (answer 500 5.5.2).  Only
+ * line[0..len) is read; total is the length with the terminator, so
+ * total == len + 2 means CRLF.  A LF inside the line counts too.
+ */
+bool smtp_line_has_bare_cr_lf(const char *line, size_t len, size_t total);
+
+/*
+ * The message content filter: the end-of-data scanner that also rewrites
+ * the content so that the backend can only read it one way (the defence
+ * against SMTP smuggling: SEC Consult 2023, CVE-2023-51764/51765/51766).
+ *
+ * - Only CR LF "." CR LF ends the message (RFC 5321 4.1.1.4), exactly as
+ *   smtp_data_scan finds it; the DATA command's CRLF counts as the first
+ *   CR LF.  The output ends with the same terminator, so the backend sees
+ *   exactly one end, the real one.
+ * - A bare LF, or a bare CR (one not followed at once by LF; a CR at the
+ *   end of a chunk waits for the next byte), is written as CR LF: the
+ *   output never holds a bare CR or LF.
+ * - A line of the output that starts after such a rewritten line end and
+ *   begins with "." gets a second "." (RFC 5321 4.5.2 transparency), and a
+ *   line that follows a real CRLF and is just "." ended by a bare CR or LF
+ *   is written "..": so no end-of-data appears in the output that was not
+ *   in the input.  "a\n.\nMAIL FROM:<x>" becomes "a\r\n..\r\nMAIL FROM:<x>".
+ *   Lines that follow a real CRLF are otherwise untouched (".." stays "..").
+ * - NUL bytes pass through unchanged (RFC 5321 does not allow them, but
+ *   real mail has them, and they cannot end the message here); they are
+ *   recorded (smtp_data_filter_nul_seen) for a caller that would rather
+ *   refuse them, e.g. in front of a backend that drops NULs and would then
+ *   read "\r\n\0.\r\n" as an end.
+ *
+ * The output is the same in both modes; the mode is kept for the caller
+ * (smtp_data_filter_mode).  With SMTP_BARE_REJECT the caller reads the
+ * message to its real end, then refuses it (550 5.5.2) when
+ * smtp_data_filter_bare_seen says so, and must not let the backend accept
+ * what it was sent of it.  bare_seen is recorded in both modes.
+ */
+enum smtp_bare_newline {
+    SMTP_BARE_NORMALIZE,  /* rewrite bare CR/LF to CRLF, dot-stuff */
+    SMTP_BARE_REJECT      /* same output; the caller refuses the message */
+};
+
+/*
+ * The smallest out_cap with which smtp_data_filter always makes progress
+ * (one input byte can give up to 6 output bytes).
+ */
+#define SMTP_DATA_FILTER_MIN_OUT 8
+
+struct smtp_data_filter {
+    int state;                    /* private */
+    enum smtp_bare_newline mode;  /* private: smtp_data_filter_mode */
+    bool bare_seen;               /* private: smtp_data_filter_bare_seen */
+    bool nul_seen;                /* private: smtp_data_filter_nul_seen */
+};
+
+/* smtp_data_filter_init - start filtering at the beginning of content. */
+void smtp_data_filter_init(struct smtp_data_filter *f,
+                           enum smtp_bare_newline mode);
+
+/*
+ * smtp_data_filter - filter in[0..in_len) of message content into out.
+ * Returns the number of input bytes consumed and sets *out_len to the
+ * bytes written to out[0..out_cap) (never more than out_cap).  When the
+ * terminating CR LF "." CR LF ends inside the consumed bytes, *done is set
+ * and the return value counts up to and including its final LF: the bytes
+ * after it are the next command.  Otherwise *done is false; the return
+ * value is less than in_len only when out is full (call again with the
+ * rest after sending out).  With out_cap >= SMTP_DATA_FILTER_MIN_OUT at
+ * least one byte is consumed whenever in_len > 0.  A CR, or a "." at the
+ * start of a line, may be held back until the byte after it decides what
+ * it is: the output for any chunking of the input and any out_cap is the
+ * same when concatenated.  out may be NULL: the output is then thrown
+ * away (*out_len is 0) and all input up to the end is consumed, for a
+ * caller that reads a refused message to its end.  Once done, further
+ * calls return 0 with *done true until the filter is initialised again.
+ */
+size_t smtp_data_filter(struct smtp_data_filter *f, const char *in,
+                        size_t in_len, char *out, size_t out_cap,
+                        size_t *out_len, bool *done);
+
+/* smtp_data_filter_bare_seen - was a bare CR or LF found so far? */
+bool smtp_data_filter_bare_seen(const struct smtp_data_filter *f);
+
+/* smtp_data_filter_nul_seen - was a NUL byte found so far? */
+bool smtp_data_filter_nul_seen(const struct smtp_data_filter *f);
+
+/* smtp_data_filter_mode - the mode given to smtp_data_filter_init. */
+enum smtp_bare_newline smtp_data_filter_mode(const struct smtp_data_filter *f);
+
 #endif

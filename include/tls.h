@@ -3,31 +3,65 @@
  *
  * The contexts are built once from the configuration and then only read;
  * OpenSSL allows one SSL_CTX to be shared by several threads.
+ *
+ * Client leg (we are the TLS server): one context per group of
+ * certificates for the same names (an RSA and an ECDSA pair for the same
+ * names share a context, and OpenSSL picks by the client's signature
+ * algorithms); the client's SNI selects the group.  That whole set is built
+ * once with the service's knobs, and once more for every profile of the
+ * service that changes a TLS setting.  Backend leg (we are the TLS
+ * client): one context.
  */
 #ifndef STARTTLS_PROXY_TLS_H
 #define STARTTLS_PROXY_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <openssl/ssl.h>
 
 #include "config.h"
 
+struct tls_server_set;   /* private to tls.c */
+struct tls_name_group;   /* private to tls.c */
+
 struct tls_service {
-    SSL_CTX *server;   /* client leg; NULL when the service offers no TLS */
+    SSL_CTX *server;   /* client leg with the service's own settings: the
+                          context of the first certificate (SNI moves a
+                          handshake to another one); NULL when the service
+                          offers no TLS */
     SSL_CTX *client;   /* backend leg; NULL when backend_tls = none and
                           not implicit */
+
+    /* private to tls.c */
+    struct tls_server_set *sets;   /* [0]: the service's settings;
+                                      [1 + i]: svc->profiles[i]'s, empty
+                                      when it changes no TLS setting */
+    size_t nsets;
+    struct tls_name_group *groups; /* certificates grouped by names */
+    size_t ngroups;
 };
 
 /*
- * tls_service_init - build both contexts of svc, loading its certificate
- * chain and key.  On failure returns -1 and writes "path:line: message"
- * (the service's header line) into err.
+ * tls_service_init - build every context of svc: the client leg's (all
+ * certificate pairs, SNI selection, client certificate verification, the
+ * client_tls_* knobs, one set per profile that overrides a TLS setting)
+ * and the backend leg's (backend_tls_* knobs).  On failure returns -1 and
+ * writes "path:line: [service] message\n" (the service's header line; a
+ * profile's line for a bad profile override) into err.
  */
 int tls_service_init(const struct config *cfg, const struct service *svc,
                      struct tls_service *out, char *err, size_t err_len);
 
-/* tls_service_free - free both contexts (fine on a zeroed struct). */
+/* tls_service_free - free every context (fine on a zeroed struct). */
 void tls_service_free(struct tls_service *ts);
+
+/*
+ * tls_server_ctx - the client leg's context for a client to which
+ * svc->profiles[profile] applies (SIZE_MAX: no profile applies).  The
+ * service's own context (ts->server) when the profile changes no TLS
+ * setting.  NULL when the service offers no TLS.
+ */
+SSL_CTX *tls_server_ctx(const struct tls_service *ts, size_t profile);
 
 /*
  * tls_client_ssl - a new SSL for the backend leg: SNI (when name is not an
@@ -39,6 +73,17 @@ SSL *tls_client_ssl(SSL_CTX *ctx, const char *name);
 
 /* tls_describe - "TLSv1.3/TLS_AES_256_GCM_SHA384" into buf. */
 void tls_describe(const SSL *ssl, char *buf, size_t len);
+
+/*
+ * tls_peer_info - after the handshake on the client leg: the client
+ * certificate's subject (RFC 2253 one-line form, "" without a certificate)
+ * and its verification result: "ok", the X509 error text ("self-signed
+ * certificate", ...; only possible under client_cert = ask), or "none"
+ * when the client sent no certificate.  Both buffers always NUL-terminated.
+ * The subject is the peer's text: escape it before logging.
+ */
+void tls_peer_info(SSL *ssl, char *subject, size_t subject_len, char *verify,
+                   size_t verify_len);
 
 /* tls_last_error - the last OpenSSL error as text (clears the queue). */
 void tls_last_error(char *buf, size_t len);

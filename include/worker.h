@@ -18,6 +18,7 @@
 
 struct session;
 struct listener;
+struct connlimit;
 
 #define WORKER_READ_BUF 65536
 #define WORKER_PLAIN_BUF 16384
@@ -31,6 +32,7 @@ struct worker {
                                         in service order (worker_listen) */
     const struct config *cfg;
     const struct tls_service *tls;   /* indexed like cfg->services */
+    struct connlimit *limits;        /* shared by all workers (locked) */
     struct logger log;
     unsigned id;
     uint64_t next_sid;
@@ -42,11 +44,13 @@ struct worker {
     /* scratch: filled and consumed within one callback, never kept */
     char rbuf[WORKER_READ_BUF];
     char pbuf[WORKER_PLAIN_BUF];
+    char fbuf[WORKER_PLAIN_BUF];     /* filtered message content */
 };
 
 /* worker_init - set up w on loop; accepts on nothing yet. */
 void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
-                 const struct tls_service *tls, unsigned id);
+                 const struct tls_service *tls, struct connlimit *limits,
+                 unsigned id);
 
 /*
  * worker_listen - accept on fds: one listening socket per configured
@@ -61,8 +65,8 @@ int worker_listen(struct worker *w, const int *fds, char *err,
  * on fds.  Returns -1 with a message in err when the thread cannot start.
  */
 int worker_start(struct worker *w, const struct config *cfg,
-                 const struct tls_service *tls, unsigned id, const int *fds,
-                 char *err, size_t err_len);
+                 const struct tls_service *tls, struct connlimit *limits,
+                 unsigned id, const int *fds, char *err, size_t err_len);
 
 /* worker_request_stop - from any thread: make w stop (worker_stop). */
 void worker_request_stop(struct worker *w);

@@ -13,9 +13,11 @@
 #include <openssl/x509.h>
 
 #include "log.h"
+#include "proxyproto.h"
 #include "session_int.h"
 
 static void backend_on_connect(struct conn *c, void *ud, int status);
+static void backend_send(struct session *s, const char *line);
 static void backend_on_handshake(struct conn *c, void *ud, int status);
 static void backend_on_eof(struct conn *c, void *ud, int status);
 static void backend_on_drain(struct conn *c, void *ud);
@@ -38,7 +40,8 @@ const char *backend_state_name(enum backend_state st)
 {
     static const char *const names[] = {
         "idle", "resolving", "connecting", "tls_implicit", "greeting",
-        "ehlo", "starttls", "tls_handshake", "ready", "failed"};
+        "ehlo", "starttls", "tls_handshake", "xclient_ehlo", "xclient",
+        "ready", "failed"};
 
     return (unsigned)st < sizeof names / sizeof names[0] ? names[st] : "?";
 }
@@ -57,11 +60,18 @@ static bool backend_strict(const struct session *s)
            s->svc->backend_tls == BACKEND_TLS_VERIFY;
 }
 
-/* backend_refuse - the policy cannot be met: refuse the client. */
-static void backend_refuse(struct session *s, const char *why)
+/*
+ * backend_refuse - the policy cannot be met: refuse the client.  Returns
+ * false instead under "enforce = no" (logged as would_refuse): the caller
+ * then carries on as "may" would.
+ */
+static bool backend_refuse(struct session *s, const char *why)
 {
+    if (!session_enforce(s, "backend_tls", why))
+        return false;
     backend_set_state(s, BACKEND_FAILED);
     session_fail(s, REPLY_BACKEND_TLS_REQUIRED, "backend_tls_required", why);
+    return true;
 }
 
 /* backend_give_up - setup failed for a reason that is not policy. */
@@ -148,7 +158,29 @@ static void backend_tls_begin(struct session *s, enum backend_state next)
 
     backend_set_state(s, next);
     if (ssl == NULL || conn_start_tls_client(s->backend, ssl) != 0)
-        backend_refuse(s, "cannot start TLS");
+        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_error",
+                        "cannot start TLS");
+}
+
+/*
+ * backend_send_proxy_header - "backend_client_address = proxy-v1|v2": the
+ * first bytes on every backend connection say who the client is.
+ */
+static void backend_send_proxy_header(struct session *s)
+{
+    unsigned char hdr[PROXYPROTO_MAX_LEN];
+    size_t n = 0;
+
+    if (s->svc->backend_client_address == CLIENT_ADDRESS_PROXY_V1)
+        n = proxyproto_write_v1((const struct sockaddr *)&s->client_sa,
+                                (const struct sockaddr *)&s->client_dst,
+                                (char *)hdr, sizeof hdr);
+    else if (s->svc->backend_client_address == CLIENT_ADDRESS_PROXY_V2)
+        n = proxyproto_write_v2((const struct sockaddr *)&s->client_sa,
+                                (const struct sockaddr *)&s->client_dst,
+                                hdr, sizeof hdr);
+    if (n > 0)
+        conn_write(s->backend, (const char *)hdr, n);
 }
 
 static void backend_on_connect(struct conn *c, void *ud, int status)
@@ -164,8 +196,9 @@ static void backend_on_connect(struct conn *c, void *ud, int status)
     }
     log_event(&s->w->log, LOG_DEBUG, s->id, "event=backend_connected peer=%s",
               conn_peer(c));
-    session_touch(s);
+    session_touch_backend(s);
     conn_read_start(c);
+    backend_send_proxy_header(s);
     if (s->svc->backend_implicit_tls)
         backend_tls_begin(s, BACKEND_TLS_IMPLICIT);
     else
@@ -195,6 +228,99 @@ static void backend_ready(struct session *s)
     session_backend_ready(s);
 }
 
+/* backend_xtext - RFC 3461 4 xtext: '+', '=' and bytes outside 33..126
+ * become +HH. */
+static void backend_xtext(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+
+    for (; *in != '\0' && o + 4 < cap; in++) {
+        unsigned char c = (unsigned char)*in;
+
+        if (c < 33 || c > 126 || c == '+' || c == '=') {
+            out[o++] = '+';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* backend_xclient_addr - the client's address in XCLIENT's syntax. */
+static void backend_xclient_addr(const struct session *s, char *addr,
+                                 size_t addr_len, int *port)
+{
+    char host[INET6_ADDRSTRLEN] = "";
+
+    *port = 0;
+    if (s->client_sa.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&s->client_sa;
+
+        uv_ip4_name(a, host, sizeof host);
+        snprintf(addr, addr_len, "%s", host);
+        *port = ntohs(a->sin_port);
+    } else if (s->client_sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->client_sa;
+
+        uv_ip6_name(a, host, sizeof host);
+        snprintf(addr, addr_len, "IPV6:%s", host);
+        *port = ntohs(a->sin6_port);
+    } else {
+        snprintf(addr, addr_len, "[UNAVAILABLE]");
+    }
+}
+
+/*
+ * backend_finish - TLS is settled.  With "backend_client_address =
+ * xclient" the backend is told who the client is before the client is
+ * greeted, but only if it offers XCLIENT (after TLS: the capabilities
+ * learnt before do not count).  caps_known says whether caps is the
+ * current EHLO answer.
+ */
+static void backend_finish(struct session *s, bool caps_known, unsigned caps)
+{
+    char line[200], addr[64];
+    int port;
+
+    if (s->svc->backend_client_address != CLIENT_ADDRESS_XCLIENT ||
+        s->backend_helo_only) {
+        backend_ready(s);
+        return;
+    }
+    if (!caps_known) {
+        snprintf(line, sizeof line, "EHLO %s\r\n", s->w->cfg->hostname);
+        backend_set_state(s, BACKEND_XCLIENT_EHLO);
+        backend_send(s, line);
+        return;
+    }
+    if (!(caps & SMTP_CAP_XCLIENT)) {
+        log_event(&s->w->log, LOG_WARN, s->id,
+                  "event=xclient_unavailable reason=not_offered");
+        backend_ready(s);
+        return;
+    }
+    backend_xclient_addr(s, addr, sizeof addr, &port);
+    snprintf(line, sizeof line,
+             "XCLIENT ADDR=%s PORT=%d NAME=[UNAVAILABLE]\r\n", addr, port);
+    backend_set_state(s, BACKEND_XCLIENT);
+    backend_send(s, line);
+}
+
+/* backend_xclient_helo - XCLIENT HELO=... PROTO=... for the client's EHLO
+ * or HELO (session.c sends it just before relaying that command). */
+int backend_xclient_helo(const struct session *s, bool esmtp, char *out,
+                         size_t cap)
+{
+    char name[200];
+
+    backend_xtext(s->helo_name, name, sizeof name);
+    return snprintf(out, cap, "XCLIENT HELO=%s PROTO=%s\r\n",
+                    name[0] ? name : "[UNAVAILABLE]", esmtp ? "ESMTP" : "SMTP");
+}
+
 static void backend_on_handshake(struct conn *c, void *ud, int status)
 {
     struct session *s = ud;
@@ -202,34 +328,36 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
     if (s->closing || c != s->backend)
         return;
     if (status != 0) {
-        if (s->svc->backend_tls == BACKEND_TLS_MAY &&
-            !s->svc->backend_implicit_tls && !s->backend_plain_retry) {
-            /* "may": one more try without TLS (Postfix does the same) */
-            log_event(&s->w->log, LOG_WARN, s->id,
-                      "event=backend_tls_failed error=\"%s\" action=retry_plaintext",
-                      conn_error(c));
-            s->backend_plain_retry = true;
-            conn_close(c);
-            s->backend = NULL;
-            backend_start(s);
+        /* strict: refused (unless enforce = no); otherwise as "may" */
+        if (backend_strict(s) && backend_refuse(s, conn_error(c)))
+            return;
+        if (s->svc->backend_implicit_tls || s->backend_plain_retry) {
+            backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_tls_failed",
+                            conn_error(c));
             return;
         }
-        backend_refuse(s, conn_error(c));
+        /* one more try without TLS (Postfix's "may" does the same) */
+        log_event(&s->w->log, LOG_WARN, s->id,
+                  "event=backend_tls_failed error=\"%s\" action=retry_plaintext",
+                  conn_error(c));
+        s->backend_plain_retry = true;
+        conn_close(c);
+        s->backend = NULL;
+        backend_start(s);
         return;
     }
     backend_record_tls(s);
     if (s->svc->backend_tls == BACKEND_TLS_VERIFY &&
-        SSL_get_verify_result(conn_ssl(c)) != X509_V_OK) {
-        backend_refuse(s, s->backend_verify);
+        SSL_get_verify_result(conn_ssl(c)) != X509_V_OK &&
+        backend_refuse(s, s->backend_verify))
         return;
-    }
     log_event(&s->w->log, LOG_INFO, s->id,
               "event=backend_tls tls=%s verify=%s", s->backend_tls_desc,
               s->backend_verify);
     if (s->bstate == BACKEND_TLS_IMPLICIT)
         backend_set_state(s, BACKEND_GREETING);
     else
-        backend_ready(s);
+        backend_finish(s, false, 0);
 }
 
 static void backend_on_eof(struct conn *c, void *ud, int status)
@@ -246,9 +374,8 @@ static void backend_on_eof(struct conn *c, void *ud, int status)
     snprintf(why, sizeof why, "closed during %s%s%s",
              backend_state_name(s->bstate), conn_error(c)[0] ? ": " : "",
              conn_error(c));
-    if (backend_strict(s) && s->bstate >= BACKEND_EHLO)
-        backend_refuse(s, why);
-    else
+    if (!(backend_strict(s) && s->bstate >= BACKEND_EHLO &&
+          backend_refuse(s, why)))
         backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
                         why);
 }
@@ -295,15 +422,15 @@ void backend_setup_input(struct session *s)
             return;
         if (r == SMTP_REPLY_BAD ||
             (s->bstate != BACKEND_GREETING && s->bstate != BACKEND_EHLO &&
-             s->bstate != BACKEND_STARTTLS)) {
+             s->bstate != BACKEND_STARTTLS &&
+             s->bstate != BACKEND_XCLIENT_EHLO &&
+             s->bstate != BACKEND_XCLIENT)) {
             log_escape(esc, sizeof esc, sbuf_ptr(&s->bin),
                        s->bin.len < 60 ? s->bin.len : 60);
             log_event(&s->w->log, LOG_WARN, s->id,
                       "event=backend_garbage state=%s data=\"%s\"",
                       backend_state_name(s->bstate), esc);
-            if (backend_strict(s))
-                backend_refuse(s, "protocol error");
-            else
+            if (!(backend_strict(s) && backend_refuse(s, "protocol error")))
                 backend_give_up(s, REPLY_BACKEND_PROTOCOL, "backend_error",
                                 "protocol error during setup");
             return;
@@ -312,8 +439,8 @@ void backend_setup_input(struct session *s)
         case BACKEND_GREETING:
             if (rep.code != 220 && backend_strict(s)) {
                 log_escape(esc, sizeof esc, sbuf_ptr(&s->bin), rep.len);
-                backend_refuse(s, esc);
-                return;
+                if (backend_refuse(s, esc))
+                    return;
             }
             free(s->greeting);
             s->greeting = malloc(rep.len);
@@ -330,9 +457,13 @@ void backend_setup_input(struct session *s)
                                 "unsolicited data after greeting");
                 return;
             }
-            if (rep.code != 220 || s->svc->backend_tls == BACKEND_TLS_NONE ||
-                s->svc->backend_implicit_tls || s->backend_plain_retry) {
+            if (rep.code != 220) {
                 backend_ready(s);
+                return;
+            }
+            if (s->svc->backend_tls == BACKEND_TLS_NONE ||
+                s->svc->backend_implicit_tls || s->backend_plain_retry) {
+                backend_finish(s, false, 0);
                 return;
             }
             snprintf(ehlo, sizeof ehlo, "EHLO %s\r\n", s->w->cfg->hostname);
@@ -353,28 +484,27 @@ void backend_setup_input(struct session *s)
                 backend_send(s, "STARTTLS\r\n");
                 break;
             }
-            if (backend_strict(s)) {
+            if (rep.code == 500 || rep.code == 502)
+                s->backend_helo_only = true;
+            if (backend_strict(s) &&
                 backend_refuse(s, rep.code == 250 ? "STARTTLS not offered"
-                                                  : "EHLO refused");
+                                                  : "EHLO refused"))
                 return;
-            }
             log_event(&s->w->log, LOG_INFO, s->id,
                       "event=backend_plaintext reason=%s",
                       rep.code == 250 ? "no_starttls" : "ehlo_refused");
-            backend_ready(s);
+            backend_finish(s, rep.code == 250, caps);
             return;
         }
         case BACKEND_STARTTLS:
             if (rep.code != 220) {
                 sbuf_consume(&s->bin, rep.len);
-                if (backend_strict(s)) {
-                    backend_refuse(s, "STARTTLS refused");
+                if (backend_strict(s) && backend_refuse(s, "STARTTLS refused"))
                     return;
-                }
                 log_event(&s->w->log, LOG_INFO, s->id,
                           "event=backend_plaintext reason=starttls_refused code=%d",
                           rep.code);
-                backend_ready(s);
+                backend_finish(s, false, 0);
                 return;
             }
             sbuf_consume(&s->bin, rep.len);
@@ -385,6 +515,33 @@ void backend_setup_input(struct session *s)
                 sbuf_free(&s->bin);
             }
             backend_tls_begin(s, BACKEND_TLS_HANDSHAKE);
+            return;
+        case BACKEND_XCLIENT_EHLO: {
+            unsigned caps = smtp_ehlo_caps(sbuf_ptr(&s->bin), rep.len);
+
+            sbuf_consume(&s->bin, rep.len);
+            if (rep.code != 250) {
+                if (rep.code == 500 || rep.code == 502)
+                    s->backend_helo_only = true;
+                log_event(&s->w->log, LOG_WARN, s->id,
+                          "event=xclient_unavailable reason=ehlo_refused");
+                backend_ready(s);
+                return;
+            }
+            backend_finish(s, true, caps);
+            return;
+        }
+        case BACKEND_XCLIENT:
+            sbuf_consume(&s->bin, rep.len);
+            if (rep.code != 220) {
+                log_event(&s->w->log, LOG_WARN, s->id,
+                          "event=xclient_refused code=%d", rep.code);
+            } else {
+                s->xclient_ok = true;
+                log_event(&s->w->log, LOG_INFO, s->id,
+                          "event=xclient client=%s", s->client_addr);
+            }
+            backend_ready(s);
             return;
         default:
             return;

@@ -14,9 +14,14 @@
  * before any comment; longer lines are an error, never split.
  *
  * Every key is described once in key_table: the section kind it belongs
- * to, its type and bounds, its default (as text, parsed by the same code
- * as a value from the file) and the field it fills.  Errors are collected,
- * not stopped at: the caller gets every "path:line: message" found.
+ * to ([proxy], a service, or a [profile NAME]), its type and bounds, its
+ * default (as text, parsed by the same code as a value from the file) and
+ * the field it fills.  Errors are collected, not stopped at: the caller
+ * gets every "path:line: message" found.
+ *
+ * Rules between keys, and between sections (a service's profiles may be
+ * defined anywhere in the file), are checked once the whole file is read:
+ * only then are the arrays of services and profiles in their final place.
  */
 #include "config.h"
 
@@ -24,6 +29,7 @@
 #include <errno.h>
 #include <ini.h>
 #include <netinet/in.h>
+#include <openssl/tls1.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,17 +38,18 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define CONFIG_MAX_SERVICES 256   /* sections besides [proxy] */
+#define CONFIG_MAX_SERVICES 256   /* service sections */
+#define CONFIG_MAX_PROFILES 256   /* [profile NAME] sections */
 #define CONFIG_MAX_LISTEN 1024    /* listen addresses, all services */
 #define CONFIG_LINE_BUF 1024      /* bytes of one line we keep */
-#define CONFIG_SECTION_MAX 64     /* length of a service name */
+#define CONFIG_SECTION_MAX 64     /* length of a service or profile name */
 #define CONFIG_QUOTE_MAX 60       /* bytes of file text shown in a message */
 #define CONFIG_QUOTE_BUF (CONFIG_QUOTE_MAX * 4 + 8)
 #define CONFIG_WHY_BUF 512
 
 /* Where the parser is: before any header, in a section whose header was
- * bad or repeated (its keys are ignored), in [proxy], or (>= 0) in
- * that service. */
+ * bad or repeated (its keys are ignored), in [proxy], or (>= 0) in that
+ * service or profile (parser.cur_scope tells which). */
 #define CUR_NONE (-1)
 #define CUR_SKIP (-2)
 #define CUR_PROXY (-3)
@@ -64,10 +71,45 @@ enum key_id {
     K_BACKEND_VERIFY_NAME,
     K_IDLE_TIMEOUT,
     K_MAX_LINE_LENGTH,
+    K_CLIENT_TLS_MIN_PROTOCOL,
+    K_CLIENT_TLS_CIPHERS,
+    K_CLIENT_TLS_CIPHERSUITES,
+    K_CLIENT_TLS_GROUPS,
+    K_CLIENT_TLS_SECURITY_LEVEL,
+    K_CLIENT_TLS_SESSION_TICKETS,
+    K_BACKEND_TLS_MIN_PROTOCOL,
+    K_BACKEND_TLS_CIPHERS,
+    K_BACKEND_TLS_CIPHERSUITES,
+    K_BACKEND_TLS_GROUPS,
+    K_BACKEND_TLS_SECURITY_LEVEL,
+    K_BACKEND_TLS_SESSION_TICKETS,
+    K_CLIENT_CA_FILE,
+    K_CLIENT_CERT,
+    K_BARE_NEWLINE,
+    K_TRACE_HEADER,
+    K_BACKEND_CLIENT_ADDRESS,
+    K_CLIENT_PROXY_PROTOCOL,
+    K_TRUSTED_PROXIES,
+    K_MAX_CONNECTIONS,
+    K_MAX_CONNECTIONS_PER_IP,
+    K_MAX_ERRORS,
+    K_COMMAND_TIMEOUT,
+    K_TLS_HANDSHAKE_TIMEOUT,
+    K_MIN_DATA_RATE,
+    K_ENFORCE,
+    K_PROFILES,
+    KP_SOURCES,
+    KP_CLIENT_TLS,
+    KP_CLIENT_PLAINTEXT_AUTH,
+    KP_CLIENT_TLS_MIN_PROTOCOL,
+    KP_CLIENT_TLS_CIPHERS,
+    KP_CLIENT_TLS_CIPHERSUITES,
+    KP_CLIENT_TLS_SECURITY_LEVEL,
     K_COUNT
 };
 
-enum key_scope { SCOPE_PROXY, SCOPE_SERVICE };
+/* The section kind a key belongs to. */
+enum key_scope { SCOPE_PROXY, SCOPE_SERVICE, SCOPE_PROFILE };
 
 enum key_type {
     KT_PATH,      /* any text: char * */
@@ -76,8 +118,15 @@ enum key_type {
     KT_BOOL,      /* bool */
     KT_ENUM,      /* an enum, stored as int */
     KT_UINT,      /* unsigned within [min, max] */
+    KT_INT,       /* int within [min, max], or one of names (-1...) */
+    KT_TOKEN,     /* an OpenSSL list: printable ASCII, no blanks: char * */
     KT_LISTEN,    /* struct listen_addr * at off, size_t count at off2 */
-    KT_HOSTPORT   /* host char * at off, port char * at off2 */
+    KT_HOSTPORT,  /* host char * at off, port char * at off2 */
+    KT_PATHS,     /* comma list into one member (at .member) of the
+                     struct cert_pair * at off, size_t count at off2 */
+    KT_CIDRS,     /* struct cidr * at off, size_t count at off2 */
+    KT_PROFILES   /* profile names: checked here, resolved by
+                     config_resolve_profiles() once the file is read */
 };
 
 struct enum_name {
@@ -90,15 +139,22 @@ struct key_def {
     enum key_scope scope;
     enum key_type type;
     size_t off;                    /* field in struct config or service */
-    size_t off2;                   /* second field (KT_LISTEN, KT_HOSTPORT) */
-    unsigned min, max;             /* KT_UINT */
-    const struct enum_name *names; /* KT_ENUM, NULL-terminated */
+    size_t off2;                   /* second field (KT_LISTEN, ...) */
+    size_t member;                 /* KT_PATHS: field of struct cert_pair */
+    unsigned min, max;             /* KT_UINT, KT_INT */
+    const struct enum_name *names; /* KT_ENUM, KT_INT: NULL-terminated */
     const char *def;               /* default, as text; NULL: unset */
+    bool has_flag;                 /* profile keys: set the bool at */
+    size_t flag_off;               /* flag_off when the key is given */
 };
 
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum backend_tls) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum client_cert) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum bare_newline) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum client_address) == sizeof(int),
+               "enum stored as int");
 
 static const struct enum_name log_level_names[] = {
     { "error", LOG_ERROR }, { "warn", LOG_WARN },
@@ -118,6 +174,36 @@ static const struct enum_name backend_tls_names[] = {
     { NULL, 0 }
 };
 
+/* RFC 8446 and its predecessors: the protocol floor of a TLS leg */
+static const struct enum_name tls_version_names[] = {
+    { "TLSv1", TLS1_VERSION },     { "TLSv1.1", TLS1_1_VERSION },
+    { "TLSv1.2", TLS1_2_VERSION }, { "TLSv1.3", TLS1_3_VERSION },
+    { NULL, 0 }
+};
+
+/* OpenSSL security level: a number 0..5, or "default" (the library's) */
+static const struct enum_name security_level_names[] = {
+    { "default", -1 },
+    { NULL, 0 }
+};
+
+static const struct enum_name client_cert_names[] = {
+    { "none", CLIENT_CERT_NONE }, { "ask", CLIENT_CERT_ASK },
+    { "require", CLIENT_CERT_REQUIRE },
+    { NULL, 0 }
+};
+
+static const struct enum_name bare_newline_names[] = {
+    { "normalize", BARE_NEWLINE_NORMALIZE }, { "reject", BARE_NEWLINE_REJECT },
+    { NULL, 0 }
+};
+
+static const struct enum_name client_address_names[] = {
+    { "none", CLIENT_ADDRESS_NONE },         { "proxy-v1", CLIENT_ADDRESS_PROXY_V1 },
+    { "proxy-v2", CLIENT_ADDRESS_PROXY_V2 }, { "xclient", CLIENT_ADDRESS_XCLIENT },
+    { NULL, 0 }
+};
+
 /* One key_table entry; the last arguments set .def, bounds, names... */
 #define PROXY_KEY(id, n, t, field, ...)                                    \
     [id] = { .name = n, .scope = SCOPE_PROXY, .type = t,                   \
@@ -125,6 +211,27 @@ static const struct enum_name backend_tls_names[] = {
 #define SERVICE_KEY(id, n, t, field, ...)                                  \
     [id] = { .name = n, .scope = SCOPE_SERVICE, .type = t,                 \
              .off = offsetof(struct service, field), __VA_ARGS__ }
+#define PROFILE_KEY(id, n, t, field, ...)                                  \
+    [id] = { .name = n, .scope = SCOPE_PROFILE, .type = t,                 \
+             .off = offsetof(struct profile, field), __VA_ARGS__ }
+/* a profile key whose presence is recorded in the bool field f */
+#define HAS(f) .has_flag = true, .flag_off = offsetof(struct profile, f)
+/* the TLS knobs of one leg (client_tls_knobs or backend_tls_knobs) */
+#define TLS_KEYS(pre, leg, knobs)                                          \
+    SERVICE_KEY(pre##_MIN_PROTOCOL, leg "_tls_min_protocol", KT_ENUM,      \
+                knobs.min_protocol, .names = tls_version_names,            \
+                .def = "TLSv1.2"),                                         \
+    SERVICE_KEY(pre##_CIPHERS, leg "_tls_ciphers", KT_TOKEN,               \
+                knobs.ciphers, .def = NULL),                               \
+    SERVICE_KEY(pre##_CIPHERSUITES, leg "_tls_ciphersuites", KT_TOKEN,     \
+                knobs.ciphersuites, .def = NULL),                          \
+    SERVICE_KEY(pre##_GROUPS, leg "_tls_groups", KT_TOKEN, knobs.groups,   \
+                .def = NULL),                                              \
+    SERVICE_KEY(pre##_SECURITY_LEVEL, leg "_tls_security_level", KT_INT,   \
+                knobs.security_level, .min = 0, .max = 5,                  \
+                .names = security_level_names, .def = "default"),          \
+    SERVICE_KEY(pre##_SESSION_TICKETS, leg "_tls_session_tickets",         \
+                KT_BOOL, knobs.session_tickets, .def = "yes")
 
 /* The one description of every key. */
 static const struct key_def key_table[K_COUNT] = {
@@ -142,8 +249,13 @@ static const struct key_def key_table[K_COUNT] = {
                 .names = client_tls_names, .def = "may"),
     SERVICE_KEY(K_CLIENT_IMPLICIT_TLS, "client_implicit_tls", KT_BOOL,
                 client_implicit_tls, .def = "no"),
-    SERVICE_KEY(K_CERT, "cert", KT_PATH, cert, .def = NULL),
-    SERVICE_KEY(K_KEY, "key", KT_PATH, key, .def = NULL),
+    /* cert/key of the service are certs[0], in config_check_service() */
+    SERVICE_KEY(K_CERT, "cert", KT_PATHS, certs,
+                .off2 = offsetof(struct service, ncerts),
+                .member = offsetof(struct cert_pair, cert), .def = NULL),
+    SERVICE_KEY(K_KEY, "key", KT_PATHS, certs,
+                .off2 = offsetof(struct service, ncerts),
+                .member = offsetof(struct cert_pair, key), .def = NULL),
     SERVICE_KEY(K_CLIENT_PLAINTEXT_AUTH, "client_plaintext_auth", KT_BOOL,
                 client_plaintext_auth, .def = "no"),
     SERVICE_KEY(K_BACKEND_TLS, "backend_tls", KT_ENUM, backend_tls,
@@ -159,6 +271,57 @@ static const struct key_def key_table[K_COUNT] = {
                 .min = 1, .max = 86400, .def = "300"),
     SERVICE_KEY(K_MAX_LINE_LENGTH, "max_line_length", KT_UINT,
                 max_line_length, .min = 512, .max = 65536, .def = "2048"),
+    TLS_KEYS(K_CLIENT_TLS, "client", client_tls_knobs),
+    TLS_KEYS(K_BACKEND_TLS, "backend", backend_tls_knobs),
+    SERVICE_KEY(K_CLIENT_CA_FILE, "client_ca_file", KT_PATH, client_ca_file,
+                .def = NULL),
+    SERVICE_KEY(K_CLIENT_CERT, "client_cert", KT_ENUM, client_cert,
+                .names = client_cert_names, .def = "none"),
+    SERVICE_KEY(K_BARE_NEWLINE, "bare_newline", KT_ENUM, bare_newline,
+                .names = bare_newline_names, .def = "normalize"),
+    SERVICE_KEY(K_TRACE_HEADER, "trace_header", KT_BOOL, trace_header,
+                .def = "no"),
+    SERVICE_KEY(K_BACKEND_CLIENT_ADDRESS, "backend_client_address", KT_ENUM,
+                backend_client_address, .names = client_address_names,
+                .def = "none"),
+    SERVICE_KEY(K_CLIENT_PROXY_PROTOCOL, "client_proxy_protocol", KT_BOOL,
+                client_proxy_protocol, .def = "no"),
+    SERVICE_KEY(K_TRUSTED_PROXIES, "trusted_proxies", KT_CIDRS,
+                trusted_proxies,
+                .off2 = offsetof(struct service, ntrusted_proxies)),
+    SERVICE_KEY(K_MAX_CONNECTIONS, "max_connections", KT_UINT,
+                max_connections, .min = 1, .max = 1000000, .def = "1000"),
+    SERVICE_KEY(K_MAX_CONNECTIONS_PER_IP, "max_connections_per_ip", KT_UINT,
+                max_connections_per_ip, .min = 0, .max = 1000000,
+                .def = "50"),  /* 0: no limit */
+    SERVICE_KEY(K_MAX_ERRORS, "max_errors", KT_UINT, max_errors, .min = 1,
+                .max = 1000, .def = "10"),
+    SERVICE_KEY(K_COMMAND_TIMEOUT, "command_timeout", KT_UINT,
+                command_timeout, .min = 1, .max = 86400, .def = "300"),
+    SERVICE_KEY(K_TLS_HANDSHAKE_TIMEOUT, "tls_handshake_timeout", KT_UINT,
+                tls_handshake_timeout, .min = 1, .max = 3600, .def = "30"),
+    SERVICE_KEY(K_MIN_DATA_RATE, "min_data_rate", KT_UINT, min_data_rate,
+                .min = 0, .max = 1000000000, .def = "1024"),  /* 0: off */
+    SERVICE_KEY(K_ENFORCE, "enforce", KT_BOOL, enforce, .def = "yes"),
+    SERVICE_KEY(K_PROFILES, "profiles", KT_PROFILES, profiles,
+                .off2 = offsetof(struct service, nprofiles)),
+    /* [profile NAME]: no defaults; a key not given leaves has_* false */
+    PROFILE_KEY(KP_SOURCES, "sources", KT_CIDRS, sources,
+                .off2 = offsetof(struct profile, nsources)),
+    PROFILE_KEY(KP_CLIENT_TLS, "client_tls", KT_ENUM, client_tls,
+                .names = client_tls_names, HAS(has_client_tls)),
+    PROFILE_KEY(KP_CLIENT_PLAINTEXT_AUTH, "client_plaintext_auth", KT_BOOL,
+                client_plaintext_auth, HAS(has_client_plaintext_auth)),
+    PROFILE_KEY(KP_CLIENT_TLS_MIN_PROTOCOL, "client_tls_min_protocol",
+                KT_ENUM, min_protocol, .names = tls_version_names,
+                HAS(has_min_protocol)),
+    PROFILE_KEY(KP_CLIENT_TLS_CIPHERS, "client_tls_ciphers", KT_TOKEN,
+                ciphers),
+    PROFILE_KEY(KP_CLIENT_TLS_CIPHERSUITES, "client_tls_ciphersuites",
+                KT_TOKEN, ciphersuites),
+    PROFILE_KEY(KP_CLIENT_TLS_SECURITY_LEVEL, "client_tls_security_level",
+                KT_INT, security_level, .min = 0, .max = 5,
+                .names = security_level_names, HAS(has_security_level)),
 };
 
 /* What one section has seen: the line of each key (0: not given) and
@@ -166,6 +329,8 @@ static const struct key_def key_table[K_COUNT] = {
 struct sect_state {
     int line[K_COUNT];
     bool bad[K_COUNT];
+    char *profiles;                /* a service's profiles value, resolved
+                                      when the whole file is read */
 };
 
 struct parser {
@@ -175,9 +340,12 @@ struct parser {
     struct sect_state proxy;       /* [proxy] */
     struct sect_state *svc_state;  /* parallel to cfg->services */
     size_t svc_cap;
+    struct sect_state *prof_state; /* parallel to cfg->profiles */
+    size_t prof_cap;
     size_t nlisten_total;
     int proxy_line;                /* header line of [proxy], 0: none */
-    int cur;                       /* CUR_* or a service index */
+    int cur;                       /* CUR_* or a service/profile index */
+    enum key_scope cur_scope;      /* which, when cur >= 0 */
     int lineno;
     bool expect_key;               /* the line handed to inih is a key line */
     bool got_key;                  /* ... and inih called the handler */
@@ -485,25 +653,27 @@ static bool config_addr_equal(const struct listen_addr *a,
     }
 }
 
-/* config_parse_listen - a comma-separated list of listen addresses, none
- * repeated.  *out is a new array of *count entries. */
-static int config_parse_listen(const char *value, struct listen_addr **out,
-                               size_t *count, char *why, size_t why_len)
+/* config_list_split - a comma-separated list: *copy gets a copy of value
+ * cut in place, *items a new array of its *count items, blanks trimmed.
+ * An empty item is an error naming what ("address", "path"...).  The
+ * caller frees *copy and *items. */
+static int config_list_split(const char *value, const char *what,
+                             char **copy, char ***items, size_t *count,
+                             char *why, size_t why_len)
 {
-    struct listen_addr *list;
-    size_t n = 1, i, j;
+    size_t n = 1, i;
     const char *c;
-    char *copy, *item, *next;
+    char *item, *next, **list;
 
     for (c = value; *c != '\0'; c++)
         n += *c == ',';
-    copy = strdup(value);
-    list = calloc(n, sizeof *list);
-    if (copy == NULL || list == NULL) {
+    *copy = strdup(value);
+    *items = list = calloc(n, sizeof *list);
+    if (*copy == NULL || list == NULL) {
         snprintf(why, why_len, "out of memory");
-        goto fail;
+        return -1;
     }
-    for (i = 0, item = copy; i < n; i++, item = next) {
+    for (i = 0, item = *copy; i < n; i++, item = next) {
         char *end;
 
         next = strchr(item, ',');
@@ -515,10 +685,34 @@ static int config_parse_listen(const char *value, struct listen_addr **out,
         while (end > item && (end[-1] == ' ' || end[-1] == '\t'))
             *--end = '\0';
         if (*item == '\0') {
-            snprintf(why, why_len, "empty address in the list");
-            goto fail;
+            snprintf(why, why_len, "empty %s in the list", what);
+            return -1;
         }
-        if (config_parse_addr(item, &list[i], why, why_len) < 0)
+        list[i] = item;
+    }
+    *count = n;
+    return 0;
+}
+
+/* config_parse_listen - a comma-separated list of listen addresses, none
+ * repeated.  *out is a new array of *count entries. */
+static int config_parse_listen(const char *value, struct listen_addr **out,
+                               size_t *count, char *why, size_t why_len)
+{
+    struct listen_addr *list = NULL;
+    size_t n, i, j;
+    char *copy, **items;
+
+    if (config_list_split(value, "address", &copy, &items, &n, why,
+                          why_len) < 0)
+        goto fail;
+    list = calloc(n, sizeof *list);
+    if (list == NULL) {
+        snprintf(why, why_len, "out of memory");
+        goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        if (config_parse_addr(items[i], &list[i], why, why_len) < 0)
             goto fail;
         for (j = 0; j < i; j++) {
             if (config_addr_equal(&list[i], &list[j])) {
@@ -528,11 +722,13 @@ static int config_parse_listen(const char *value, struct listen_addr **out,
         }
     }
     free(copy);
+    free(items);
     *out = list;
     *count = n;
     return 0;
 fail:
     free(copy);
+    free(items);
     free(list);
     return -1;
 }
@@ -584,9 +780,227 @@ fail:
     return -1;
 }
 
-/* config_set - parse value as key k and store it in base (a struct config
- * or struct service), replacing what was there.  On error returns -1 with
- * the reason in why and leaves base unchanged. */
+/* config_valid_section_name - a service or profile name: 1..64 letters,
+ * digits, '-', '_' or '.'. */
+static bool config_valid_section_name(const char *name)
+{
+    size_t i;
+
+    for (i = 0; name[i] != '\0'; i++) {
+        char c = name[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.') ||
+            i == CONFIG_SECTION_MAX)
+            return false;
+    }
+    return i > 0;
+}
+
+/* config_parse_cidr - "a.b.c.d[/n]" or "x::y[/n]" (no brackets); no
+ * prefix means the whole address; the host bits must be zero, so that
+ * the range is what it looks like. */
+static int config_parse_cidr(char *s, struct cidr *out, char *why,
+                             size_t why_len)
+{
+    char q[CONFIG_QUOTE_BUF];
+    char pwhy[CONFIG_QUOTE_BUF + 64];
+    struct cidr c;
+    unsigned char *bytes;
+    unsigned prefix, max, i;
+    char *slash;
+    int ok;
+
+    memset(&c, 0, sizeof c);
+    slash = strchr(s, '/');
+    if (slash != NULL)
+        *slash = '\0';  /* put back below */
+    if (strchr(s, ':') != NULL) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&c.addr;
+
+        sin6->sin6_family = AF_INET6;
+        bytes = sin6->sin6_addr.s6_addr;
+        max = 128;
+        ok = inet_pton(AF_INET6, s, &sin6->sin6_addr) == 1;
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&c.addr;
+
+        sin->sin_family = AF_INET;
+        bytes = (unsigned char *)&sin->sin_addr.s_addr;
+        max = 32;
+        ok = inet_pton(AF_INET, s, &sin->sin_addr) == 1;
+    }
+    if (slash != NULL)
+        *slash = '/';
+    if (!ok) {
+        snprintf(why, why_len, "%s is not an IPv4 or IPv6 address (write "
+                 "a.b.c.d/n or x::y/n, without brackets)",
+                 config_quote(q, sizeof q, s));
+        return -1;
+    }
+    prefix = max;
+    if (slash != NULL &&
+        config_parse_uint(slash + 1, 0, max, &prefix, pwhy, sizeof pwhy) < 0) {
+        snprintf(why, why_len, "%s: prefix %s", config_quote(q, sizeof q, s),
+                 pwhy);
+        return -1;
+    }
+    for (i = prefix; i < max; i++) {
+        if (bytes[i / 8] & (0x80u >> (i % 8))) {
+            /* s is only digits, hex, '.', ':' and '/' here */
+            snprintf(why, why_len, "host bits set in %s", s);
+            return -1;
+        }
+    }
+    c.prefix = prefix;
+    *out = c;
+    return 0;
+}
+
+/* config_cidr_equal - the same range. */
+static bool config_cidr_equal(const struct cidr *a, const struct cidr *b)
+{
+    if (a->addr.ss_family != b->addr.ss_family || a->prefix != b->prefix)
+        return false;
+    if (a->addr.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)&a->addr)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)&b->addr)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)&a->addr)->sin6_addr,
+                  &((const struct sockaddr_in6 *)&b->addr)->sin6_addr,
+                  sizeof(struct in6_addr)) == 0;
+}
+
+/* config_parse_cidrs - a comma-separated list of address ranges, none
+ * repeated.  *out is a new array of *count entries. */
+static int config_parse_cidrs(const char *value, struct cidr **out,
+                              size_t *count, char *why, size_t why_len)
+{
+    char q[CONFIG_QUOTE_BUF];
+    struct cidr *list = NULL;
+    size_t n, i, j;
+    char *copy, **items;
+
+    if (config_list_split(value, "address", &copy, &items, &n, why,
+                          why_len) < 0)
+        goto fail;
+    list = calloc(n, sizeof *list);
+    if (list == NULL) {
+        snprintf(why, why_len, "out of memory");
+        goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        if (config_parse_cidr(items[i], &list[i], why, why_len) < 0)
+            goto fail;
+        for (j = 0; j < i; j++) {
+            if (config_cidr_equal(&list[i], &list[j])) {
+                snprintf(why, why_len, "%s given twice",
+                         config_quote(q, sizeof q, items[i]));
+                goto fail;
+            }
+        }
+    }
+    free(copy);
+    free(items);
+    *out = list;
+    *count = n;
+    return 0;
+fail:
+    free(copy);
+    free(items);
+    free(list);
+    return -1;
+}
+
+/* config_set_paths - a comma-separated list of files into one member
+ * (cert or key) of the struct cert_pair array *pairs of *npairs entries,
+ * which grows to the longer of the two lists; the other member of the new
+ * entries stays NULL.  config_check_service() compares the counts. */
+static int config_set_paths(const char *value, size_t member,
+                            struct cert_pair **pairs, size_t *npairs,
+                            char *why, size_t why_len)
+{
+    struct cert_pair *grown;
+    size_t n = 0, i, need;
+    char *copy, **items, **dup = NULL;
+
+    if (config_list_split(value, "path", &copy, &items, &n, why,
+                          why_len) < 0)
+        goto fail;
+    dup = calloc(n, sizeof *dup);
+    if (dup == NULL)
+        goto oom;
+    for (i = 0; i < n; i++) {
+        if ((dup[i] = strdup(items[i])) == NULL)
+            goto oom;
+    }
+    need = n > *npairs ? n : *npairs;
+    if (need > *npairs) {
+        grown = realloc(*pairs, need * sizeof *grown);
+        if (grown == NULL)
+            goto oom;
+        memset(grown + *npairs, 0, (need - *npairs) * sizeof *grown);
+        *pairs = grown;
+        *npairs = need;
+    }
+    for (i = 0; i < *npairs; i++) {
+        char **field = (char **)((char *)&(*pairs)[i] + member);
+
+        free(*field);
+        *field = i < n ? dup[i] : NULL;
+    }
+    free(dup);
+    free(copy);
+    free(items);
+    return 0;
+oom:
+    snprintf(why, why_len, "out of memory");
+fail:
+    for (i = 0; dup != NULL && i < n; i++)
+        free(dup[i]);
+    free(dup);
+    free(copy);
+    free(items);
+    return -1;
+}
+
+/* config_check_profile_names - the value of "profiles": names of profile
+ * sections, none repeated.  They are looked up once the whole file is
+ * read (config_resolve_profiles), since a profile may come later. */
+static int config_check_profile_names(const char *value, char *why,
+                                      size_t why_len)
+{
+    char q[CONFIG_QUOTE_BUF];
+    size_t n, i, j;
+    char *copy, **items;
+    int r = -1;
+
+    if (config_list_split(value, "name", &copy, &items, &n, why,
+                          why_len) < 0)
+        goto out;
+    for (i = 0; i < n; i++) {
+        if (!config_valid_section_name(items[i])) {
+            snprintf(why, why_len, "%s is not a profile name",
+                     config_quote(q, sizeof q, items[i]));
+            goto out;
+        }
+        for (j = 0; j < i; j++) {
+            if (strcasecmp(items[i], items[j]) == 0) {
+                snprintf(why, why_len, "%s listed twice",
+                         config_quote(q, sizeof q, items[i]));
+                goto out;
+            }
+        }
+    }
+    r = 0;
+out:
+    free(copy);
+    free(items);
+    return r;
+}
+
+/* config_set - parse value as key k and store it in base (a struct config,
+ * service or profile), replacing what was there.  On error returns -1
+ * with the reason in why and leaves base unchanged. */
 static int config_set(const struct key_def *k, const char *value, void *base,
                       char *why, size_t why_len)
 {
@@ -594,6 +1008,7 @@ static int config_set(const struct key_def *k, const char *value, void *base,
     char *field2 = (char *)base + k->off2;
     char q[CONFIG_QUOTE_BUF];
     struct in6_addr a6;
+    size_t i;
     char *s;
 
     switch (k->type) {
@@ -626,9 +1041,57 @@ static int config_set(const struct key_def *k, const char *value, void *base,
         return config_parse_bool(value, (bool *)field, why, why_len);
     case KT_ENUM:
         return config_parse_enum(k->names, value, (int *)field, why, why_len);
+    case KT_TOKEN:
+        for (i = 0; value[i] > ' ' && value[i] < 0x7f; i++)
+            ;
+        if (value[i] != '\0') {
+            snprintf(why, why_len, "%s is not an OpenSSL list (printable "
+                     "ASCII without blanks, as in HIGH:!aNULL)",
+                     config_quote(q, sizeof q, value));
+            return -1;
+        }
+        goto string;
     case KT_UINT:
         return config_parse_uint(value, k->min, k->max, (unsigned *)field,
                                  why, why_len);
+    case KT_INT: {
+        unsigned u;
+
+        for (i = 0; k->names != NULL && k->names[i].name != NULL; i++) {
+            if (strcasecmp(k->names[i].name, value) == 0) {
+                *(int *)field = k->names[i].value;
+                return 0;
+            }
+        }
+        if (!(*value >= '0' && *value <= '9')) {
+            snprintf(why, why_len, "%s is not a number (%u..%u)%s%s",
+                     config_quote(q, sizeof q, value), k->min, k->max,
+                     k->names != NULL ? " or " : "",
+                     k->names != NULL ? k->names[0].name : "");
+            return -1;
+        }
+        if (config_parse_uint(value, k->min, k->max, &u, why, why_len) < 0)
+            return -1;
+        *(int *)field = (int)u;
+        return 0;
+    }
+    case KT_PATHS:
+        return config_set_paths(value, k->member, (struct cert_pair **)field,
+                                (size_t *)field2, why, why_len);
+    case KT_CIDRS: {
+        struct cidr *list;
+        size_t n;
+
+        if (config_parse_cidrs(value, &list, &n, why, why_len) < 0)
+            return -1;
+        free(*(struct cidr **)field);
+        *(struct cidr **)field = list;
+        *(size_t *)field2 = n;
+        return 0;
+    }
+    case KT_PROFILES:
+        /* only checked: the parser keeps the text to resolve it later */
+        return config_check_profile_names(value, why, why_len);
     case KT_LISTEN: {
         struct listen_addr *list;
         size_t n;
@@ -673,14 +1136,16 @@ static void config_defaults(struct parser *p, void *base,
     }
 }
 
-/* config_free_fields - free what the keys of scope own in base. */
+/* config_free_fields - free what the keys of scope own in base, leaving
+ * NULL behind (cert and key share one array: the first frees it). */
 static void config_free_fields(void *base, enum key_scope scope)
 {
-    size_t i;
+    size_t i, j;
 
     for (i = 0; i < K_COUNT; i++) {
         const struct key_def *k = &key_table[i];
         char *field = (char *)base + k->off;
+        char *field2 = (char *)base + k->off2;
 
         if (k->scope != scope)
             continue;
@@ -688,33 +1153,84 @@ static void config_free_fields(void *base, enum key_scope scope)
         case KT_PATH:
         case KT_DOMAIN:
         case KT_NAME:
+        case KT_TOKEN:
             free(*(char **)field);
+            *(char **)field = NULL;
             break;
         case KT_LISTEN:
-            free(*(struct listen_addr **)field);
+        case KT_CIDRS:
+        case KT_PROFILES:
+            free(*(void **)field);
+            *(void **)field = NULL;
+            *(size_t *)field2 = 0;
             break;
         case KT_HOSTPORT:
             free(*(char **)field);
-            free(*(char **)((char *)base + k->off2));
+            free(*(char **)field2);
+            *(char **)field = NULL;
+            *(char **)field2 = NULL;
             break;
+        case KT_PATHS: {
+            struct cert_pair *pairs = *(struct cert_pair **)field;
+
+            for (j = 0; j < *(size_t *)field2; j++) {
+                free(pairs[j].cert);
+                free(pairs[j].key);
+            }
+            free(pairs);
+            *(struct cert_pair **)field = NULL;
+            *(size_t *)field2 = 0;
+            break;
+        }
         case KT_BOOL:
         case KT_ENUM:
         case KT_UINT:
+        case KT_INT:
             break;
         }
     }
 }
 
-/* config_key_find - the key named name (any case), or NULL. */
-static const struct key_def *config_key_find(const char *name)
+/* config_key_find - the key named name (any case) of scope, else of
+ * another scope (the caller says where it belongs), else NULL. */
+static const struct key_def *config_key_find(const char *name,
+                                             enum key_scope scope)
 {
+    const struct key_def *other = NULL;
     size_t i;
 
     for (i = 0; i < K_COUNT; i++) {
-        if (strcasecmp(key_table[i].name, name) == 0)
+        if (strcasecmp(key_table[i].name, name) != 0)
+            continue;
+        if (key_table[i].scope == scope)
             return &key_table[i];
+        if (other == NULL)
+            other = &key_table[i];
     }
-    return NULL;
+    return other;
+}
+
+/* config_grow - make room for one more entry in *arr (of *n entries of
+ * size each) and in its parallel *st, doubling *cap. */
+static int config_grow(void **arr, size_t size, size_t n,
+                       struct sect_state **st, size_t *cap)
+{
+    size_t c = *cap ? *cap * 2 : 4;
+    void *a2;
+    struct sect_state *st2;
+
+    if (n < *cap)
+        return 0;
+    a2 = realloc(*arr, c * size);
+    if (a2 == NULL)
+        return -1;
+    *arr = a2;
+    st2 = realloc(*st, c * sizeof *st2);
+    if (st2 == NULL)
+        return -1;
+    *st = st2;
+    *cap = c;
+    return 0;
 }
 
 /* config_add_service - start the service section name at the current
@@ -729,21 +1245,9 @@ static int config_add_service(struct parser *p, const char *name)
                      CONFIG_MAX_SERVICES);
         return -1;
     }
-    if (cfg->nservices == p->svc_cap) {
-        size_t cap = p->svc_cap ? p->svc_cap * 2 : 4;
-        struct service *s2;
-        struct sect_state *st2;
-
-        s2 = realloc(cfg->services, cap * sizeof *s2);
-        if (s2 == NULL)
-            goto oom;
-        cfg->services = s2;
-        st2 = realloc(p->svc_state, cap * sizeof *st2);
-        if (st2 == NULL)
-            goto oom;
-        p->svc_state = st2;
-        p->svc_cap = cap;
-    }
+    if (config_grow((void **)&cfg->services, sizeof *svc, cfg->nservices,
+                    &p->svc_state, &p->svc_cap) < 0)
+        goto oom;
     svc = &cfg->services[cfg->nservices];
     memset(svc, 0, sizeof *svc);
     memset(&p->svc_state[cfg->nservices], 0, sizeof p->svc_state[0]);
@@ -757,6 +1261,73 @@ static int config_add_service(struct parser *p, const char *name)
 oom:
     config_error(p, p->lineno, "out of memory");
     return -1;
+}
+
+/* config_add_profile - start the section [profile name] at the current
+ * line.  Returns its index or -1. */
+static int config_add_profile(struct parser *p, const char *name)
+{
+    struct config *cfg = p->cfg;
+    struct profile *prof;
+
+    if (cfg->nprofiles == CONFIG_MAX_PROFILES) {
+        config_error(p, p->lineno, "too many profiles (at most %d)",
+                     CONFIG_MAX_PROFILES);
+        return -1;
+    }
+    if (config_grow((void **)&cfg->profiles, sizeof *prof, cfg->nprofiles,
+                    &p->prof_state, &p->prof_cap) < 0)
+        goto oom;
+    prof = &cfg->profiles[cfg->nprofiles];
+    memset(prof, 0, sizeof *prof);
+    memset(&p->prof_state[cfg->nprofiles], 0, sizeof p->prof_state[0]);
+    prof->name = strdup(name);
+    if (prof->name == NULL)
+        goto oom;
+    prof->line = p->lineno;
+    cfg->nprofiles++;
+    config_defaults(p, prof, SCOPE_PROFILE);
+    return (int)cfg->nprofiles - 1;
+oom:
+    config_error(p, p->lineno, "out of memory");
+    return -1;
+}
+
+/* config_profile_section - the header [profile NAME]; rest is what follows
+ * the word "profile": one blank, then a name like a service's. */
+static void config_profile_section(struct parser *p, const char *header,
+                                   const char *rest)
+{
+    char q[CONFIG_QUOTE_BUF];
+    size_t i;
+    int r;
+
+    if (*rest == '\0') {
+        config_error(p, p->lineno, "section [%s] needs a name: "
+                                   "[profile NAME]", header);
+        return;
+    }
+    if (*rest != ' ' || !config_valid_section_name(rest + 1)) {
+        config_error(p, p->lineno,
+                     "bad section name %s (expected \"profile NAME\", NAME "
+                     "at most %d letters, digits, '-', '_' or '.')",
+                     config_quote(q, sizeof q, header), CONFIG_SECTION_MAX);
+        return;
+    }
+    rest++;
+    for (i = 0; i < p->cfg->nprofiles; i++) {
+        if (strcasecmp(p->cfg->profiles[i].name, rest) == 0) {
+            config_error(p, p->lineno,
+                         "section [profile %s] given twice (first on line "
+                         "%d)", rest, p->cfg->profiles[i].line);
+            return;
+        }
+    }
+    r = config_add_profile(p, rest);
+    if (r >= 0) {
+        p->cur = r;
+        p->cur_scope = SCOPE_PROFILE;
+    }
 }
 
 /* config_section - a "[name]" header line (s, whitespace-trimmed, starts
@@ -792,18 +1363,17 @@ static void config_section(struct parser *p, char *s)
         config_error(p, p->lineno, "empty section name");
         return;
     }
-    for (i = 0; name[i] != '\0'; i++) {
-        char c = name[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.') ||
-            i == CONFIG_SECTION_MAX) {
-            config_error(p, p->lineno,
-                         "bad section name %s (at most %d letters, digits, "
-                         "'-', '_' or '.')",
-                         config_quote(q, sizeof q, name), CONFIG_SECTION_MAX);
-            return;
-        }
+    if (strncasecmp(name, "profile", 7) == 0 &&
+        (name[7] == '\0' || name[7] == ' ' || name[7] == '\t')) {
+        config_profile_section(p, name, name + 7);
+        return;
+    }
+    if (!config_valid_section_name(name)) {
+        config_error(p, p->lineno,
+                     "bad section name %s (at most %d letters, digits, "
+                     "'-', '_' or '.')",
+                     config_quote(q, sizeof q, name), CONFIG_SECTION_MAX);
+        return;
     }
     if (strcasecmp(name, "proxy") == 0) {
         if (p->proxy_line != 0) {
@@ -825,8 +1395,23 @@ static void config_section(struct parser *p, char *s)
         }
     }
     r = config_add_service(p, name);
-    p->cur = r < 0 ? CUR_SKIP : r;
+    if (r >= 0) {
+        p->cur = r;
+        p->cur_scope = SCOPE_SERVICE;
+    }
 }
+
+/* Where a key of each scope belongs, and what "not ..." says of it. */
+static const char *const scope_where[] = {
+    [SCOPE_PROXY] = "[proxy]",
+    [SCOPE_SERVICE] = "a service section",
+    [SCOPE_PROFILE] = "a [profile NAME] section",
+};
+static const char *const scope_not[] = {
+    [SCOPE_PROXY] = "[proxy]",
+    [SCOPE_SERVICE] = "in a service",
+    [SCOPE_PROFILE] = "in a profile",
+};
 
 /* config_handle_key - inih's handler: one "name = value" on line
  * p->lineno of the current section.  Always returns 1: errors are
@@ -856,23 +1441,24 @@ static int config_handle_key(void *user, const char *section,
         scope = SCOPE_PROXY;
         st = &p->proxy;
         base = p->cfg;
-    } else {
+    } else if (p->cur_scope == SCOPE_SERVICE) {
         scope = SCOPE_SERVICE;
         st = &p->svc_state[p->cur];
         base = &p->cfg->services[p->cur];
+    } else {
+        scope = SCOPE_PROFILE;
+        st = &p->prof_state[p->cur];
+        base = &p->cfg->profiles[p->cur];
     }
-    k = config_key_find(name);
+    k = config_key_find(name, scope);
     if (k == NULL) {
         config_error(p, p->lineno, "unknown key %s",
                      config_quote(q, sizeof q, name));
         return 1;
     }
     if (k->scope != scope) {
-        config_error(p, p->lineno,
-                     scope == SCOPE_PROXY
-                         ? "key %s belongs in a service section, not [proxy]"
-                         : "key %s belongs in [proxy], not in a service",
-                     k->name);
+        config_error(p, p->lineno, "key %s belongs in %s, not %s", k->name,
+                     scope_where[k->scope], scope_not[scope]);
         return 1;
     }
     id = (size_t)(k - key_table);
@@ -888,6 +1474,15 @@ static int config_handle_key(void *user, const char *section,
         st->bad[id] = true;
         config_error(p, p->lineno, "%s: %s", k->name, why);
         return 1;
+    }
+    if (k->has_flag)
+        *(bool *)((char *)base + k->flag_off) = true;
+    if (k->type == KT_PROFILES) {
+        st->profiles = strdup(value);
+        if (st->profiles == NULL) {
+            st->bad[id] = true;
+            config_error(p, p->lineno, "out of memory");
+        }
     }
     if (k->type == KT_LISTEN) {
         p->nlisten_total += ((struct service *)base)->nlisten;
@@ -1011,14 +1606,121 @@ static char *config_read_line(char *str, int num, void *stream)
     return NULL;
 }
 
+/* config_resolve_profiles - point the profiles of service svc (the names
+ * kept in st) at the [profile NAME] sections, in the order given; a name
+ * with no section is an error on the key's line.  Then the rules between
+ * the service and its profiles, on its header line. */
+static void config_resolve_profiles(struct parser *p, struct service *svc,
+                                    struct sect_state *st)
+{
+    static const char *const ctls[] = { "none", "may", "encrypt" };
+    struct config *cfg = p->cfg;
+    char why[CONFIG_WHY_BUF];
+    const struct profile **list;
+    size_t n, i, j;
+    char *copy, **items;
+
+    if (st->profiles == NULL || st->bad[K_PROFILES])
+        return;
+    /* checked when read: cannot fail but for memory */
+    if (config_list_split(st->profiles, "name", &copy, &items, &n, why,
+                          sizeof why) < 0 ||
+        (list = calloc(n, sizeof *list)) == NULL) {
+        config_error(p, st->line[K_PROFILES], "out of memory");
+        free(copy);
+        free(items);
+        return;
+    }
+    svc->profiles = list;
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < cfg->nprofiles; j++) {
+            if (strcasecmp(cfg->profiles[j].name, items[i]) == 0)
+                break;
+        }
+        if (j == cfg->nprofiles) {
+            /* the name was checked: letters, digits, '-', '_', '.' */
+            config_error(p, st->line[K_PROFILES],
+                         "profiles: no section [profile %s]", items[i]);
+            continue;
+        }
+        list[svc->nprofiles++] = &cfg->profiles[j];
+    }
+    free(copy);
+    free(items);
+    for (i = 0; i < svc->nprofiles; i++) {
+        const struct profile *pr = svc->profiles[i];
+
+        if (!pr->has_client_tls)
+            continue;
+        if (pr->client_tls != CLIENT_TLS_NONE &&
+            (svc->cert == NULL || svc->key == NULL) &&
+            !st->bad[K_CERT] && !st->bad[K_KEY] &&
+            svc->client_tls == CLIENT_TLS_NONE && !svc->client_implicit_tls)
+            config_error(p, svc->line,
+                         "service [%s]: profile [%s] sets client_tls = %s, "
+                         "which needs cert and key", svc->name, pr->name,
+                         ctls[pr->client_tls]);
+        if (pr->client_tls == CLIENT_TLS_NONE && svc->client_implicit_tls)
+            config_error(p, svc->line,
+                         "service [%s]: profile [%s] sets client_tls = none, "
+                         "but the service has client_implicit_tls = yes",
+                         svc->name, pr->name);
+    }
+}
+
+/* config_check_certs - cert and key are lists of the same length; the
+ * first pair is also the service's cert and key.  client_ok: client_tls
+ * and client_implicit_tls were read well, so tls_on can be trusted. */
+static void config_check_certs(struct parser *p, struct service *svc,
+                               struct sect_state *st, bool client_ok,
+                               bool tls_on)
+{
+    size_t ncert = 0, nkey = 0, i;
+
+    for (i = 0; i < svc->ncerts; i++) {
+        ncert += svc->certs[i].cert != NULL;
+        nkey += svc->certs[i].key != NULL;
+    }
+    if (svc->ncerts > 0) {
+        svc->cert = svc->certs[0].cert;  /* owned by certs */
+        svc->key = svc->certs[0].key;
+    }
+    if (st->bad[K_CERT] || st->bad[K_KEY])
+        return;
+    if (ncert > 0 && nkey > 0) {
+        if (ncert != nkey)
+            config_error(p, svc->line,
+                         "service [%s]: cert lists %zu file%s but key lists "
+                         "%zu", svc->name, ncert, ncert == 1 ? "" : "s",
+                         nkey);
+        return;
+    }
+    if (!client_ok)
+        return;  /* the bad client_tls value was reported */
+    if (tls_on)
+        config_error(p, svc->line,
+                     "service [%s]: %s required unless client_tls = "
+                     "none", svc->name,
+                     ncert == 0 && nkey == 0 ? "cert and key are"
+                     : ncert == 0            ? "cert is"
+                                             : "key is");
+    else if (ncert != nkey)
+        config_error(p, svc->line, "service [%s]: %s is given without %s",
+                     svc->name, ncert ? "cert" : "key",
+                     ncert ? "key" : "cert");
+}
+
 /* config_check_service - the rules between the keys of service i; errors
  * name its header line.  Keys whose value was rejected are not checked
  * again. */
 static void config_check_service(struct parser *p, size_t i)
 {
+    static const char *const ccert[] = { "none", "ask", "require" };
     struct service *svc = &p->cfg->services[i];
     struct sect_state *st = &p->svc_state[i];
     bool client_ok = !st->bad[K_CLIENT_TLS] && !st->bad[K_CLIENT_IMPLICIT_TLS];
+    bool tls_on = svc->client_tls != CLIENT_TLS_NONE ||
+                  svc->client_implicit_tls;
     size_t j, a, b;
 
     if (svc->nlisten == 0 && !st->bad[K_LISTEN])
@@ -1032,16 +1734,24 @@ static void config_check_service(struct parser *p, size_t i)
         config_error(p, svc->line,
                      "service [%s]: client_implicit_tls needs TLS, but "
                      "client_tls = none", svc->name);
-    if (client_ok && (svc->client_tls != CLIENT_TLS_NONE ||
-                      svc->client_implicit_tls)) {
-        if (svc->cert == NULL || svc->key == NULL)
+    config_check_certs(p, svc, st, client_ok, tls_on);
+    if (!st->bad[K_CLIENT_CERT] && svc->client_cert != CLIENT_CERT_NONE) {
+        if (svc->client_ca_file == NULL)
             config_error(p, svc->line,
-                         "service [%s]: %s required unless client_tls = "
-                         "none", svc->name,
-                         svc->cert == NULL && svc->key == NULL
-                             ? "cert and key are"
-                             : svc->cert == NULL ? "cert is" : "key is");
+                         "service [%s]: client_cert = %s needs "
+                         "client_ca_file", svc->name,
+                         ccert[svc->client_cert]);
+        if (client_ok && !tls_on)
+            config_error(p, svc->line,
+                         "service [%s]: client_cert = %s needs TLS, but "
+                         "client_tls = none", svc->name,
+                         ccert[svc->client_cert]);
     }
+    if (svc->client_proxy_protocol && svc->ntrusted_proxies == 0 &&
+        !st->bad[K_TRUSTED_PROXIES])
+        config_error(p, svc->line,
+                     "service [%s]: client_proxy_protocol needs "
+                     "trusted_proxies", svc->name);
     if (!st->bad[K_BACKEND_TLS] && !st->bad[K_BACKEND_IMPLICIT_TLS] &&
         svc->backend_implicit_tls && svc->backend_tls == BACKEND_TLS_NONE)
         config_error(p, svc->line,
@@ -1066,6 +1776,18 @@ static void config_check_service(struct parser *p, size_t i)
             }
         }
     }
+    config_resolve_profiles(p, svc, st);
+}
+
+/* config_check_profile - the rules of profile i; errors name its header
+ * line. */
+static void config_check_profile(struct parser *p, size_t i)
+{
+    const struct profile *pr = &p->cfg->profiles[i];
+
+    if (pr->nsources == 0 && !p->prof_state[i].bad[KP_SOURCES])
+        config_error(p, pr->line, "profile [%s]: sources is required",
+                     pr->name);
 }
 
 /* config_check - rules that need the whole file. */
@@ -1096,6 +1818,8 @@ static void config_check(struct parser *p)
     }
     if (cfg->nservices == 0)
         config_error(p, 0, "no service defined");
+    for (i = 0; i < cfg->nprofiles; i++)
+        config_check_profile(p, i);
     for (i = 0; i < cfg->nservices; i++)
         config_check_service(p, i);
 }
@@ -1104,6 +1828,7 @@ int config_load_stream(FILE *f, const char *path, struct config **out,
                        char *err, size_t err_len)
 {
     struct parser p;
+    size_t i;
     int r;
 
     if (path == NULL)
@@ -1132,7 +1857,10 @@ int config_load_stream(FILE *f, const char *path, struct config **out,
         config_error(&p, 0, "out of memory");
     if (!p.read_failed)
         config_check(&p);
+    for (i = 0; i < p.cfg->nservices; i++)
+        free(p.svc_state[i].profiles);
     free(p.svc_state);
+    free(p.prof_state);
     if (p.nerr != 0) {
         config_free(p.cfg);
         return -1;
@@ -1172,6 +1900,11 @@ void config_free(struct config *cfg)
         free(cfg->services[i].name);
     }
     free(cfg->services);
+    for (i = 0; i < cfg->nprofiles; i++) {
+        config_free_fields(&cfg->profiles[i], SCOPE_PROFILE);
+        free(cfg->profiles[i].name);
+    }
+    free(cfg->profiles);
     config_free_fields(cfg, SCOPE_PROXY);
     free(cfg->path);
     free(cfg);

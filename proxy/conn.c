@@ -52,6 +52,7 @@ struct conn {
     bool failed;           /* on_eof with an error was already reported */
     uv_connect_t creq;
     uv_shutdown_t sreq;
+    struct sockaddr_storage peer_addr;
     char peer[64];
     char err[160];
 };
@@ -396,6 +397,7 @@ static void conn_fill_peer(struct conn *c)
 
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
         return;
+    c->peer_addr = ss;
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         uv_ip4_name(a, host, sizeof host);
@@ -562,4 +564,18 @@ const char *conn_error(const struct conn *c)
 const char *conn_peer(const struct conn *c)
 {
     return c->peer;
+}
+
+const struct sockaddr_storage *conn_peer_addr(const struct conn *c)
+{
+    return &c->peer_addr;
+}
+
+int conn_local_addr(const struct conn *c, struct sockaddr_storage *out)
+{
+    int len = sizeof *out;
+
+    memset(out, 0, sizeof *out);
+    return uv_tcp_getsockname(&c->tcp, (struct sockaddr *)out, &len) == 0
+               ? 0 : -1;
 }

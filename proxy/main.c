@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "connlimit.h"
 #include "listener.h"
 #include "log.h"
 #include "tls.h"
@@ -22,6 +23,7 @@ struct runtime {
     struct config *cfg;
     struct tls_service *tls;
     struct worker *workers;
+    struct connlimit *limits;
     unsigned nworkers;
     struct logger log;
     uv_signal_t sigterm;
@@ -184,15 +186,18 @@ int main(int argc, char **argv)
     max_files = main_raise_nofile();
     fds = main_sockets(rt.cfg, rt.nworkers, &per_worker, err, sizeof err);
     rt.workers = calloc(rt.nworkers, sizeof *rt.workers);
-    if (fds == NULL || rt.workers == NULL || uv_loop_init(&loop) != 0) {
+    rt.limits = connlimit_new(rt.cfg->nservices);
+    if (fds == NULL || rt.workers == NULL || rt.limits == NULL ||
+        uv_loop_init(&loop) != 0) {
         fprintf(stderr, "%s: %s\n", path, fds == NULL ? err : "out of memory");
         free(rt.workers);
         free(fds);
+        connlimit_free(rt.limits);
         main_free(&rt);
         return 1;
     }
     for (; started < rt.nworkers; started++) {
-        if (worker_start(&rt.workers[started], rt.cfg, rt.tls, started,
+        if (worker_start(&rt.workers[started], rt.cfg, rt.tls, rt.limits, started,
                          fds + started * per_worker, err, sizeof err) != 0) {
             fprintf(stderr, "%s: %s\n", path, err);
             for (size_t k = (started + 1) * per_worker;
@@ -236,6 +241,7 @@ int main(int argc, char **argv)
         rc = 1;
     log_event(&rt.log, LOG_INFO, 0, "event=stopped");
     free(rt.workers);
+    connlimit_free(rt.limits);
     main_free(&rt);
     return rc;
 }

@@ -38,7 +38,29 @@ static const struct reply_def reply_table[REPLY_COUNT] = {
     [REPLY_AUTH_NEEDS_TLS] = {"538 5.7.11", 0, 0,
         "Encryption required for requested authentication mechanism"},
     [REPLY_TLS_ACTIVE] = {"554 5.5.1", 0, 0, "Error: TLS already active"},
+    [REPLY_PREGREET] = {"554 5.5.0", 1, 1, "SMTP protocol synchronization error"},
+    [REPLY_TOO_MANY_ERRORS] = {"421 4.7.0", 1, 1, "Error: too many errors"},
+    [REPLY_TOO_MANY_CONNECTIONS] = {"421 4.7.0", 1, 1,
+        "Error: too many connections; try again later"},
+    [REPLY_TOO_MANY_FROM_ADDRESS] = {"421 4.7.0", 1, 1,
+        "Error: too many connections from your address; try again later"},
+    [REPLY_BARE_NEWLINE_COMMAND] = {"500 5.5.2", 0, 0,
+        "Error: bare CR or LF in command line"},
+    [REPLY_BARE_NEWLINE_MESSAGE] = {"550 5.5.2", 0, 0,
+        "Message contains bare CR or LF"},
+    [REPLY_PROXY_HEADER] = {"421 4.7.0", 1, 1,
+        "Error: bad or missing PROXY protocol header"},
 };
+
+int reply_code(enum reply_id id)
+{
+    const char *c;
+
+    if (id <= REPLY_NONE || id >= REPLY_COUNT)
+        return 0;
+    c = reply_table[id].code;
+    return (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
+}
 
 int reply_closes(enum reply_id id)
 {

@@ -10,8 +10,11 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "connlimit.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "session.h"
 #include "session_int.h"
 
@@ -19,6 +22,36 @@ void session_backend_eof(struct session *s, int status);
 void session_backend_drain(struct session *s);
 
 static void session_close(struct session *s, enum reply_id reply);
+static void client_on_data(struct conn *c, void *ud, const char *buf,
+                           size_t len);
+static size_t session_trace_header(const struct session *s, char *out,
+                                   size_t cap);
+
+/* session_format_addr - "ip:port" or "[ip6]:port". */
+static void session_format_addr(const struct sockaddr_storage *ss, char *out,
+                                size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+
+        uv_ip4_name(a, host, sizeof host);
+        snprintf(out, len, "%s:%d", host, ntohs(a->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+
+        uv_ip6_name(a, host, sizeof host);
+        snprintf(out, len, "[%s]:%d", host, ntohs(a->sin6_port));
+    }
+}
+
+/* session_server_ctx - the client leg's TLS context (the profile's own
+ * when it changes TLS settings). */
+static SSL_CTX *session_server_ctx(const struct session *s)
+{
+    return tls_server_ctx(s->tls, s->profile);
+}
 static void session_client_process(struct session *s);
 static void session_flow(struct session *s);
 
@@ -92,6 +125,9 @@ static void session_on_timer_close(uv_handle_t *h)
         w->sessions = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
+    if (s->limits_held)
+        connlimit_release(w->limits, s->svc_index,
+                          (const struct sockaddr *)&s->client_sa);
     sbuf_free(&s->cin);
     sbuf_free(&s->bin);
     free(s->greeting);
@@ -107,9 +143,89 @@ void session_unref(struct session *s)
     uv_close((uv_handle_t *)&s->timer, session_on_timer_close);
 }
 
+/* session_waiting_for_backend - a reply or the setup is owed by it. */
+static bool session_waiting_for_backend(const struct session *s)
+{
+    unsigned i;
+
+    if (s->bstate != BACKEND_READY)
+        return true;
+    for (i = 0; i < s->fifo_len; i++) {
+        uint8_t k = s->fifo[(s->fifo_head + i) % SESSION_FIFO].kind;
+
+        if (k != EXPECT_LOCAL && k != EXPECT_STARTTLS)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * session_deadline - the earliest moment something is overdue, and what:
+ * the silent leg (idle_timeout), an unfinished command line
+ * (command_timeout: a client trickling bytes is cut off too), the TLS
+ * handshake (tls_handshake_timeout), or message content arriving slower
+ * than min_data_rate (after a 30 s grace, and not while we ourselves hold
+ * the client back).
+ */
+static uint64_t session_deadline(const struct session *s, const char **what)
+{
+    const struct service *svc = s->svc;
+    uint64_t d, t;
+
+    if (session_waiting_for_backend(s)) {
+        d = s->last_backend + (uint64_t)svc->idle_timeout * 1000;
+        *what = "backend";
+    } else {
+        d = s->last_client + (uint64_t)svc->idle_timeout * 1000;
+        *what = "client";
+    }
+    if (s->cmode == CLIENT_HANDSHAKE && s->hs_start != 0) {
+        t = s->hs_start + (uint64_t)svc->tls_handshake_timeout * 1000;
+        if (t < d) {
+            d = t;
+            *what = "tls_handshake";
+        }
+    }
+    if ((s->cmode == CLIENT_COMMAND || s->cmode == CLIENT_AUTH ||
+         s->cmode == CLIENT_PROXY_HEADER) && s->cmd_start != 0) {
+        t = s->cmd_start + (uint64_t)svc->command_timeout * 1000;
+        if (t < d) {
+            d = t;
+            *what = "command";
+        }
+    }
+    if ((s->cmode == CLIENT_DATA || s->cmode == CLIENT_BDAT) &&
+        svc->min_data_rate > 0 && !s->client_paused && s->data_start != 0) {
+        uint64_t need = s->data_bytes * 1000 / svc->min_data_rate;
+
+        t = s->data_start + (need > 30000 ? need : 30000);
+        if (t < d) {
+            d = t;
+            *what = "data_rate";
+        }
+    }
+    return d;
+}
+
+static void session_on_timer(uv_timer_t *t);
+
+/* session_arm - (re)start the timer for the earliest deadline. */
+static void session_arm(struct session *s)
+{
+    const char *what;
+    uint64_t d, now;
+
+    if (s->closing)
+        return;
+    d = session_deadline(s, &what);
+    now = uv_now(s->w->loop);
+    uv_timer_start(&s->timer, session_on_timer, d > now ? d - now : 0, 0);
+}
+
 static void session_on_timer(uv_timer_t *t)
 {
     struct session *s = t->data;
+    const char *what;
 
     if (s->closing) {
         /* the close deadline: a peer that does not read loses its output */
@@ -119,19 +235,28 @@ static void session_on_timer(uv_timer_t *t)
             conn_close(s->backend);
         return;
     }
-    log_event(&s->w->log, LOG_INFO, s->id,
-              "event=timeout waiting_for=%s",
-              s->bstate != BACKEND_READY || s->fifo_len > 0 ? "backend"
-                                                            : "client");
-    session_close(s, REPLY_TIMEOUT);
+    if (session_deadline(s, &what) > uv_now(s->w->loop)) {
+        session_arm(s);   /* activity moved the deadline on */
+        return;
+    }
+    log_event(&s->w->log, LOG_INFO, s->id, "event=timeout waiting_for=%s",
+              what);
+    session_close(s, s->cmode == CLIENT_HANDSHAKE ? REPLY_NONE : REPLY_TIMEOUT);
 }
 
-/* session_touch - a leg showed life: restart the idle timer. */
-void session_touch(struct session *s)
+/*
+ * session_touch_backend, session_touch_client - a leg showed life.  Only a
+ * time stamp: the timer notices when it fires and re-arms itself, so reads
+ * cost no timer operation.
+ */
+void session_touch_backend(struct session *s)
 {
-    if (!s->closing)
-        uv_timer_start(&s->timer, session_on_timer,
-                       (uint64_t)s->svc->idle_timeout * 1000, 0);
+    s->last_backend = uv_now(s->w->loop);
+}
+
+static void session_touch_client(struct session *s)
+{
+    s->last_client = uv_now(s->w->loop);
 }
 
 static void session_summary(struct session *s)
@@ -156,6 +281,40 @@ static void session_write_reply(struct session *s, enum reply_id id)
 
     if (n > 0 && s->client != NULL)
         conn_write(s->client, line, n);
+}
+
+/*
+ * session_enforce - a strict rule would refuse something.  With
+ * "enforce = no" it is only logged (would_refuse=...) and false is
+ * returned: the caller lets the session go on.
+ */
+bool session_enforce(struct session *s, const char *rule, const char *detail)
+{
+    char esc[160];
+
+    if (s->svc->enforce)
+        return true;
+    log_escape(esc, sizeof esc, detail ? detail : "", detail ? strlen(detail) : 0);
+    log_event(&s->w->log, LOG_WARN, s->id,
+              "event=policy would_refuse=%s detail=\"%s\"", rule, esc);
+    return false;
+}
+
+/*
+ * session_count_error - the client was given an error reply (4xx/5xx);
+ * past max_errors the session ends with 421 4.7.0, as a careful MTA cuts
+ * off a client that keeps failing (a scanner, a confused appliance).
+ */
+static void session_count_error(struct session *s, int code)
+{
+    if (code < 400 || s->closing)
+        return;
+    if (++s->nerrors < s->svc->max_errors)
+        return;
+    if (s->nerrors == s->svc->max_errors &&
+        session_enforce(s, "max_errors", "too many errors"))
+        session_fail(s, REPLY_TOO_MANY_ERRORS, "too_many_errors",
+                     "max_errors reached");
 }
 
 /*
@@ -237,7 +396,9 @@ static void session_start_client_tls(struct session *s)
         sbuf_free(&s->cin);
     }
     s->cmode = CLIENT_HANDSHAKE;
-    if (conn_start_tls_server(s->client, s->tls->server) != 0)
+    s->hs_start = uv_now(s->w->loop);
+    session_arm(s);
+    if (conn_start_tls_server(s->client, session_server_ctx(s)) != 0)
         session_fail(s, REPLY_NONE, "client_tls_failed", "cannot start TLS");
 }
 
@@ -252,6 +413,7 @@ static void fifo_flush_local(struct session *s)
 
             fifo_pop(s);
             session_write_reply(s, id);
+            session_count_error(s, reply_code(id));
         } else if (e->kind == EXPECT_STARTTLS) {
             fifo_pop(s);
             session_start_client_tls(s);
@@ -275,6 +437,8 @@ static void session_local(struct session *s, enum reply_id id)
 static void session_forward(struct session *s, const char *line, size_t len,
                             size_t total)
 {
+    if (!session_waiting_for_backend(s))
+        session_touch_backend(s);   /* its clock starts with our request */
     if (total == len + 2) {
         conn_write(s->backend, line, total);
         return;
@@ -306,7 +470,7 @@ static enum reply_id session_refusal(struct session *s,
         /* backends trust these from the proxy's address: never relay */
         return REPLY_NOT_IMPLEMENTED;
     case SMTP_VERB_STARTTLS:
-        if (svc->client_implicit_tls || svc->client_tls == CLIENT_TLS_NONE)
+        if (svc->client_implicit_tls || s->client_policy == CLIENT_TLS_NONE)
             return REPLY_STARTTLS_UNAVAILABLE;
         if (s->client_tls)
             return REPLY_TLS_ACTIVE;
@@ -320,10 +484,11 @@ static enum reply_id session_refusal(struct session *s,
     case SMTP_VERB_AUTH:
     case SMTP_VERB_VRFY:
     case SMTP_VERB_EXPN:
-        if (svc->client_tls == CLIENT_TLS_ENCRYPT && !s->client_tls)
+        if (s->client_policy == CLIENT_TLS_ENCRYPT && !s->client_tls &&
+            session_enforce(s, "client_tls_encrypt", smtp_verb_name(cmd->verb)))
             return REPLY_MUST_STARTTLS;
         if (cmd->verb == SMTP_VERB_AUTH && !s->client_tls &&
-            !svc->client_plaintext_auth)
+            !s->plaintext_auth)
             return REPLY_AUTH_NEEDS_TLS;
         if (s->need_helo && cmd->verb != SMTP_VERB_VRFY &&
             cmd->verb != SMTP_VERB_EXPN)
@@ -349,6 +514,40 @@ static void session_log_command(struct session *s, const struct smtp_cmd *cmd)
     log_escape(esc, sizeof esc, cmd->arg ? cmd->arg : "", n);
     log_event(&s->w->log, LOG_DEBUG, s->id, "event=command verb=%s arg=\"%s\"",
               smtp_verb_name(cmd->verb), esc);
+}
+
+/* session_remember_helo - keep the client's EHLO/HELO name (for HELO
+ * fallback and the trace header), printable ASCII only. */
+static void session_remember_helo(struct session *s, const struct smtp_cmd *cmd)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; cmd->arg != NULL && i < cmd->arg_len &&
+                       n + 1 < sizeof s->helo_name; i++) {
+        unsigned char c = (unsigned char)cmd->arg[i];
+
+        if (c == ' ')
+            break;
+        if (c > 0x20 && c < 0x7f)
+            s->helo_name[n++] = (char)c;
+    }
+    s->helo_name[n] = '\0';
+}
+
+/*
+ * session_helo_fallback - the backend refused EHLO (a HELO-only legacy
+ * server): greet it with HELO and answer the client's EHLO ourselves when
+ * its reply comes.
+ */
+static void session_helo_fallback(struct session *s)
+{
+    char line[300];
+    int n = snprintf(line, sizeof line, "HELO %s\r\n",
+                     s->helo_name[0] ? s->helo_name : "unknown");
+
+    s->backend_helo_only = true;
+    session_forward(s, line, (size_t)n - 2, (size_t)n);
+    fifo_push(s, EXPECT_HELO_FALLBACK, REPLY_NONE);
 }
 
 /* session_command - one command line from the client. */
@@ -389,7 +588,30 @@ static void session_command(struct session *s, const char *line, size_t len,
     switch (cmd.verb) {
     case SMTP_VERB_EHLO:
     case SMTP_VERB_HELO:
+        /* RFC 2920 3.1: EHLO and HELO end a group; what follows waits for
+         * the reply (it may change what the client may do) */
         s->need_helo = false;
+        s->waiting = true;
+        session_remember_helo(s, &cmd);
+        s->client_esmtp = cmd.verb == SMTP_VERB_EHLO;
+        if (s->xclient_ok && !s->xclient_helo_sent) {
+            /* tell the backend the client's HELO name first; XCLIENT
+             * resets it to a fresh session, then this line is read again */
+            char x[300];
+            int xn = backend_xclient_helo(s, cmd.verb == SMTP_VERB_EHLO, x,
+                                          sizeof x);
+
+            s->xclient_helo_sent = true;
+            s->ncommands--;
+            session_forward(s, x, (size_t)xn - 2, (size_t)xn);
+            fifo_push(s, EXPECT_XCLIENT, REPLY_NONE);
+            return;
+        }
+        s->xclient_helo_sent = false;
+        if (cmd.verb == SMTP_VERB_EHLO && s->backend_helo_only) {
+            session_helo_fallback(s);
+            break;
+        }
         session_forward(s, line, len, total);
         fifo_push(s, cmd.verb == SMTP_VERB_EHLO ? EXPECT_EHLO : EXPECT_HELO,
                   REPLY_NONE);
@@ -414,12 +636,29 @@ static void session_command(struct session *s, const char *line, size_t len,
         break;
     case SMTP_VERB_BDAT:
         s->backend_dirty = true;
-        session_forward(s, line, len, total);
+        if (s->svc->trace_header && !s->bdat_in_message) {
+            /* the header is part of the first chunk: say so in its size */
+            char hdr[2048], cmdline[64];
+            size_t hn = session_trace_header(s, hdr, sizeof hdr);
+            int cn = snprintf(cmdline, sizeof cmdline, "BDAT %llu%s\r\n",
+                              (unsigned long long)(size + hn),
+                              last ? " LAST" : "");
+
+            session_forward(s, cmdline, (size_t)cn - 2, (size_t)cn);
+            conn_write(s->backend, hdr, hn);
+        } else {
+            session_forward(s, line, len, total);
+        }
+        s->bdat_in_message = !last;
         fifo_push(s, last ? EXPECT_BDAT_LAST : EXPECT_BDAT, REPLY_NONE);
         sbuf_consume(&s->cin, total);
         s->bdat_left = size;
-        if (size > 0)
+        if (size > 0) {
             s->cmode = CLIENT_BDAT;
+            s->data_start = uv_now(s->w->loop);
+            s->data_bytes = 0;
+            session_arm(s);
+        }
         return;
     case SMTP_VERB_AUTH:
         s->backend_dirty = true;
@@ -442,13 +681,165 @@ static void session_command(struct session *s, const char *line, size_t len,
     sbuf_consume(&s->cin, total);
 }
 
+/* session_comment_text - peer text made safe inside an RFC 5322 comment:
+ * printable ASCII only, no parentheses or backslashes, capped. */
+static void session_comment_text(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+
+    for (; *in != '\0' && o + 1 < cap; in++) {
+        unsigned char c = (unsigned char)*in;
+
+        out[o++] = (c < 0x20 || c > 0x7e || c == '(' || c == ')' ||
+                    c == '\\') ? '?' : (char)c;
+    }
+    out[o] = '\0';
+}
+
+/*
+ * session_trace_header - "trace_header = yes": one Received: header
+ * (RFC 5321 4.4, RFC 5322 3.6.7) that records both legs: who the client
+ * is and how it reached us (protocol, cipher, certificate), and how we
+ * reached the backend (policy, protocol, cipher, verification).  Returns
+ * its length in out, 0 when it does not fit.
+ */
+static size_t session_trace_header(const struct session *s, char *out,
+                                   size_t cap)
+{
+    static const char *const policy[] = {"none", "may", "encrypt", "verify"};
+    char helo[128], subject[200], addr[INET6_ADDRSTRLEN + 8] = "unknown";
+    char host[INET6_ADDRSTRLEN] = "", client[400], backend[300], date[64];
+    char tls_ver[96] = "", *cipher;
+    time_t now = time(NULL);
+    struct tm tm;
+    int n;
+
+    session_comment_text(s->helo_name[0] ? s->helo_name : "unknown", helo,
+                         sizeof helo);
+    if (s->client_sa.ss_family == AF_INET) {
+        uv_ip4_name((const struct sockaddr_in *)&s->client_sa, host, sizeof host);
+        snprintf(addr, sizeof addr, "[%s]", host);
+    } else if (s->client_sa.ss_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)&s->client_sa, host, sizeof host);
+        snprintf(addr, sizeof addr, "[IPv6:%s]", host);
+    }
+    if (s->client_tls) {
+        snprintf(tls_ver, sizeof tls_ver, "%s", s->client_tls_desc);
+        cipher = strchr(tls_ver, '/');
+        if (cipher != NULL)
+            *cipher++ = '\0';
+        session_comment_text(s->client_cert_subject[0] ? s->client_cert_subject
+                                                       : "none",
+                             subject, sizeof subject);
+        snprintf(client, sizeof client,
+                 "(using %s with cipher %s; client certificate %s, %s)",
+                 tls_ver, cipher ? cipher : "?", subject,
+                 s->client_cert_verify[0] ? s->client_cert_verify : "none");
+    } else {
+        snprintf(client, sizeof client, "(no TLS)");
+    }
+    if (s->backend_tls_desc[0] != '\0') {
+        char verify[100];
+
+        snprintf(tls_ver, sizeof tls_ver, "%s", s->backend_tls_desc);
+        cipher = strchr(tls_ver, '/');
+        if (cipher != NULL)
+            *cipher++ = '\0';
+        session_comment_text(s->backend_verify, verify, sizeof verify);
+        snprintf(backend, sizeof backend,
+                 "(backend %s:%s policy %s using %s with cipher %s; "
+                 "certificate %s)",
+                 s->svc->backend_host, s->svc->backend_port,
+                 policy[s->svc->backend_tls], tls_ver, cipher ? cipher : "?",
+                 verify);
+    } else {
+        snprintf(backend, sizeof backend, "(backend %s:%s policy %s; no TLS)",
+                 s->svc->backend_host, s->svc->backend_port,
+                 policy[s->svc->backend_tls]);
+    }
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    n = snprintf(out, cap,
+                 "Received: from %s (%s)\r\n"
+                 "\t%s\r\n"
+                 "\tby %s (starttls-proxy) with %s%s id %016llx\r\n"
+                 "\t%s;\r\n"
+                 "\t%s\r\n",
+                 helo, addr, client, s->w->cfg->hostname,
+                 s->client_esmtp ? "ESMTP" : "SMTP", s->client_tls ? "S" : "",
+                 (unsigned long long)s->id, backend, date);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/*
+ * session_reject_message - "bare_newline = reject" found a bare CR or LF:
+ * the backend is cut off mid-message (it never sees an end-of-data, so it
+ * delivers nothing of it), the rest is read and thrown away, and a fresh
+ * backend session takes over after the 550.
+ */
+static void session_reject_message(struct session *s)
+{
+    log_event(&s->w->log, LOG_WARN, s->id,
+              "event=bare_newline_message action=reject");
+    s->msg_rejected = true;
+    if (s->backend != NULL)
+        conn_close(s->backend);
+    s->backend = NULL;
+    s->bstate = BACKEND_IDLE;
+    sbuf_free(&s->bin);
+}
+
+/* session_data_step - message content through the smuggling filter. */
+static bool session_data_step(struct session *s, const char *p, size_t len)
+{
+    char *out = s->w->fbuf;
+    size_t n, out_len;
+    bool done;
+
+    if (s->msg_rejected) {
+        n = smtp_data_filter(&s->filter, p, len, NULL, 0, &out_len, &done);
+    } else {
+        if (conn_pending(s->backend) >= CONN_HIGH_WATER)
+            return false;
+        n = smtp_data_filter(&s->filter, p, len, out, sizeof s->w->fbuf,
+                             &out_len, &done);
+        if (smtp_data_filter_bare_seen(&s->filter) && !s->bare_logged) {
+            s->bare_logged = true;
+            if (s->svc->bare_newline == BARE_NEWLINE_REJECT &&
+                session_enforce(s, "bare_newline", "message"))
+                session_reject_message(s);
+            else
+                log_event(&s->w->log, LOG_INFO, s->id,
+                          "event=bare_newline_message action=normalize");
+        }
+        if (!s->msg_rejected)
+            conn_write(s->backend, out, out_len);
+    }
+    sbuf_consume(&s->cin, n);
+    s->data_bytes += n;
+    if (!done)
+        return true;
+    s->cmode = CLIENT_COMMAND;
+    if (!s->msg_rejected) {
+        fifo_push(s, EXPECT_END_OF_DATA, REPLY_NONE);
+        return true;
+    }
+    s->msg_rejected = false;
+    session_local(s, REPLY_BARE_NEWLINE_MESSAGE);
+    s->backend_refresh = true;
+    s->backend_replay_helo = true;
+    s->backend_plain_retry = false;
+    s->backend_dirty = false;
+    backend_start(s);
+    return true;
+}
+
 /* session_client_step - handle what cin holds in the current mode; returns
  * false when nothing more can be done now. */
 static bool session_client_step(struct session *s)
 {
     const char *p = sbuf_ptr(&s->cin);
     size_t len = s->cin.len, n, line_len, total;
-    bool done;
 
     switch (s->cmode) {
     case CLIENT_COMMAND:
@@ -467,6 +858,14 @@ static bool session_client_step(struct session *s)
         case SMTP_LINE_OK:
             break;
         }
+        if (smtp_line_has_bare_cr_lf(p, line_len, total)) {
+            /* a line a backend could split differently (smuggling) */
+            log_event(&s->w->log, LOG_INFO, s->id, "event=bare_newline_command");
+            sbuf_consume(&s->cin, total);
+            s->cmode = CLIENT_COMMAND;
+            session_local(s, REPLY_BARE_NEWLINE_COMMAND);
+            return true;
+        }
         if (s->cmode == CLIENT_AUTH) {
             /* an AUTH response line: relayed, never parsed nor logged */
             s->cmode = CLIENT_COMMAND;
@@ -479,16 +878,7 @@ static bool session_client_step(struct session *s)
         session_command(s, p, line_len, total);
         return true;
     case CLIENT_DATA:
-        if (conn_pending(s->backend) >= CONN_HIGH_WATER)
-            return false;
-        n = smtp_data_scan(&s->eod, p, len, &done);
-        conn_write(s->backend, p, n);
-        sbuf_consume(&s->cin, n);
-        if (done) {
-            s->cmode = CLIENT_COMMAND;
-            fifo_push(s, EXPECT_END_OF_DATA, REPLY_NONE);
-        }
-        return true;
+        return session_data_step(s, p, len);
     case CLIENT_BDAT:
     case CLIENT_BDAT_SKIP:
         if (s->cmode == CLIENT_BDAT &&
@@ -498,6 +888,7 @@ static bool session_client_step(struct session *s)
         if (s->cmode == CLIENT_BDAT)
             conn_write(s->backend, p, n);
         sbuf_consume(&s->cin, n);
+        s->data_bytes += n;
         s->bdat_left -= n;
         if (s->bdat_left == 0)
             s->cmode = CLIENT_COMMAND;
@@ -522,8 +913,29 @@ static bool session_client_step(struct session *s)
     case CLIENT_QUIT:
         sbuf_free(&s->cin);
         return false;
+    case CLIENT_PROXY_HEADER:
+        return false;
     }
     return false;
+}
+
+/*
+ * session_command_clock - start the command deadline when an unfinished
+ * line sits at the end of the input, stop it when there is none.
+ */
+static void session_command_clock(struct session *s)
+{
+    bool partial = (s->cmode == CLIENT_COMMAND || s->cmode == CLIENT_AUTH ||
+                    s->cmode == CLIENT_SKIP_LINE) &&
+                   s->cin.len > 0 &&
+                   sbuf_ptr(&s->cin)[s->cin.len - 1] != '\n';
+
+    if (!partial) {
+        s->cmd_start = 0;
+    } else if (s->cmd_start == 0) {
+        s->cmd_start = uv_now(s->w->loop);
+        session_arm(s);
+    }
 }
 
 /* session_client_process - handle buffered client input as far as the
@@ -544,6 +956,7 @@ static void session_client_process(struct session *s)
             ;
     } while (s->process_again && !s->closing);
     s->in_process = false;
+    session_command_clock(s);
     session_flow(s);
 }
 
@@ -561,10 +974,18 @@ static void session_flow(struct session *s)
     bp = s->backend != NULL ? conn_pending(s->backend) : 0;
     cp = s->client != NULL ? conn_pending(s->client) : 0;
     if (s->client != NULL && s->cmode != CLIENT_QUIT) {
-        if (s->cin.len >= SESSION_INBUF_MAX || bp >= CONN_HIGH_WATER)
+        if (s->cin.len >= SESSION_INBUF_MAX || bp >= CONN_HIGH_WATER) {
             conn_read_stop(s->client);
-        else if (bp < CONN_LOW_WATER)
+            s->client_paused = true;
+        } else if (bp < CONN_LOW_WATER) {
+            if (s->client_paused) {
+                /* the rate is the client's only while we let it send */
+                s->client_paused = false;
+                s->data_start = uv_now(s->w->loop);
+                s->data_bytes = 0;
+            }
             conn_read_start(s->client);
+        }
     }
     if (s->backend != NULL && s->bstate != BACKEND_IDLE &&
         s->bstate != BACKEND_CONNECTING && s->bstate != BACKEND_RESOLVING) {
@@ -590,13 +1011,74 @@ static void session_try_greet(struct session *s)
 void session_backend_ready(struct session *s)
 {
     if (s->backend_refresh) {
-        /* a fresh backend after the client's STARTTLS: the client has been
-         * greeted already and is about to send EHLO */
+        /* a fresh backend after the client's STARTTLS (the client is about
+         * to send EHLO) or after a refused message (it is not: say its
+         * EHLO again for it) */
         s->backend_refresh = false;
+        if (s->backend_replay_helo && s->helo_name[0] != '\0') {
+            char line[300];
+            int n = snprintf(line, sizeof line, "%s %s\r\n",
+                             s->backend_helo_only ? "HELO" : "EHLO",
+                             s->helo_name);
+
+            session_forward(s, line, (size_t)n - 2, (size_t)n);
+            fifo_push(s, EXPECT_SILENT, REPLY_NONE);
+        }
+        s->backend_replay_helo = false;
         session_client_process(s);
         return;
     }
     session_try_greet(s);
+}
+
+static void session_begin(struct session *s);
+
+/*
+ * session_proxy_header - a trusted load balancer's PROXY header (v1 or v2)
+ * says who the client is; from now on that address is used everywhere:
+ * limits, profiles, logs, the trace header, what the backend is told.
+ */
+static void session_proxy_header(struct session *s)
+{
+    struct proxyproto_result r;
+    char esc[120];
+
+    switch (proxyproto_parse((const unsigned char *)sbuf_ptr(&s->cin),
+                             s->cin.len, &r)) {
+    case PROXYPROTO_MORE:
+        return;
+    case PROXYPROTO_BAD:
+        log_escape(esc, sizeof esc, sbuf_ptr(&s->cin),
+                   s->cin.len < 40 ? s->cin.len : 40);
+        log_event(&s->w->log, LOG_WARN, s->id,
+                  "event=proxy_header_refused reason=malformed data=\"%s\"",
+                  esc);
+        session_close(s, REPLY_PROXY_HEADER);
+        return;
+    case PROXYPROTO_OK:
+        break;
+    }
+    sbuf_consume(&s->cin, r.consumed);
+    if (r.kind == PROXYPROTO_KIND_PROXY) {
+        s->client_sa = r.src;
+        s->client_dst = r.dst;
+        session_format_addr(&s->client_sa, s->client_addr,
+                            sizeof s->client_addr);
+    }
+    log_event(&s->w->log, LOG_INFO, s->id,
+              "event=proxy_header version=%d client=%s via=%s", r.version,
+              s->client_addr, conn_peer(s->client));
+    s->cmd_start = 0;
+    s->cmode = CLIENT_COMMAND;
+    session_begin(s);
+    if (!s->closing && s->cin.len > 0) {
+        /* bytes behind the header came before our greeting */
+        struct sbuf early = s->cin;
+
+        memset(&s->cin, 0, sizeof s->cin);
+        client_on_data(s->client, s, sbuf_ptr(&early), early.len);
+        sbuf_free(&early);
+    }
 }
 
 static void client_on_data(struct conn *c, void *ud, const char *buf,
@@ -607,10 +1089,33 @@ static void client_on_data(struct conn *c, void *ud, const char *buf,
     (void)c;
     if (s->closing)
         return;
-    session_touch(s);
+    session_touch_client(s);
+    if (!s->greeted && s->cmode != CLIENT_PROXY_HEADER && !s->pregreet_seen) {
+        /* RFC 5321 3.1: the client waits for the greeting.  One that talks
+         * first is a spam engine or a confused device; Postfix's
+         * postscreen refuses the same way. */
+        char esc[200];
+
+        s->pregreet_seen = true;
+        log_escape(esc, sizeof esc, buf, len < 120 ? len : 120);
+        log_event(&s->w->log, LOG_WARN, s->id,
+                  "event=pregreet bytes=%zu data=\"%s\"", len, esc);
+        if (session_enforce(s, "pregreet", "client spoke before greeting")) {
+            session_close(s, REPLY_PREGREET);
+            return;
+        }
+    }
     if (s->cmode == CLIENT_STARTTLS) {
         log_event(&s->w->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", len);
+        return;
+    }
+    if (s->cmode == CLIENT_PROXY_HEADER) {
+        if (sbuf_append(&s->cin, buf, len) != 0) {
+            session_fail(s, REPLY_NONE, "error", "out of memory");
+            return;
+        }
+        session_proxy_header(s);
         return;
     }
     if (s->cmode == CLIENT_QUIT)
@@ -639,8 +1144,14 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     }
     s->client_tls = true;
     tls_describe(conn_ssl(c), s->client_tls_desc, sizeof s->client_tls_desc);
-    log_event(&s->w->log, LOG_INFO, s->id, "event=client_tls tls=%s",
-              s->client_tls_desc);
+    tls_peer_info(conn_ssl(c), s->client_cert_subject,
+                  sizeof s->client_cert_subject, s->client_cert_verify,
+                  sizeof s->client_cert_verify);
+    log_escape(esc, sizeof esc, s->client_cert_subject,
+               strlen(s->client_cert_subject));
+    log_event(&s->w->log, LOG_INFO, s->id,
+              "event=client_tls tls=%s client_cert=\"%s\" client_cert_verify=%s",
+              s->client_tls_desc, esc, s->client_cert_verify);
     s->cmode = CLIENT_COMMAND;
     if (!s->greeted) {
         session_try_greet(s);   /* implicit TLS */
@@ -704,21 +1215,28 @@ static const struct conn_cbs client_cbs = {
 
 /* ---- backend side (relay) ------------------------------------------------- */
 
-/* session_relay_ehlo - the EHLO reply as the client must see it. */
-static void session_relay_ehlo(struct session *s, const char *p,
-                               const struct smtp_reply *rep)
+/* session_ehlo_opts - what the client may be shown of the EHLO reply. */
+static void session_ehlo_opts(const struct session *s,
+                              struct smtp_ehlo_rewrite *opts)
+{
+    opts->offer_starttls = !s->client_tls && !s->svc->client_implicit_tls &&
+                           s->client_policy != CLIENT_TLS_NONE;
+    opts->remove = SMTP_CAP_STARTTLS | SMTP_CAP_XCLIENT | SMTP_CAP_XFORWARD;
+    if (!s->client_tls && !s->plaintext_auth)
+        opts->remove |= SMTP_CAP_AUTH;
+}
+
+/* session_write_ehlo - rewrite an EHLO reply and send it to the client. */
+static void session_write_ehlo(struct session *s, const char *p, size_t len,
+                               unsigned nlines)
 {
     struct smtp_ehlo_rewrite opts;
-    size_t cap = rep->len + rep->nlines + 32, n;
+    size_t cap = len + nlines + 32, n;
     char *out;
 
-    opts.offer_starttls = !s->client_tls && !s->svc->client_implicit_tls &&
-                          s->svc->client_tls != CLIENT_TLS_NONE;
-    opts.remove = SMTP_CAP_STARTTLS | SMTP_CAP_XCLIENT | SMTP_CAP_XFORWARD;
-    if (!s->client_tls && !s->svc->client_plaintext_auth)
-        opts.remove |= SMTP_CAP_AUTH;
+    session_ehlo_opts(s, &opts);
     out = malloc(cap);
-    if (out == NULL || smtp_ehlo_rewrite(p, rep->len, &opts, out, cap, &n) != 0) {
+    if (out == NULL || smtp_ehlo_rewrite(p, len, &opts, out, cap, &n) != 0) {
         free(out);
         session_fail(s, REPLY_BACKEND_PROTOCOL, "backend_garbage",
                      "EHLO reply cannot be rewritten");
@@ -726,6 +1244,30 @@ static void session_relay_ehlo(struct session *s, const char *p,
     }
     conn_write(s->client, out, n);
     free(out);
+}
+
+/*
+ * session_write_helo_as_ehlo - the backend took our HELO: answer the
+ * client's EHLO ourselves, with the backend's greeting line and only what
+ * the proxy itself provides (STARTTLS); the backend has no extensions.
+ */
+static void session_write_helo_as_ehlo(struct session *s, const char *p,
+                                       const struct smtp_reply *rep)
+{
+    char line[SESSION_REPLY_LINE + 8];
+    size_t text = rep->len;
+    int n;
+
+    /* the first line's text, without "250" and its mark */
+    for (size_t i = 0; i < rep->len; i++)
+        if (p[i] == '\r' || p[i] == '\n') {
+            text = i;
+            break;
+        }
+    text = text > 4 ? text - 4 : 0;
+    n = snprintf(line, sizeof line, "250 %.*s\r\n", (int)text,
+                 text ? p + 4 : "");
+    session_write_ehlo(s, line, (size_t)n, 1);
 }
 
 /* session_relay - one backend reply for the command at the FIFO head. */
@@ -737,16 +1279,46 @@ static void session_relay(struct session *s, const char *p,
     fifo_pop(s);
     switch (kind) {
     case EXPECT_EHLO:
-        if (rep->code == 250) {
-            session_relay_ehlo(s, p, rep);
+        if (rep->code == 500 || rep->code == 502) {
+            /* a HELO-only server: keep the client's EHLO working */
+            log_event(&s->w->log, LOG_INFO, s->id,
+                      "event=backend_helo_only code=%d", rep->code);
+            session_helo_fallback(s);
             return;
         }
+        s->waiting = false;
+        if (rep->code == 250) {
+            session_write_ehlo(s, p, rep->len, rep->nlines);
+            return;
+        }
+        break;
+    case EXPECT_HELO_FALLBACK:
+        s->waiting = false;
+        if (rep->code == 250) {
+            session_write_helo_as_ehlo(s, p, rep);
+            return;
+        }
+        break;
+    case EXPECT_HELO:
+        s->waiting = false;
         break;
     case EXPECT_DATA:
         s->waiting = false;
         if (rep->code == 354) {
             s->cmode = CLIENT_DATA;
-            smtp_data_scanner_init(&s->eod);
+            smtp_data_filter_init(&s->filter,
+                                  s->svc->bare_newline == BARE_NEWLINE_REJECT
+                                      ? SMTP_BARE_REJECT : SMTP_BARE_NORMALIZE);
+            s->bare_logged = false;
+            if (s->svc->trace_header) {
+                char hdr[2048];
+                size_t hn = session_trace_header(s, hdr, sizeof hdr);
+
+                conn_write(s->backend, hdr, hn);
+            }
+            s->data_start = uv_now(s->w->loop);
+            s->data_bytes = 0;
+            session_arm(s);
         }
         break;
     case EXPECT_END_OF_DATA:
@@ -765,10 +1337,23 @@ static void session_relay(struct session *s, const char *p,
         conn_write(s->client, p, rep->len);
         session_close(s, REPLY_NONE);
         return;
+    case EXPECT_XCLIENT:
+        s->waiting = false;
+        if (rep->code != 220)
+            log_event(&s->w->log, LOG_WARN, s->id,
+                      "event=xclient_refused code=%d", rep->code);
+        return;
+    case EXPECT_SILENT:
+        /* our own request to a fresh backend; the client asked nothing */
+        if (rep->code >= 400)
+            log_event(&s->w->log, LOG_WARN, s->id,
+                      "event=backend_replay_refused code=%d", rep->code);
+        return;
     default:
         break;
     }
     conn_write(s->client, p, rep->len);
+    session_count_error(s, rep->code);
 }
 
 /* session_backend_process - relay complete replies from bin. */
@@ -811,7 +1396,7 @@ void session_backend_data(struct conn *c, void *ud, const char *buf,
 
     if (s->closing || c != s->backend)
         return;
-    session_touch(s);
+    session_touch_backend(s);
     if (sbuf_append(&s->bin, buf, len) != 0) {
         session_fail(s, REPLY_BACKEND_LOST, "error", "out of memory");
         return;
@@ -844,6 +1429,103 @@ void session_backend_drain(struct session *s)
 
 /* ---- accept --------------------------------------------------------------- */
 
+/* session_cidr_match - is addr inside one of the ranges? */
+static bool session_cidr_match(const struct cidr *c, size_t n,
+                               const struct sockaddr_storage *addr)
+{
+    const unsigned char *a;
+    size_t alen;
+
+    if (addr->ss_family == AF_INET) {
+        a = (const unsigned char *)&((const struct sockaddr_in *)addr)->sin_addr;
+        alen = 4;
+    } else if (addr->ss_family == AF_INET6) {
+        a = (const unsigned char *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
+        alen = 16;
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *b;
+        unsigned bits = c[i].prefix, k;
+
+        if (c[i].addr.ss_family != addr->ss_family)
+            continue;
+        b = alen == 4
+            ? (const unsigned char *)&((const struct sockaddr_in *)&c[i].addr)->sin_addr
+            : (const unsigned char *)&((const struct sockaddr_in6 *)&c[i].addr)->sin6_addr;
+        for (k = 0; bits >= 8; k++, bits -= 8)
+            if (a[k] != b[k])
+                break;
+        if (bits >= 8)
+            continue;
+        if (bits == 0 || ((a[k] ^ b[k]) & (0xff00u >> bits) & 0xff) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * session_begin - the client's address is known (from the socket or a
+ * trusted PROXY header): choose its profile, count it against the limits,
+ * start TLS or reading, and set up the backend leg.
+ */
+static void session_begin(struct session *s)
+{
+    const struct service *svc = s->svc;
+    enum connlimit_result lim;
+
+    s->profile = SIZE_MAX;
+    s->client_policy = svc->client_tls;
+    s->plaintext_auth = svc->client_plaintext_auth;
+    for (size_t i = 0; i < svc->nprofiles; i++) {
+        const struct profile *p = svc->profiles[i];
+
+        if (!session_cidr_match(p->sources, p->nsources, &s->client_sa))
+            continue;
+        s->profile = i;
+        if (p->has_client_tls)
+            s->client_policy = p->client_tls;
+        if (p->has_client_plaintext_auth)
+            s->plaintext_auth = p->client_plaintext_auth;
+        log_event(&s->w->log, LOG_INFO, s->id, "event=profile name=%s",
+                  p->name);
+        break;
+    }
+
+    lim = connlimit_acquire(s->w->limits, s->svc_index,
+                            (const struct sockaddr *)&s->client_sa,
+                            svc->max_connections, svc->max_connections_per_ip,
+                            !svc->enforce);
+    s->limits_held = lim == CONNLIMIT_OK || !svc->enforce;
+    if (lim != CONNLIMIT_OK) {
+        const char *which = lim == CONNLIMIT_SERVICE_FULL
+                                ? "max_connections" : "max_connections_per_ip";
+
+        log_event(&s->w->log, LOG_WARN, s->id, "event=limit limit=%s", which);
+        if (session_enforce(s, which, s->client_addr)) {
+            session_close(s, lim == CONNLIMIT_SERVICE_FULL
+                                 ? REPLY_TOO_MANY_CONNECTIONS
+                                 : REPLY_TOO_MANY_FROM_ADDRESS);
+            return;
+        }
+    }
+
+    if (svc->client_implicit_tls) {
+        s->cmode = CLIENT_HANDSHAKE;
+        s->hs_start = uv_now(s->w->loop);
+        if (conn_start_tls_server(s->client, session_server_ctx(s)) != 0) {
+            session_close(s, REPLY_NONE);
+            return;
+        }
+    } else {
+        s->cmode = CLIENT_COMMAND;
+        conn_read_start(s->client);
+    }
+    session_arm(s);
+    backend_start(s);
+}
+
 void session_accept(struct worker *w, size_t svc_index, void *server)
 {
     struct session *s = calloc(1, sizeof *s);
@@ -852,9 +1534,11 @@ void session_accept(struct worker *w, size_t svc_index, void *server)
         return;
     s->w = w;
     s->svc = &w->cfg->services[svc_index];
+    s->svc_index = svc_index;
     s->tls = &w->tls[svc_index];
     s->id = worker_next_sid(w);
     s->started_ms = uv_now(w->loop);
+    s->last_client = s->last_backend = s->started_ms;
     uv_timer_init(w->loop, &s->timer);
     s->timer.data = s;
     s->next = w->sessions;
@@ -872,18 +1556,26 @@ void session_accept(struct worker *w, size_t svc_index, void *server)
         session_close(s, REPLY_NONE);
         return;
     }
+    s->client_sa = *conn_peer_addr(s->client);
+    conn_local_addr(s->client, &s->client_dst);
     snprintf(s->client_addr, sizeof s->client_addr, "%s", conn_peer(s->client));
     log_event(&w->log, LOG_INFO, s->id, "event=connect client=%s service=%s",
               s->client_addr, s->svc->name);
-    session_touch(s);
-    if (s->svc->client_implicit_tls) {
-        s->cmode = CLIENT_HANDSHAKE;
-        if (conn_start_tls_server(s->client, s->tls->server) != 0) {
+    if (s->svc->client_proxy_protocol) {
+        /* a load balancer in front says who the client is, but only one
+         * we trust may */
+        if (!session_cidr_match(s->svc->trusted_proxies,
+                                s->svc->ntrusted_proxies, &s->client_sa)) {
+            log_event(&w->log, LOG_WARN, s->id,
+                      "event=proxy_header_refused reason=untrusted_peer");
             session_close(s, REPLY_NONE);
             return;
         }
-    } else {
+        s->cmode = CLIENT_PROXY_HEADER;
+        s->cmd_start = s->started_ms;
         conn_read_start(s->client);
+        session_arm(s);
+        return;
     }
-    backend_start(s);
+    session_begin(s);
 }

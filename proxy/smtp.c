@@ -536,3 +536,231 @@ size_t smtp_data_scan(struct smtp_data_scanner *s, const char *buf,
     *done = false;
     return len;
 }
+
+/* ---- line hygiene (SMTP smuggling) ------------------------------------ */
+
+/*
+ * smtp_line_has_bare_cr_lf - a command line ended by a bare LF, or one
+ * holding a CR (or LF) of its own.  RFC 5321 2.3.8: "SMTP client
+ * implementations MUST NOT transmit [CR and LF] except when they are
+ * intended as line terminators and then MUST transmit them only as a
+ * <CRLF> sequence."  The backend might read such a line as two.
+ */
+bool smtp_line_has_bare_cr_lf(const char *line, size_t len, size_t total)
+{
+    if (total < len || total - len != 2)
+        return true;   /* "...\n": no CR before the LF */
+    if (len == 0)
+        return false;
+    return memchr(line, '\r', len) != NULL || memchr(line, '\n', len) != NULL;
+}
+
+/* ---- message content filter -------------------------------------------- */
+
+/*
+ * The filter reads the content as lines ended by CRLF, a bare LF or a
+ * bare CR, and writes every line end as CRLF.  Its states (the bytes in
+ * brackets are read but held back, not yet written):
+ *
+ *   FILT_BOL       at a line start after a real CRLF (or the DATA line)
+ *   FILT_BOL_BARE  at a line start after a bare CR or LF (written as CRLF)
+ *   FILT_TEXT      inside a line
+ *   FILT_CR        [CR]: CRLF or a bare CR, the next byte tells
+ *   FILT_DOT       after a real CRLF: ["."]
+ *   FILT_DOT_CR    after a real CRLF: [". CR"]: the end if LF follows
+ *   FILT_END       CRLF "." CRLF seen and written
+ *
+ * Every CRLF written is followed by a state at the line start, and a "."
+ * there is written either as ".." (after a bare line end, or as a line "."
+ * ended by a bare CR/LF) or as "." followed by a byte that is not CR or LF,
+ * or it is the real end: so the output holds CRLF "." CRLF only at its end.
+ */
+enum smtp_filter_state {
+    FILT_BOL = 0,
+    FILT_BOL_BARE,
+    FILT_TEXT,
+    FILT_CR,
+    FILT_DOT,
+    FILT_DOT_CR,
+    FILT_END
+};
+
+/* the most output one input byte can give: ". CR" + "." -> "..\r\n" ".." */
+enum { FILT_MAX_STEP = 6 };
+
+_Static_assert(SMTP_DATA_FILTER_MIN_OUT >= FILT_MAX_STEP,
+               "SMTP_DATA_FILTER_MIN_OUT too small");
+
+/* smtp_data_filter_init - start filtering at the beginning of content. */
+void smtp_data_filter_init(struct smtp_data_filter *f,
+                           enum smtp_bare_newline mode)
+{
+    f->state = FILT_BOL;
+    f->mode = mode;
+    f->bare_seen = false;
+    f->nul_seen = false;
+}
+
+/*
+ * smtp_filter_step - one input byte c in state *st: write the output it
+ * decides into o (at most FILT_MAX_STEP bytes), return its length, update
+ * *st and set *bare when a bare CR or LF was found.  First the held bytes
+ * are settled; when that does not use c up, c is read at a line start or
+ * inside a line.
+ */
+static size_t smtp_filter_step(int *st, char c, char *o, bool *bare)
+{
+    size_t n = 0;
+
+    switch (*st) {
+    case FILT_CR:
+        o[n++] = '\r';
+        o[n++] = '\n';
+        if (c == '\n') {
+            *st = FILT_BOL;
+            return n;
+        }
+        *bare = true;          /* bare CR: c starts the next line */
+        *st = FILT_BOL_BARE;
+        break;
+    case FILT_DOT:
+        if (c == '\r') {
+            *st = FILT_DOT_CR;
+            return 0;
+        }
+        if (c == '\n') {       /* "." + bare LF: must not read as the end */
+            *bare = true;
+            memcpy(o, "..\r\n", 4);
+            *st = FILT_BOL_BARE;
+            return 4;
+        }
+        o[n++] = '.';          /* ".." or ".text": content as it came */
+        *st = FILT_TEXT;
+        break;
+    case FILT_DOT_CR:
+        if (c == '\n') {       /* RFC 5321 4.1.1.4: CRLF "." CRLF */
+            memcpy(o, ".\r\n", 3);
+            *st = FILT_END;
+            return 3;
+        }
+        *bare = true;          /* "." + bare CR; c starts the next line */
+        memcpy(o, "..\r\n", 4);
+        n = 4;
+        *st = FILT_BOL_BARE;
+        break;
+    default:                   /* FILT_BOL, FILT_BOL_BARE, FILT_TEXT */
+        break;
+    }
+
+    switch (c) {
+    case '\r':
+        *st = FILT_CR;
+        break;
+    case '\n':
+        *bare = true;
+        o[n++] = '\r';
+        o[n++] = '\n';
+        *st = FILT_BOL_BARE;
+        break;
+    case '.':
+        if (*st == FILT_BOL) {
+            *st = FILT_DOT;
+            break;
+        }
+        if (*st == FILT_BOL_BARE)   /* RFC 5321 4.5.2: stuff the dot */
+            o[n++] = '.';
+        o[n++] = '.';
+        *st = FILT_TEXT;
+        break;
+    default:
+        o[n++] = c;
+        *st = FILT_TEXT;
+        break;
+    }
+    return n;
+}
+
+/* smtp_filter_plain - a byte that is copied as it is inside a line */
+static bool smtp_filter_plain(char c)
+{
+    return c != '\r' && c != '\n' && c != '\0';
+}
+
+/*
+ * smtp_data_filter - filter in[0..in_len) into out.  Runs of plain bytes
+ * inside a line are copied at once; every other byte goes through
+ * smtp_filter_step into a small buffer and is consumed only when its
+ * output fits, so that out never overflows and nothing is lost.
+ */
+size_t smtp_data_filter(struct smtp_data_filter *f, const char *in,
+                        size_t in_len, char *out, size_t out_cap,
+                        size_t *out_len, bool *done)
+{
+    int st = f->state;
+    bool bare = f->bare_seen;
+    bool nul = f->nul_seen;
+    size_t i = 0, o = 0;
+
+    if (st == FILT_END) {
+        *out_len = 0;
+        *done = true;
+        return 0;
+    }
+    while (i < in_len) {
+        if (st == FILT_TEXT) {
+            size_t room = out == NULL ? SIZE_MAX : out_cap - o;
+            size_t n = 0;
+            while (n < room && n < in_len - i && smtp_filter_plain(in[i + n]))
+                n++;
+            if (n > 0) {
+                if (out != NULL) {
+                    memcpy(out + o, in + i, n);
+                    o += n;
+                }
+                i += n;
+                continue;
+            }
+        }
+        char tmp[FILT_MAX_STEP];
+        int nst = st;
+        bool nbare = bare;
+        size_t n = smtp_filter_step(&nst, in[i], tmp, &nbare);
+        if (out != NULL) {
+            if (n > out_cap - o)
+                break;          /* out is full: this byte waits */
+            memcpy(out + o, tmp, n);
+            o += n;
+        }
+        if (in[i] == '\0')
+            nul = true;
+        st = nst;
+        bare = nbare;
+        i++;
+        if (st == FILT_END)
+            break;
+    }
+    f->state = st;
+    f->bare_seen = bare;
+    f->nul_seen = nul;
+    *out_len = o;
+    *done = st == FILT_END;
+    return i;
+}
+
+/* smtp_data_filter_bare_seen - was a bare CR or LF found so far? */
+bool smtp_data_filter_bare_seen(const struct smtp_data_filter *f)
+{
+    return f->bare_seen;
+}
+
+/* smtp_data_filter_nul_seen - was a NUL byte found so far? */
+bool smtp_data_filter_nul_seen(const struct smtp_data_filter *f)
+{
+    return f->nul_seen;
+}
+
+/* smtp_data_filter_mode - the mode given to smtp_data_filter_init. */
+enum smtp_bare_newline smtp_data_filter_mode(const struct smtp_data_filter *f)
+{
+    return f->mode;
+}

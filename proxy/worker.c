@@ -13,12 +13,14 @@
 #include "session.h"
 
 void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
-                 const struct tls_service *tls, unsigned id)
+                 const struct tls_service *tls, struct connlimit *limits,
+                 unsigned id)
 {
     memset(w, 0, offsetof(struct worker, rbuf));
     w->loop = loop;
     w->cfg = cfg;
     w->tls = tls;
+    w->limits = limits;
     w->id = id;
     w->log.level = cfg->log_level;
     w->log.out = stderr;
@@ -100,12 +102,12 @@ static void worker_thread(void *arg)
 
 /* worker_start - see worker.h. */
 int worker_start(struct worker *w, const struct config *cfg,
-                 const struct tls_service *tls, unsigned id, const int *fds,
-                 char *err, size_t err_len)
+                 const struct tls_service *tls, struct connlimit *limits,
+                 unsigned id, const int *fds, char *err, size_t err_len)
 {
     int r;
 
-    worker_init(w, &w->own_loop, cfg, tls, id);   /* zeroes w first */
+    worker_init(w, &w->own_loop, cfg, tls, limits, id);   /* zeroes w first */
     r = uv_loop_init(&w->own_loop);                /* keeps loop->data */
     if (r == 0)
         r = uv_async_init(w->loop, &w->stop_async, worker_on_stop);

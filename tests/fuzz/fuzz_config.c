@@ -5,16 +5,71 @@
  * 0 with a config that keeps the promises of config.h, or -1 with at
  * least one "fuzz.ini:LINE: " error line; nothing may leak.
  */
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "config.h"
 #include "fuzz.h"
 
+/* check_cidrs - ranges with a family, no port, a prefix in bounds and
+ * no host bits. */
+static void check_cidrs(const struct cidr *list, size_t n)
+{
+    size_t i, b;
+
+    for (i = 0; i < n; i++) {
+        const unsigned char *bytes;
+        unsigned max;
+
+        if (list[i].addr.ss_family == AF_INET) {
+            const struct sockaddr_in *sin =
+                (const struct sockaddr_in *)&list[i].addr;
+
+            FUZZ_CHECK(sin->sin_port == 0);
+            bytes = (const unsigned char *)&sin->sin_addr;
+            max = 32;
+        } else {
+            const struct sockaddr_in6 *sin6 =
+                (const struct sockaddr_in6 *)&list[i].addr;
+
+            FUZZ_CHECK(list[i].addr.ss_family == AF_INET6);
+            FUZZ_CHECK(sin6->sin6_port == 0);
+            bytes = sin6->sin6_addr.s6_addr;
+            max = 128;
+        }
+        FUZZ_CHECK(list[i].prefix <= max);
+        for (b = list[i].prefix; b < max; b++)
+            FUZZ_CHECK(!(bytes[b / 8] & (0x80u >> (b % 8))));
+    }
+}
+
+/* check_knobs - the TLS settings of one leg. */
+static void check_knobs(const struct tls_knobs *k)
+{
+    FUZZ_CHECK(k->min_protocol >= 0x301 && k->min_protocol <= 0x304);
+    FUZZ_CHECK(k->security_level >= -1 && k->security_level <= 5);
+    FUZZ_CHECK(k->ciphers == NULL || k->ciphers[0] != '\0');
+    FUZZ_CHECK(k->ciphersuites == NULL || k->ciphersuites[0] != '\0');
+    FUZZ_CHECK(k->groups == NULL || k->groups[0] != '\0');
+}
+
 /* check_config - the promises of a loaded config. */
 static void check_config(const struct config *cfg)
 {
     size_t i, j;
+
+    for (i = 0; i < cfg->nprofiles; i++) {
+        const struct profile *p = &cfg->profiles[i];
+
+        FUZZ_CHECK(p->name != NULL && p->line > 0);
+        FUZZ_CHECK(p->nsources > 0 && p->sources != NULL);
+        check_cidrs(p->sources, p->nsources);
+        FUZZ_CHECK(!p->has_min_protocol ||
+                   (p->min_protocol >= 0x301 && p->min_protocol <= 0x304));
+        FUZZ_CHECK(!p->has_security_level ||
+                   (p->security_level >= -1 && p->security_level <= 5));
+    }
 
     FUZZ_CHECK(cfg->hostname != NULL && cfg->nservices > 0);
     FUZZ_CHECK(strcmp(cfg->path, "fuzz.ini") == 0);
@@ -34,6 +89,37 @@ static void check_config(const struct config *cfg)
         FUZZ_CHECK((s->client_tls == CLIENT_TLS_NONE &&
                     !s->client_implicit_tls) ||
                    (s->cert != NULL && s->key != NULL));
+        /* cert/key: equal lists, the first pair is cert/key */
+        FUZZ_CHECK(s->ncerts == 0 ? s->cert == NULL && s->key == NULL
+                                  : s->cert == s->certs[0].cert &&
+                                        s->key == s->certs[0].key);
+        for (j = 0; j < s->ncerts; j++)
+            FUZZ_CHECK(s->certs[j].cert != NULL && s->certs[j].key != NULL);
+        check_knobs(&s->client_tls_knobs);
+        check_knobs(&s->backend_tls_knobs);
+        FUZZ_CHECK(s->client_cert == CLIENT_CERT_NONE ||
+                   (s->client_ca_file != NULL &&
+                    (s->client_tls != CLIENT_TLS_NONE ||
+                     s->client_implicit_tls)));
+        FUZZ_CHECK(!s->client_proxy_protocol || s->ntrusted_proxies > 0);
+        check_cidrs(s->trusted_proxies, s->ntrusted_proxies);
+        FUZZ_CHECK(s->max_connections >= 1 &&
+                   s->max_connections <= 1000000);
+        FUZZ_CHECK(s->max_connections_per_ip <= 1000000);
+        FUZZ_CHECK(s->max_errors >= 1 && s->max_errors <= 1000);
+        FUZZ_CHECK(s->command_timeout >= 1 && s->command_timeout <= 86400);
+        FUZZ_CHECK(s->tls_handshake_timeout >= 1 &&
+                   s->tls_handshake_timeout <= 3600);
+        FUZZ_CHECK(s->min_data_rate <= 1000000000);
+        /* profiles point into cfg->profiles, none twice */
+        for (j = 0; j < s->nprofiles; j++) {
+            size_t k;
+
+            FUZZ_CHECK(s->profiles[j] >= cfg->profiles &&
+                       s->profiles[j] < cfg->profiles + cfg->nprofiles);
+            for (k = 0; k < j; k++)
+                FUZZ_CHECK(s->profiles[j] != s->profiles[k]);
+        }
     }
 }
 

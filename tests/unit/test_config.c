@@ -36,7 +36,7 @@
 struct ok_case {
     const char *name;
     const char *text;
-    const char *want[24];  /* lines of the dump, NULL-terminated */
+    const char *want[40];  /* lines of the dump, NULL-terminated */
 };
 
 struct want_err {
@@ -246,6 +246,240 @@ static const struct ok_case ok_cases[] = {
       "[a-b_c.D9]\nlisten = 127.0.0.1:2525\nbackend = h:25\n"
       "client_tls = none\n",
       { "a-b_c.D9.line=1", NULL } },
+    /* ---- hardening keys (issue 3) ---- */
+    { "hardening defaults", SVC,
+      { "profiles=0", "in.ncerts=0", "in.certs=",
+        "in.client_tls_min_protocol=0x303", "in.client_tls_ciphers=(null)",
+        "in.client_tls_ciphersuites=(null)", "in.client_tls_groups=(null)",
+        "in.client_tls_security_level=-1",
+        "in.client_tls_session_tickets=yes",
+        "in.backend_tls_min_protocol=0x303", "in.backend_tls_ciphers=(null)",
+        "in.backend_tls_ciphersuites=(null)", "in.backend_tls_groups=(null)",
+        "in.backend_tls_security_level=-1",
+        "in.backend_tls_session_tickets=yes", "in.client_ca_file=(null)",
+        "in.client_cert=none", "in.bare_newline=normalize",
+        "in.trace_header=no", "in.backend_client_address=none",
+        "in.client_proxy_protocol=no", "in.trusted_proxies=",
+        "in.max_connections=1000", "in.max_connections_per_ip=50",
+        "in.max_errors=10", "in.command_timeout=300",
+        "in.tls_handshake_timeout=30", "in.min_data_rate=1024",
+        "in.enforce=yes", "in.profiles=", NULL } },
+    { "every hardening key",
+      SVC_TLS
+      "client_tls_min_protocol = TLSv1.3\n"
+      "client_tls_ciphers = ECDHE+AESGCM:!aNULL:@SECLEVEL=2\n"
+      "client_tls_ciphersuites = TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256\n"
+      "client_tls_groups = X25519:P-256\n"
+      "client_tls_security_level = 3\n"
+      "client_tls_session_tickets = no\n"
+      "backend_tls_min_protocol = TLSv1\n"
+      "backend_tls_ciphers = DEFAULT:@SECLEVEL=0\n"
+      "backend_tls_ciphersuites = TLS_CHACHA20_POLY1305_SHA256\n"
+      "backend_tls_groups = P-384\n"
+      "backend_tls_security_level = 0\n"
+      "backend_tls_session_tickets = off\n"
+      "client_ca_file = /etc/ssl/clients.pem\n"
+      "client_cert = require\n"
+      "bare_newline = reject\n"
+      "trace_header = yes\n"
+      "backend_client_address = xclient\n"
+      "client_proxy_protocol = yes\n"
+      "trusted_proxies = 10.0.0.0/8, 2001:db8::/32\n"
+      "max_connections = 20\n"
+      "max_connections_per_ip = 0\n"
+      "max_errors = 3\n"
+      "command_timeout = 60\n"
+      "tls_handshake_timeout = 10\n"
+      "min_data_rate = 0\n"
+      "enforce = no\n"
+      "profiles = printers\n"
+      "[profile printers]\nsources = 10.1.2.0/24\n",
+      { "in.client_tls_min_protocol=0x304",
+        "in.client_tls_ciphers=ECDHE+AESGCM:!aNULL:@SECLEVEL=2",
+        "in.client_tls_ciphersuites=TLS_AES_256_GCM_SHA384:"
+        "TLS_AES_128_GCM_SHA256",
+        "in.client_tls_groups=X25519:P-256",
+        "in.client_tls_security_level=3",
+        "in.client_tls_session_tickets=no",
+        "in.backend_tls_min_protocol=0x301",
+        "in.backend_tls_ciphers=DEFAULT:@SECLEVEL=0",
+        "in.backend_tls_ciphersuites=TLS_CHACHA20_POLY1305_SHA256",
+        "in.backend_tls_groups=P-384", "in.backend_tls_security_level=0",
+        "in.backend_tls_session_tickets=no",
+        "in.client_ca_file=/etc/ssl/clients.pem", "in.client_cert=require",
+        "in.bare_newline=reject", "in.trace_header=yes",
+        "in.backend_client_address=xclient", "in.client_proxy_protocol=yes",
+        "in.trusted_proxies=10.0.0.0/8,2001:db8::/32",
+        "in.max_connections=20", "in.max_connections_per_ip=0",
+        "in.max_errors=3", "in.command_timeout=60",
+        "in.tls_handshake_timeout=10", "in.min_data_rate=0",
+        "in.enforce=no", "in.profiles=printers", NULL } },
+    { "TLS protocol names, any case",
+      SVC "client_tls_min_protocol = tlsv1.1\n"
+      "backend_tls_min_protocol = TLSV1.2\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "client_tls_min_protocol = TLSv1\nbackend_tls_min_protocol = tlsv1.3\n",
+      { "in.client_tls_min_protocol=0x302",
+        "in.backend_tls_min_protocol=0x303",
+        "b.client_tls_min_protocol=0x301",
+        "b.backend_tls_min_protocol=0x304", NULL } },
+    { "security levels",
+      SVC "client_tls_security_level = 5\n"
+      "backend_tls_security_level = Default\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "client_tls_security_level = 0\nbackend_tls_security_level = 005\n",
+      { "in.client_tls_security_level=5",
+        "in.backend_tls_security_level=-1",
+        "b.client_tls_security_level=0", "b.backend_tls_security_level=5",
+        NULL } },
+    { "session tickets on",
+      SVC "client_tls_session_tickets = yes\n"
+      "backend_tls_session_tickets = TRUE\n",
+      { "in.client_tls_session_tickets=yes",
+        "in.backend_tls_session_tickets=yes", NULL } },
+    { "cert and key lists",
+      "[in]\nlisten = 127.0.0.1:2525\nbackend = h:25\n"
+      "cert = /rsa.pem, /ec.pem ,\t/ed.pem\n"
+      "key = /rsa.key,/ec.key,  /ed.key\n",
+      { "in.ncerts=3",
+        "in.certs=/rsa.pem:/rsa.key,/ec.pem:/ec.key,/ed.pem:/ed.key",
+        "in.cert=/rsa.pem", "in.key=/rsa.key", NULL } },
+    { "one cert and key is a list of one",
+      SVC_TLS, { "in.ncerts=1", "in.certs=/c.pem:/k.pem", "in.cert=/c.pem",
+                 "in.key=/k.pem", NULL } },
+    { "cert and key with client_tls none",
+      SVC "cert = /a.pem,/b.pem\nkey = /a.key,/b.key\n",
+      { "in.ncerts=2", "in.cert=/a.pem", "in.key=/a.key", NULL } },
+    { "client_cert ask and none",
+      SVC_TLS "client_cert = Ask\nclient_ca_file = /ca.pem\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "client_cert = none\nclient_ca_file = /ca.pem\n",
+      { "in.client_cert=ask", "in.client_ca_file=/ca.pem",
+        "b.client_cert=none", "b.client_ca_file=/ca.pem", NULL } },
+    { "client_cert with implicit TLS",
+      SVC_TLS "client_tls = none\nclient_implicit_tls = no\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\ncert = /c\nkey = /k\n"
+      "client_implicit_tls = yes\nclient_cert = require\n"
+      "client_ca_file = /ca\n",
+      { "b.client_cert=require", "b.client_implicit_tls=yes", NULL } },
+    { "backend_client_address values, bare_newline normalize",
+      SVC "backend_client_address = proxy-v1\nbare_newline = Normalize\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "backend_client_address = PROXY-V2\nbare_newline = REJECT\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "backend_client_address = none\n",
+      { "in.backend_client_address=proxy-v1", "in.bare_newline=normalize",
+        "b.backend_client_address=proxy-v2", "b.bare_newline=reject",
+        "c.backend_client_address=none", NULL } },
+    { "trusted_proxies: IPv4 and IPv6 ranges",
+      SVC "client_proxy_protocol = yes\ntrusted_proxies = 10.0.0.0/8, "
+      "192.0.2.7, 0.0.0.0/0, ::/0, 2001:DB8::/32,::1 ,\tfe80::/10, "
+      "255.255.255.255/32, 1.2.3.4/32, ::ffff:0:0/96, 2001:db8::1/128\n",
+      { "in.client_proxy_protocol=yes",
+        "in.trusted_proxies=10.0.0.0/8,192.0.2.7/32,0.0.0.0/0,::/0,"
+        "2001:db8::/32,::1/128,fe80::/10,255.255.255.255/32,1.2.3.4/32,"
+        "::ffff:0.0.0.0/96,2001:db8::1/128", NULL } },
+    { "trusted_proxies without client_proxy_protocol",
+      SVC "trusted_proxies = 127.0.0.0/8\n",
+      { "in.client_proxy_protocol=no", "in.trusted_proxies=127.0.0.0/8",
+        NULL } },
+    { "prefix edge cases",
+      SVC "trusted_proxies = 128.0.0.0/1, 8000::/1, 10.0.0.0/08, "
+      "10.0.0.0/7, 192.168.0.0/16, 2001:db8:0:ff00::/56\n",
+      { "in.trusted_proxies=128.0.0.0/1,8000::/1,10.0.0.0/8,10.0.0.0/7,"
+        "192.168.0.0/16,2001:db8:0:ff00::/56", NULL } },
+    { "lowest limits",
+      SVC "max_connections = 1\nmax_connections_per_ip = 0\n"
+      "max_errors = 1\ncommand_timeout = 1\ntls_handshake_timeout = 1\n"
+      "min_data_rate = 0\n",
+      { "in.max_connections=1", "in.max_connections_per_ip=0",
+        "in.max_errors=1", "in.command_timeout=1",
+        "in.tls_handshake_timeout=1", "in.min_data_rate=0", NULL } },
+    { "highest limits",
+      SVC "max_connections = 1000000\nmax_connections_per_ip = 1000000\n"
+      "max_errors = 1000\ncommand_timeout = 86400\n"
+      "tls_handshake_timeout = 3600\nmin_data_rate = 1000000000\n",
+      { "in.max_connections=1000000", "in.max_connections_per_ip=1000000",
+        "in.max_errors=1000", "in.command_timeout=86400",
+        "in.tls_handshake_timeout=3600", "in.min_data_rate=1000000000",
+        NULL } },
+    { "enforce and trace_header booleans",
+      SVC "enforce = off\ntrace_header = 1\n",
+      { "in.enforce=no", "in.trace_header=yes", NULL } },
+    { "empty hardening values keep the defaults",
+      SVC "trusted_proxies =\nprofiles =\ncert =\nkey=\n"
+      "client_tls_security_level =\nclient_tls_min_protocol =\n"
+      "client_tls_ciphers =\nmax_connections =\n",
+      { "in.trusted_proxies=", "in.profiles=", "in.ncerts=0",
+        "in.client_tls_security_level=-1",
+        "in.client_tls_min_protocol=0x303", "in.client_tls_ciphers=(null)",
+        "in.max_connections=1000", NULL } },
+    { "profile after the service, order kept",
+      SVC "profiles = old, printers\n"
+      "[profile printers]\nsources = 10.1.2.0/24\nclient_tls = none\n"
+      "[profile old]\nsources = 192.0.2.0/28, 2001:db8:1::/48\n"
+      "client_tls_min_protocol = TLSv1\n",
+      { "profiles=2", "in.profiles=old,printers",
+        "profile:printers.line=6", "profile:printers.sources=10.1.2.0/24",
+        "profile:printers.client_tls=none", "profile:old.line=9",
+        "profile:old.sources=192.0.2.0/28,2001:db8:1::/48",
+        "profile:old.min_protocol=0x301", "profile:old.client_tls=unset",
+        NULL } },
+    { "profile before the service, names in any case",
+      "[Profile Printers]\nsources = 10.1.2.0/24\n"
+      "[ profile b ]\nsources = ::1\n"
+      SVC "profiles = printers, B\n",
+      { "profile:Printers.line=1", "profile:b.line=3",
+        "in.profiles=Printers,b", "in.line=5", NULL } },
+    { "two services share a profile",
+      "[profile lab]\nsources = 10.9.0.0/16\nclient_plaintext_auth = yes\n"
+      SVC "profiles = lab\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "profiles = lab\n",
+      { "profiles=1", "in.profiles=lab", "b.profiles=lab",
+        "profile:lab.client_plaintext_auth=yes", NULL } },
+    { "every profile key",
+      SVC_TLS "profiles = p\n"
+      "[profile p]\n"
+      "sources = 10.1.2.0/24, 10.1.3.7, fd00::/8\n"
+      "client_tls = encrypt\n"
+      "client_plaintext_auth = no\n"
+      "client_tls_min_protocol = TLSv1.1\n"
+      "client_tls_ciphers = DEFAULT:@SECLEVEL=0\n"
+      "client_tls_ciphersuites = TLS_AES_128_GCM_SHA256\n"
+      "client_tls_security_level = 0\n",
+      { "profile:p.line=7",
+        "profile:p.sources=10.1.2.0/24,10.1.3.7/32,fd00::/8",
+        "profile:p.client_tls=encrypt", "profile:p.client_plaintext_auth=no",
+        "profile:p.min_protocol=0x302",
+        "profile:p.ciphers=DEFAULT:@SECLEVEL=0",
+        "profile:p.ciphersuites=TLS_AES_128_GCM_SHA256",
+        "profile:p.security_level=0", NULL } },
+    { "profile with only sources sets nothing",
+      SVC "profiles = p\n[profile p]\nsources = 0.0.0.0/0\n"
+      "client_tls =\nclient_tls_security_level =\n",
+      { "profile:p.client_tls=unset",
+        "profile:p.client_plaintext_auth=unset",
+        "profile:p.min_protocol=unset", "profile:p.ciphers=(null)",
+        "profile:p.ciphersuites=(null)", "profile:p.security_level=unset",
+        NULL } },
+    { "profile security level default",
+      SVC "[profile p]\nsources = ::/0\nclient_tls_security_level = default\n",
+      { "profile:p.security_level=-1", NULL } },
+    { "unused profile is fine",
+      SVC "[profile spare]\nsources = 10.0.0.0/8\n",
+      { "profiles=1", "in.profiles=", "profile:spare.line=5", NULL } },
+    { "profile turns TLS on where cert and key are given",
+      SVC "cert = /c\nkey = /k\nprofiles = p\n"
+      "[profile p]\nsources = 10.0.0.0/8\nclient_tls = may\n",
+      { "in.client_tls=none", "profile:p.client_tls=may", NULL } },
+    { "a profile and a service of the same name; profile-like names",
+      SVC "profiles = in\n[profile in]\nsources = 10.0.0.0/8\n"
+      "[profiles]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "[profile.x]\nlisten = 127.0.0.1:2527\nbackend = h:25\n"
+      "client_tls = none\n",
+      { "in.profiles=in", "profiles.line=8", "profile.x.line=12",
+        "profile:in.line=6", NULL } },
 };
 
 static const struct err_case err_cases[] = {
@@ -524,6 +758,292 @@ static const struct err_case err_cases[] = {
       { { 2, "listen: port \"0\" is out of range" },
         { 3, "backend: \"h\": expected \"address:port\"" },
         { 4, "client_tls: \"strict\" is not one of" } } },
+    /* ---- hardening keys (issue 3) ---- */
+    { "bad min protocol", SVC "client_tls_min_protocol = SSLv3\n", 0,
+      { { 5, "client_tls_min_protocol: \"SSLv3\" is not one of TLSv1, "
+             "TLSv1.1, TLSv1.2, TLSv1.3" } } },
+    { "bad backend min protocol", SVC "backend_tls_min_protocol = TLSv1.4\n"
+      "client_tls_min_protocol = 1.2\n", 0,
+      { { 5, "backend_tls_min_protocol: \"TLSv1.4\" is not one of" },
+        { 6, "client_tls_min_protocol: \"1.2\" is not one of" } } },
+    { "cipher list with a blank", SVC "client_tls_ciphers = HIGH !aNULL\n",
+      0, { { 5, "client_tls_ciphers: \"HIGH !aNULL\" is not an OpenSSL list "
+                "(printable ASCII without blanks" } } },
+    { "suites with a tab, groups not ASCII",
+      SVC "backend_tls_ciphersuites = A\tB\n"
+      "client_tls_groups = X25519:P\xc3\xa9\n"
+      "backend_tls_groups = a,b c\n"
+      "client_tls_ciphersuites = x y\n"
+      "backend_tls_ciphers = \"x y\"\n", 0,
+      { { 5, "backend_tls_ciphersuites: \"A\\x09B\" is not an OpenSSL list" },
+        { 6, "client_tls_groups: \"X25519:P\\xc3\\xa9\" is not an OpenSSL "
+             "list" },
+        { 7, "backend_tls_groups: \"a,b c\" is not" },
+        { 8, "client_tls_ciphersuites: \"x y\" is not" },
+        { 9, "backend_tls_ciphers: \"\\\"x y\\\"\" is not" } } },
+    { "security level out of range", SVC "client_tls_security_level = 6\n"
+      "backend_tls_security_level = 99999999999\n", 0,
+      { { 5, "client_tls_security_level: \"6\" is out of range (0..5)" },
+        { 6, "backend_tls_security_level: \"99999999999\" is out of range "
+             "(0..5)" } } },
+    { "security level not a number", SVC "client_tls_security_level = -1\n"
+      "backend_tls_security_level = high\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "client_tls_security_level = 2x\n", 0,
+      { { 5, "client_tls_security_level: \"-1\" is not a number (0..5) or "
+             "default" },
+        { 6, "backend_tls_security_level: \"high\" is not a number (0..5) "
+             "or default" },
+        { 11, "client_tls_security_level: \"2x\" is not a number" } } },
+    { "bad session tickets", SVC "client_tls_session_tickets = maybe\n"
+      "backend_tls_session_tickets = 2\n", 0,
+      { { 5, "client_tls_session_tickets: \"maybe\" is not yes or no" },
+        { 6, "backend_tls_session_tickets: \"2\" is not yes or no" } } },
+    { "bad client_cert", SVC_TLS "client_cert = optional\n", 0,
+      { { 6, "client_cert: \"optional\" is not one of none, ask, "
+             "require" } } },
+    { "client_cert ask needs client_ca_file", SVC_TLS "client_cert = ask\n",
+      0, { { 1, "service [in]: client_cert = ask needs client_ca_file" } } },
+    { "client_cert require without TLS",
+      SVC "client_cert = require\nclient_ca_file = /ca\n", 0,
+      { { 1, "service [in]: client_cert = require needs TLS, but "
+             "client_tls = none" } } },
+    { "client_cert ask, no CA, no TLS", SVC "client_cert = ask\n", 0,
+      { { 1, "service [in]: client_cert = ask needs client_ca_file" },
+        { 1, "service [in]: client_cert = ask needs TLS" } } },
+    { "bad bare_newline", SVC "bare_newline = strip\n", 0,
+      { { 5, "bare_newline: \"strip\" is not one of normalize, reject" } } },
+    { "bad trace_header", SVC "trace_header = always\n", 0,
+      { { 5, "trace_header: \"always\" is not yes or no" } } },
+    { "bad backend_client_address", SVC "backend_client_address = proxy\n", 0,
+      { { 5, "backend_client_address: \"proxy\" is not one of none, "
+             "proxy-v1, proxy-v2, xclient" } } },
+    { "bad client_proxy_protocol", SVC "client_proxy_protocol = v2\n", 0,
+      { { 5, "client_proxy_protocol: \"v2\" is not yes or no" } } },
+    { "client_proxy_protocol needs trusted_proxies",
+      SVC "client_proxy_protocol = yes\n", 0,
+      { { 1, "service [in]: client_proxy_protocol needs trusted_proxies" } } },
+    { "client_proxy_protocol with empty trusted_proxies",
+      SVC "client_proxy_protocol = yes\ntrusted_proxies =\n", 0,
+      { { 1, "client_proxy_protocol needs trusted_proxies" } } },
+    { "a bad trusted_proxies is reported once",
+      SVC "client_proxy_protocol = yes\ntrusted_proxies = 10.0.0.0/33\n", 0,
+      { { 6, "trusted_proxies: \"10.0.0.0/33\": prefix \"33\" is out of "
+             "range (0..32)" } } },
+    { "host bits set, IPv4", SVC "trusted_proxies = 10.1.2.3/24\n", 0,
+      { { 5, "trusted_proxies: host bits set in 10.1.2.3/24" } } },
+    { "host bits set, IPv4 /0 and /31",
+      SVC "trusted_proxies = 0.0.0.1/0\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 10.0.0.0/8, 192.0.2.1/31\n", 0,
+      { { 5, "trusted_proxies: host bits set in 0.0.0.1/0" },
+        { 10, "trusted_proxies: host bits set in 192.0.2.1/31" } } },
+    { "host bits set, IPv6", SVC "trusted_proxies = 2001:db8::1/32\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = ::1/0\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 2001:db8:0:ff80::/56\n", 0,
+      { { 5, "trusted_proxies: host bits set in 2001:db8::1/32" },
+        { 10, "trusted_proxies: host bits set in ::1/0" },
+        { 15, "trusted_proxies: host bits set in 2001:db8:0:ff80::/56" } } },
+    { "prefix too long, IPv6", SVC "trusted_proxies = ::/129\n", 0,
+      { { 5, "trusted_proxies: \"::/129\": prefix \"129\" is out of range "
+             "(0..128)" } } },
+    { "bad prefixes", SVC "trusted_proxies = 10.0.0.0/-1\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 10.0.0.0/\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 10.0.0.0/8/8\n"
+      "[d]\nlisten = 127.0.0.1:2528\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 10.0.0.0/ 8\n"
+      "[e]\nlisten = 127.0.0.1:2529\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 10.0.0.0/0x8\n", 0,
+      { { 5, "trusted_proxies: \"10.0.0.0/-1\": prefix \"-1\" is not a "
+             "number" },
+        { 10, "trusted_proxies: \"10.0.0.0/\": prefix \"\" is not a "
+              "number" },
+        { 15, "prefix \"8/8\" is not a number" },
+        { 20, "prefix \" 8\" is not a number" },
+        { 25, "prefix \"0x8\" is not a number" } } },
+    { "CIDR garbage", SVC "trusted_proxies = localhost\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = [::1]\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 1.2.3/24\n"
+      "[d]\nlisten = 127.0.0.1:2528\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = /8\n"
+      "[e]\nlisten = 127.0.0.1:2529\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 010.0.0.0/8\n"
+      "[f]\nlisten = 127.0.0.1:2530\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 1:2:3:4:5:6:7:8:9/128\n", 0,
+      { { 5, "trusted_proxies: \"localhost\" is not an IPv4 or IPv6 address "
+             "(write a.b.c.d/n or x::y/n, without brackets)" },
+        { 10, "trusted_proxies: \"[::1]\" is not an IPv4 or IPv6" },
+        { 15, "trusted_proxies: \"1.2.3/24\" is not an IPv4 or IPv6" },
+        { 20, "trusted_proxies: \"/8\" is not an IPv4 or IPv6" },
+        { 25, "trusted_proxies: \"010.0.0.0/8\" is not an IPv4 or IPv6" },
+        { 30, "trusted_proxies: \"1:2:3:4:5:6:7:8:9/128\" is not an" } } },
+    { "CIDR list: empty item, repeated range",
+      SVC "trusted_proxies = 10.0.0.0/8,,::1\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = 10.0.0.0/8, ::1, 10.0.0.0/08\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "trusted_proxies = ::1,\n", 0,
+      { { 5, "trusted_proxies: empty address in the list" },
+        { 10, "trusted_proxies: \"10.0.0.0/08\" given twice" },
+        { 15, "trusted_proxies: empty address in the list" } } },
+    { "limits below range",
+      SVC "max_connections = 0\nmax_errors = 0\ncommand_timeout = 0\n"
+      "tls_handshake_timeout = 0\n", 0,
+      { { 5, "max_connections: \"0\" is out of range (1..1000000)" },
+        { 6, "max_errors: \"0\" is out of range (1..1000)" },
+        { 7, "command_timeout: \"0\" is out of range (1..86400)" },
+        { 8, "tls_handshake_timeout: \"0\" is out of range (1..3600)" } } },
+    { "limits above range",
+      SVC "max_connections = 1000001\nmax_connections_per_ip = 1000001\n"
+      "max_errors = 1001\ncommand_timeout = 86401\n"
+      "tls_handshake_timeout = 3601\nmin_data_rate = 1000000001\n", 0,
+      { { 5, "max_connections: \"1000001\" is out of range (1..1000000)" },
+        { 6, "max_connections_per_ip: \"1000001\" is out of range "
+             "(0..1000000)" },
+        { 7, "max_errors: \"1001\" is out of range (1..1000)" },
+        { 8, "command_timeout: \"86401\" is out of range (1..86400)" },
+        { 9, "tls_handshake_timeout: \"3601\" is out of range (1..3600)" },
+        { 10, "min_data_rate: \"1000000001\" is out of range "
+              "(0..1000000000)" } } },
+    { "limits not numbers",
+      SVC "max_connections_per_ip = -1\nmin_data_rate = 1k\n"
+      "enforce = maybe\n", 0,
+      { { 5, "max_connections_per_ip: \"-1\" is not a number" },
+        { 6, "min_data_rate: \"1k\" is not a number" },
+        { 7, "enforce: \"maybe\" is not yes or no" } } },
+    { "more certs than keys",
+      "[in]\nlisten = 127.0.0.1:2525\nbackend = h:25\n"
+      "cert = /rsa.pem, /ec.pem\nkey = /rsa.key\n", 0,
+      { { 1, "service [in]: cert lists 2 files but key lists 1" } } },
+    { "more keys than certs",
+      "[in]\nlisten = 127.0.0.1:2525\nbackend = h:25\n"
+      "key = /a.key, /b.key, /c.key\ncert = /a.pem\n", 0,
+      { { 1, "service [in]: cert lists 1 file but key lists 3" } } },
+    { "cert list mismatch with client_tls none",
+      SVC "cert = /a,/b,/c\nkey = /a,/b\n", 0,
+      { { 1, "service [in]: cert lists 3 files but key lists 2" } } },
+    { "cert without key, key without cert, client_tls none",
+      SVC "cert = /a\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "key = /a,/b\n", 0,
+      { { 1, "service [in]: cert is given without key" },
+        { 6, "service [b]: key is given without cert" } } },
+    { "a bad client_tls hides a missing key",
+      "[in]\nlisten = 127.0.0.1:2525\nbackend = h:25\nclient_tls = off\n"
+      "cert = /c\n", 0,
+      { { 4, "client_tls: \"off\" is not one of" } } },
+    { "empty path in a cert list is reported once",
+      "[in]\nlisten = 127.0.0.1:2525\nbackend = h:25\n"
+      "cert = /a.pem,,/b.pem\nkey = /a.key,\n", 0,
+      { { 4, "cert: empty path in the list" },
+        { 5, "key: empty path in the list" } } },
+    { "cert given twice", SVC_TLS "cert = /d.pem\n", 0,
+      { { 6, "cert given twice (first on line 4)" } } },
+    { "unknown profile", SVC "profiles = a, nope\n[profile a]\n"
+      "sources = ::1\n", 0,
+      { { 5, "profiles: no section [profile nope]" } } },
+    { "every unknown profile is named", SVC "profiles = x, y\n", 0,
+      { { 5, "profiles: no section [profile x]" },
+        { 5, "profiles: no section [profile y]" } } },
+    { "profile listed twice", SVC "profiles = a, b, A\n"
+      "[profile a]\nsources = ::1\n[profile b]\nsources = ::2\n", 0,
+      { { 5, "profiles: \"A\" listed twice" } } },
+    { "bad profile names in the list", SVC "profiles = a b\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "profiles = a,,b\n", 0,
+      { { 5, "profiles: \"a b\" is not a profile name" },
+        { 10, "profiles: empty name in the list" } } },
+    { "profile without a name", SVC "[profile]\nsources = ::1\n", 0,
+      { { 5, "section [profile] needs a name: [profile NAME]" } } },
+    { "profile names with bad blanks",
+      SVC "[profile  x]\n[profile\tx]\n[profile x y]\n[PROFILE x!]\n", 0,
+      { { 5, "bad section name \"profile  x\" (expected \"profile NAME\"" },
+        { 6, "bad section name \"profile\\x09x\"" },
+        { 7, "bad section name \"profile x y\"" },
+        { 8, "bad section name \"PROFILE x!\"" } } },
+    { "profile name too long",
+      SVC "[profile "
+      "a123456789a123456789a123456789a123456789a123456789a123456789abcde]\n",
+      0, { { 5, "bad section name \"profile a1234" } } },
+    { "profile given twice, its keys ignored",
+      SVC "[profile p]\nsources = ::1\n[profile P]\nsources = x\nbogus = 1\n",
+      0, { { 7, "section [profile P] given twice (first on line 5)" } } },
+    { "profile needs sources",
+      SVC "profiles = p\n[profile p]\nclient_plaintext_auth = yes\n", 0,
+      { { 6, "profile [p]: sources is required" } } },
+    { "profile with empty sources",
+      SVC "[profile p]\nsources =\n", 0,
+      { { 5, "profile [p]: sources is required" } } },
+    { "a bad sources is reported once",
+      SVC "[profile p]\nsources = 10.1.2.3/24\n", 0,
+      { { 6, "sources: host bits set in 10.1.2.3/24" } } },
+    { "service key in a profile",
+      SVC "[profile p]\nsources = ::1\nlisten = 127.0.0.1:25\n"
+      "client_cert = ask\ncolour = red\nlog_level = info\n"
+      "sources = ::2\n", 0,
+      { { 7, "key listen belongs in a service section, not in a profile" },
+        { 8, "key client_cert belongs in a service section, not in a "
+             "profile" },
+        { 9, "unknown key \"colour\"" },
+        { 10, "key log_level belongs in [proxy], not in a profile" },
+        { 11, "sources given twice (first on line 6)" } } },
+    { "profile key in a service or in [proxy]",
+      "[proxy]\nsources = ::1\n" SVC "sources = ::1\n", 0,
+      { { 2, "key sources belongs in a [profile NAME] section, not "
+             "[proxy]" },
+        { 7, "key sources belongs in a [profile NAME] section, not in a "
+             "service" } } },
+    { "bad values in a profile",
+      SVC "[profile p]\nsources = ::1\nclient_tls = always\n"
+      "client_plaintext_auth = perhaps\nclient_tls_min_protocol = SSLv2\n"
+      "client_tls_ciphers = a b\nclient_tls_ciphersuites = \xff\n"
+      "client_tls_security_level = 9\n", 0,
+      { { 7, "client_tls: \"always\" is not one of none, may, encrypt" },
+        { 8, "client_plaintext_auth: \"perhaps\" is not yes or no" },
+        { 9, "client_tls_min_protocol: \"SSLv2\" is not one of" },
+        { 10, "client_tls_ciphers: \"a b\" is not an OpenSSL list" },
+        { 11, "client_tls_ciphersuites: \"\\xff\" is not an OpenSSL list" },
+        { 12, "client_tls_security_level: \"9\" is out of range (0..5)" } } },
+    { "profile turns TLS on without cert",
+      SVC "profiles = p\n[profile p]\nsources = 10.0.0.0/8\n"
+      "client_tls = encrypt\n", 0,
+      { { 1, "service [in]: profile [p] sets client_tls = encrypt, which "
+             "needs cert and key" } } },
+    { "profile turns TLS off under implicit TLS",
+      SVC_TLS "client_implicit_tls = yes\nprofiles = p\n"
+      "[profile p]\nsources = 10.0.0.0/8\nclient_tls = none\n", 0,
+      { { 1, "service [in]: profile [p] sets client_tls = none, but the "
+             "service has client_implicit_tls = yes" } } },
+    { "a section named profile is a profile", "[profile]\n"
+      "listen = 127.0.0.1:2525\nbackend = h:25\nclient_tls = none\n", 0,
+      { { 1, "section [profile] needs a name" },
+        { 0, "no service defined" } } },
+    { "every error is reported, profiles too",
+      "[profile a]\n"                 /* 1 */
+      "sources = 10.0.0.1/8\n"        /* 2 */
+      "[in]\n"                        /* 3 */
+      "listen = 127.0.0.1:2525\n"
+      "backend = h:25\n"
+      "client_tls = none\n"
+      "client_cert = ask\n"
+      "profiles = a, b\n"             /* 8 */
+      "max_errors = 0\n"              /* 9 */
+      "[profile c]\n"                 /* 10 */
+      "[profile a]\n",                /* 11 */
+      0,
+      { { 2, "sources: host bits set in 10.0.0.1/8" },
+        { 9, "max_errors: \"0\" is out of range" },
+        { 11, "section [profile a] given twice (first on line 1)" },
+        { 10, "profile [c]: sources is required" },
+        { 3, "service [in]: client_cert = ask needs client_ca_file" },
+        { 3, "service [in]: client_cert = ask needs TLS" },
+        { 8, "profiles: no section [profile b]" } } },
 };
 
 /* write_temp - a new file under /tmp holding len bytes of text; its path
@@ -547,6 +1067,105 @@ static const char *bool_text(bool b)
 static const char *str_text(const char *s)
 {
     return s != NULL ? s : "(null)";
+}
+
+/* dump_cidrs - list as "10.0.0.0/8,::1/128". */
+static void dump_cidrs(FILE *m, const struct cidr *list, size_t n)
+{
+    char text[INET6_ADDRSTRLEN];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        const void *a =
+            list[i].addr.ss_family == AF_INET
+                ? (const void *)&((const struct sockaddr_in *)&list[i].addr)
+                      ->sin_addr
+                : (const void *)&((const struct sockaddr_in6 *)&list[i].addr)
+                      ->sin6_addr;
+
+        assert_non_null(inet_ntop(list[i].addr.ss_family, a, text,
+                                  sizeof text));
+        fprintf(m, "%s%s/%u", i ? "," : "", text, list[i].prefix);
+    }
+    fprintf(m, "\n");
+}
+
+/* dump_knobs - the TLS settings of one leg, keys "<n>.<leg>_tls_...". */
+static void dump_knobs(FILE *m, const char *n, const char *leg,
+                       const struct tls_knobs *k)
+{
+    fprintf(m, "%s.%s_tls_min_protocol=0x%x\n", n, leg, k->min_protocol);
+    fprintf(m, "%s.%s_tls_ciphers=%s\n", n, leg, str_text(k->ciphers));
+    fprintf(m, "%s.%s_tls_ciphersuites=%s\n", n, leg,
+            str_text(k->ciphersuites));
+    fprintf(m, "%s.%s_tls_groups=%s\n", n, leg, str_text(k->groups));
+    fprintf(m, "%s.%s_tls_security_level=%d\n", n, leg, k->security_level);
+    fprintf(m, "%s.%s_tls_session_tickets=%s\n", n, leg,
+            bool_text(k->session_tickets));
+}
+
+/* dump_profile - one [profile NAME], keys "profile:NAME.x"; a key that
+ * was not given is "unset". */
+static void dump_profile(FILE *m, const struct profile *p)
+{
+    static const char *const ctls[] = { "none", "may", "encrypt" };
+    const char *n = p->name;
+
+    fprintf(m, "profile:%s.line=%d\nprofile:%s.sources=", n, p->line, n);
+    dump_cidrs(m, p->sources, p->nsources);
+    fprintf(m, "profile:%s.client_tls=%s\n", n,
+            p->has_client_tls ? ctls[p->client_tls] : "unset");
+    fprintf(m, "profile:%s.client_plaintext_auth=%s\n", n,
+            p->has_client_plaintext_auth
+                ? bool_text(p->client_plaintext_auth) : "unset");
+    if (p->has_min_protocol)
+        fprintf(m, "profile:%s.min_protocol=0x%x\n", n, p->min_protocol);
+    else
+        fprintf(m, "profile:%s.min_protocol=unset\n", n);
+    fprintf(m, "profile:%s.ciphers=%s\nprofile:%s.ciphersuites=%s\n", n,
+            str_text(p->ciphers), n, str_text(p->ciphersuites));
+    if (p->has_security_level)
+        fprintf(m, "profile:%s.security_level=%d\n", n, p->security_level);
+    else
+        fprintf(m, "profile:%s.security_level=unset\n", n);
+}
+
+/* dump_hardening - the issue 3 fields of service s. */
+static void dump_hardening(FILE *m, const struct service *s)
+{
+    static const char *const ccert[] = { "none", "ask", "require" };
+    static const char *const bare[] = { "normalize", "reject" };
+    static const char *const addr[] = { "none", "proxy-v1", "proxy-v2",
+                                        "xclient" };
+    const char *n = s->name;
+    size_t j;
+
+    fprintf(m, "%s.ncerts=%zu\n%s.certs=", n, s->ncerts, n);
+    for (j = 0; j < s->ncerts; j++)
+        fprintf(m, "%s%s:%s", j ? "," : "", str_text(s->certs[j].cert),
+                str_text(s->certs[j].key));
+    fprintf(m, "\n");
+    dump_knobs(m, n, "client", &s->client_tls_knobs);
+    dump_knobs(m, n, "backend", &s->backend_tls_knobs);
+    fprintf(m, "%s.client_ca_file=%s\n%s.client_cert=%s\n", n,
+            str_text(s->client_ca_file), n, ccert[s->client_cert]);
+    fprintf(m, "%s.bare_newline=%s\n%s.trace_header=%s\n", n,
+            bare[s->bare_newline], n, bool_text(s->trace_header));
+    fprintf(m, "%s.backend_client_address=%s\n", n,
+            addr[s->backend_client_address]);
+    fprintf(m, "%s.client_proxy_protocol=%s\n%s.trusted_proxies=", n,
+            bool_text(s->client_proxy_protocol), n);
+    dump_cidrs(m, s->trusted_proxies, s->ntrusted_proxies);
+    fprintf(m, "%s.max_connections=%u\n%s.max_connections_per_ip=%u\n", n,
+            s->max_connections, n, s->max_connections_per_ip);
+    fprintf(m, "%s.max_errors=%u\n%s.command_timeout=%u\n", n,
+            s->max_errors, n, s->command_timeout);
+    fprintf(m, "%s.tls_handshake_timeout=%u\n%s.min_data_rate=%u\n", n,
+            s->tls_handshake_timeout, n, s->min_data_rate);
+    fprintf(m, "%s.enforce=%s\n%s.profiles=", n, bool_text(s->enforce), n);
+    for (j = 0; j < s->nprofiles; j++)
+        fprintf(m, "%s%s", j ? "," : "", s->profiles[j]->name);
+    fprintf(m, "\n");
 }
 
 /* dump - cfg as "key=value" lines, service keys prefixed "name.". */
@@ -585,7 +1204,11 @@ static char *dump(const struct config *cfg)
                 str_text(s->backend_verify_name));
         fprintf(m, "%s.idle_timeout=%u\n%s.max_line_length=%u\n", n,
                 s->idle_timeout, n, s->max_line_length);
+        dump_hardening(m, s);
     }
+    fprintf(m, "profiles=%zu\n", cfg->nprofiles);
+    for (i = 0; i < cfg->nprofiles; i++)
+        dump_profile(m, &cfg->profiles[i]);
     assert_int_equal(fclose(m), 0);
     return buf;
 }
@@ -881,6 +1504,112 @@ static void test_stream(void **state)
     config_free(NULL);
 }
 
+/* The issue 3 fields as the rest of the proxy reads them: cert/key are
+ * the first pair, profiles point into cfg->profiles, ranges are real
+ * socket addresses, protocol floors are OpenSSL's numbers. */
+static void test_hardening_fields(void **state)
+{
+    static const char text[] =
+        "[profile old]\nsources = 10.1.2.0/24, 2001:db8::/32\n"
+        "client_tls_min_protocol = TLSv1\nclient_tls = none\n"
+        "[a]\nlisten = 127.0.0.1:2525\nbackend = h:25\n"
+        "cert = /rsa.pem, /ec.pem\nkey = /rsa.key, /ec.key\n"
+        "profiles = new, old\nclient_proxy_protocol = yes\n"
+        "trusted_proxies = 192.0.2.7\n"
+        "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+        "profiles = old\nbackend_tls_min_protocol = TLSv1.3\n"
+        "[profile new]\nsources = ::/0\n";
+    char path[32], err[1024];
+    struct config *cfg = NULL;
+    const struct service *a, *b;
+    const struct profile *old, *new;
+    const struct sockaddr_in *sin;
+    const struct sockaddr_in6 *sin6;
+    struct in6_addr want6;
+
+    (void)state;
+    write_temp(path, text, sizeof text - 1);
+    if (config_load(path, &cfg, err, sizeof err) != 0)
+        fail_msg("unexpected errors:\n%s", err);
+    unlink(path);
+    assert_int_equal(cfg->nservices, 2);
+    assert_int_equal(cfg->nprofiles, 2);
+    a = &cfg->services[0];
+    b = &cfg->services[1];
+    old = &cfg->profiles[0];
+    new = &cfg->profiles[1];
+    assert_string_equal(old->name, "old");
+    assert_string_equal(new->name, "new");
+
+    assert_int_equal(a->ncerts, 2);
+    assert_ptr_equal(a->cert, a->certs[0].cert);
+    assert_ptr_equal(a->key, a->certs[0].key);
+    assert_string_equal(a->certs[1].cert, "/ec.pem");
+    assert_string_equal(a->certs[1].key, "/ec.key");
+    assert_int_equal(b->ncerts, 0);
+    assert_null(b->cert);
+    assert_null(b->certs);
+
+    assert_int_equal(a->nprofiles, 2);
+    assert_ptr_equal(a->profiles[0], new);
+    assert_ptr_equal(a->profiles[1], old);
+    assert_int_equal(b->nprofiles, 1);
+    assert_ptr_equal(b->profiles[0], old);
+
+    assert_int_equal(old->nsources, 2);
+    sin = (const struct sockaddr_in *)&old->sources[0].addr;
+    assert_int_equal(sin->sin_family, AF_INET);
+    assert_int_equal(sin->sin_port, 0);
+    assert_int_equal(ntohl(sin->sin_addr.s_addr), 0x0a010200);
+    assert_int_equal(old->sources[0].prefix, 24);
+    sin6 = (const struct sockaddr_in6 *)&old->sources[1].addr;
+    assert_int_equal(sin6->sin6_family, AF_INET6);
+    assert_int_equal(sin6->sin6_port, 0);
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8::", &want6), 1);
+    assert_memory_equal(&sin6->sin6_addr, &want6, sizeof want6);
+    assert_int_equal(old->sources[1].prefix, 32);
+    assert_true(old->has_min_protocol);
+    assert_int_equal(old->min_protocol, 0x301);  /* TLS1_VERSION */
+    assert_true(old->has_client_tls);
+    assert_int_equal(old->client_tls, CLIENT_TLS_NONE);
+    assert_false(new->has_client_tls);
+    assert_false(new->has_security_level);
+    assert_null(new->ciphers);
+    assert_int_equal(new->sources[0].prefix, 0);
+
+    assert_true(a->client_proxy_protocol);
+    assert_int_equal(a->ntrusted_proxies, 1);
+    assert_int_equal(a->trusted_proxies[0].prefix, 32);
+    sin = (const struct sockaddr_in *)&a->trusted_proxies[0].addr;
+    assert_int_equal(ntohl(sin->sin_addr.s_addr), 0xc0000207);
+    assert_int_equal(a->client_tls_knobs.min_protocol, 0x303);
+    assert_int_equal(b->backend_tls_knobs.min_protocol, 0x304);
+    assert_int_equal(a->client_tls_knobs.security_level, -1);
+    config_free(cfg);
+}
+
+static void gen_profiles(FILE *m)
+{
+    int i;
+
+    fprintf(m, "[in]\nlisten = 127.0.0.1:25\nbackend = h:25\n"
+               "client_tls = none\n");
+    for (i = 0; i < 257; i++)
+        fprintf(m, "[profile p%d]\nsources = 10.%d.%d.0/24\n", i, i / 256,
+                i % 256);
+}
+
+/* At most 256 profiles; the 257th header (line 517) is refused. */
+static void test_too_many_profiles(void **state)
+{
+    char err[1024];
+
+    (void)state;
+    assert_int_equal(load_generated(gen_profiles, err, sizeof err), -1);
+    assert_non_null(strstr(err, ":517: too many profiles (at most 256)\n"));
+    assert_int_equal(strchr(err, '\n') - err + 1, (long)strlen(err));
+}
+
 int main(void)
 {
     size_t nok = sizeof ok_cases / sizeof ok_cases[0];
@@ -895,6 +1624,8 @@ int main(void)
         cmocka_unit_test(test_too_many_services),
         cmocka_unit_test(test_too_many_listen),
         cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_hardening_fields),
+        cmocka_unit_test(test_too_many_profiles),
     };
     size_t nfixed = sizeof fixed / sizeof fixed[0], n = 0, i;
     struct CMUnitTest *tests = calloc(nok + nerr + nfixed, sizeof *tests);
