@@ -181,6 +181,12 @@ static const struct enum_name tls_version_names[] = {
     { NULL, 0 }
 };
 
+/* event loops: a number, or "auto" (stored as 0): one per CPU */
+static const struct enum_name workers_names[] = {
+    { "auto", 0 },
+    { NULL, 0 }
+};
+
 /* OpenSSL security level: a number 0..5, or "default" (the library's) */
 static const struct enum_name security_level_names[] = {
     { "default", -1 },
@@ -239,8 +245,8 @@ static const struct key_def key_table[K_COUNT] = {
               .def = NULL),  /* gethostname(), in config_check() */
     PROXY_KEY(K_LOG_LEVEL, "log_level", KT_ENUM, log_level,
               .names = log_level_names, .def = "info"),
-    PROXY_KEY(K_WORKERS, "workers", KT_UINT, workers,
-              .min = 0, .max = 256, .def = "0"),
+    PROXY_KEY(K_WORKERS, "workers", KT_INT, workers,
+              .min = 0, .max = 256, .names = workers_names, .def = "auto"),
     SERVICE_KEY(K_LISTEN, "listen", KT_LISTEN, listen,
                 .off2 = offsetof(struct service, nlisten)),
     SERVICE_KEY(K_BACKEND, "backend", KT_HOSTPORT, backend_host,

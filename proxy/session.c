@@ -261,16 +261,23 @@ static void session_touch_client(struct session *s)
 
 static void session_summary(struct session *s)
 {
+    char subject[200];
+
+    log_escape(subject, sizeof subject, s->client_cert_subject,
+               strlen(s->client_cert_subject));
     log_event(&s->w->log, LOG_INFO, s->id,
-              "event=summary client=%s service=%s client_tls=%s "
-              "backend=%s:%s backend_tls=%s backend_verify=%s "
-              "commands=%u messages=%u backend_connections=%u duration_ms=%llu",
+              "event=summary client=%s service=%s profile=%s client_tls=%s "
+              "client_cert=\"%s\" backend=%s:%s backend_tls=%s "
+              "backend_verify=%s commands=%u messages=%u errors=%u "
+              "backend_connections=%u duration_ms=%llu",
               s->client_addr, s->svc->name,
-              s->client_tls_desc[0] ? s->client_tls_desc : "plaintext",
+              s->profile < s->svc->nprofiles ? s->svc->profiles[s->profile]->name
+                                             : "none",
+              s->client_tls_desc[0] ? s->client_tls_desc : "plaintext", subject,
               s->svc->backend_host, s->svc->backend_port,
               s->backend_tls_desc[0] ? s->backend_tls_desc : "plaintext",
               s->backend_verify[0] ? s->backend_verify : "none",
-              s->ncommands, s->nmessages, s->nbackends,
+              s->ncommands, s->nmessages, s->nerrors, s->nbackends,
               (unsigned long long)(uv_now(s->w->loop) - s->started_ms));
 }
 

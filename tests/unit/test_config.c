@@ -157,6 +157,8 @@ static const struct ok_case ok_cases[] = {
       { "workers=256", NULL } },
     { "workers 0: one per CPU", "[proxy]\nworkers = 0\n" SVC,
       { "workers=0", NULL } },
+    { "workers auto: one per CPU", "[proxy]\nworkers = auto\n" SVC,
+      { "workers=0", NULL } },
     { "lowest numbers",
       SVC "idle_timeout = 1\nmax_line_length = 512\n",
       { "in.idle_timeout=1", "in.max_line_length=512", NULL } },
