@@ -84,6 +84,12 @@ void conn_close(struct conn *c);
 void conn_close_flush(struct conn *c);
 
 size_t conn_pending(const struct conn *c);
+/*
+ * conn_arm_drain - make on_drain fire once pending output falls below
+ * CONN_LOW_WATER (it also fires by itself after passing CONN_HIGH_WATER).
+ * An owner that keeps the other leg paused between the marks needs it.
+ */
+void conn_arm_drain(struct conn *c);
 bool conn_closing(const struct conn *c);
 bool conn_tls_active(const struct conn *c);   /* handshake completed */
 SSL *conn_ssl(const struct conn *c);           /* NULL before TLS */

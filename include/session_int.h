@@ -150,6 +150,7 @@ struct session {
     uint64_t data_start;              /* message content window began */
     uint64_t data_bytes;              /* content bytes since data_start */
     bool client_paused;               /* we stopped reading the client */
+    bool backend_paused;              /* ... the backend */
 
     /* the client and the policy that applies to it */
     struct sockaddr_storage client_sa;

@@ -541,6 +541,12 @@ size_t conn_pending(const struct conn *c)
     return c->pending;
 }
 
+void conn_arm_drain(struct conn *c)
+{
+    if (c->pending >= CONN_LOW_WATER)
+        c->above_high = true;
+}
+
 bool conn_closing(const struct conn *c)
 {
     return c->state == CONN_CLOSING || c->state == CONN_DRAINING;

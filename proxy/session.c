@@ -984,6 +984,11 @@ static void session_flow(struct session *s)
         if (s->cin.len >= SESSION_INBUF_MAX || bp >= CONN_HIGH_WATER) {
             conn_read_stop(s->client);
             s->client_paused = true;
+            if (s->backend != NULL)
+                conn_arm_drain(s->backend);
+        } else if (s->client_paused && bp >= CONN_LOW_WATER) {
+            /* between the marks: resume when the backend has drained */
+            conn_arm_drain(s->backend);
         } else if (bp < CONN_LOW_WATER) {
             if (s->client_paused) {
                 /* the rate is the client's only while we let it send */
@@ -996,10 +1001,17 @@ static void session_flow(struct session *s)
     }
     if (s->backend != NULL && s->bstate != BACKEND_IDLE &&
         s->bstate != BACKEND_CONNECTING && s->bstate != BACKEND_RESOLVING) {
-        if (s->bin.len >= SESSION_INBUF_MAX || cp >= CONN_HIGH_WATER)
+        if (s->bin.len >= SESSION_INBUF_MAX || cp >= CONN_HIGH_WATER) {
             conn_read_stop(s->backend);
-        else if (cp < CONN_LOW_WATER)
+            s->backend_paused = true;
+            if (s->client != NULL)
+                conn_arm_drain(s->client);
+        } else if (s->backend_paused && cp >= CONN_LOW_WATER) {
+            conn_arm_drain(s->client);
+        } else if (cp < CONN_LOW_WATER) {
+            s->backend_paused = false;
             conn_read_start(s->backend);
+        }
     }
 }
 
