@@ -958,7 +958,8 @@ static void session_client_process(struct session *s)
     do {
         s->process_again = false;
         while (!s->closing && s->cin.len > 0 && s->greeted &&
-               s->bstate == BACKEND_READY && s->backend != NULL &&
+               ((s->bstate == BACKEND_READY && s->backend != NULL) ||
+                (s->cmode == CLIENT_DATA && s->msg_rejected)) &&
                session_client_step(s))
             ;
     } while (s->process_again && !s->closing);
