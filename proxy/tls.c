@@ -749,7 +749,10 @@ static SSL_CTX *tls_backend_ctx(const struct config *cfg,
         tls_fail(&w, "cannot load CA file", svc->backend_ca_file);
         goto fail;
     }
-    SSL_CTX_set_verify(ctx, svc->backend_tls == BACKEND_TLS_VERIFY
+    /* under "enforce = no" the chain is still checked, but only so that
+     * backend.c can log would_refuse and go on with the session */
+    SSL_CTX_set_verify(ctx, svc->backend_tls == BACKEND_TLS_VERIFY &&
+                                    svc->enforce
                                 ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     return ctx;
 fail:

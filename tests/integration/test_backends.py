@@ -344,3 +344,29 @@ def test_8bitmime_and_smtputf8_pass_through_to_aiosmtpd(
     assert "BODY=8BITMIME" in env.mail_options
     assert "SMTPUTF8" in env.mail_options
     assert env.content == body
+
+
+def test_postfix_backend_verify_untrusted_with_enforce_no_logs_and_delivers(
+        proxy, postfix_backend, certs, client_ctx):
+    """enforce = no: the unverified backend would be refused; instead the
+    refusal is logged as would_refuse and the message goes through TLS."""
+    pf = postfix_backend
+    since = pf.log_offset()
+    p = proxy(pf.untrusted_port, enforce="no", **verify_keys(certs))
+    token = unique_token("pf-trial")
+    c = SMTPClient(p.port)
+    expect(c.read_reply(), 220)
+    c.ehlo()
+    c.starttls(client_ctx)
+    c.ehlo()
+    r = c.mail(rcpts=["pf@test.example"],
+               body=("Subject: %s\r\n\r\nhello\r\n" % token).encode())
+    expect(r, 250)
+    c.quit()
+    p.wait_log(r"event=policy would_refuse=backend_tls\b")
+    f = log_fields(p.summaries()[0])
+    assert re.match(r"TLSv1\.[23]", f["backend_tls"]), f
+    assert f["backend_verify"] not in ("verified", "none"), f
+    pf.wait_log(r"postfix-untrusted/smtpd\[\d+\]: .*TLS connection "
+                r"established", since)
+    wait_for(lambda: token in pf.mbox_text(), what="message delivered")
