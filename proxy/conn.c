@@ -101,6 +101,11 @@ static void conn_on_close(uv_handle_t *h)
 
     if (c->cbs->on_close != NULL)
         c->cbs->on_close(c, c->ud);
+    /* a session whose handshake completed stays resumable even when the
+     * peer just dropped the connection (OpenSSL evicts sessions freed
+     * without a shutdown) */
+    if (c->ssl != NULL && c->tls == CONN_TLS_UP && !c->failed)
+        SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl);   /* frees both BIOs */
     free(c);
 }

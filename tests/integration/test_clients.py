@@ -150,3 +150,20 @@ def test_implicit_tls_listener_rejects_plaintext_client(
     rest = c.expect_closed()
     assert not re.search(rb"^250", rest, re.M), rest
     assert b.envelopes == []
+
+
+def test_tls_sessions_resume_by_id_and_by_ticket(proxy, smtp_sink, certs):
+    """Resumption saves a full handshake per reconnect: by session id
+    (TLS 1.2 without tickets) and by ticket, even when the client drops
+    the connection without a TLS close."""
+    openssl = require_program("openssl")
+    sink = smtp_sink()
+    p = proxy(sink.port)
+    for extra in (["-tls1_2", "-no_ticket"], ["-tls1_2"]):
+        rc, out, err = run([openssl, "s_client", "-starttls", "smtp",
+                            "-connect", "127.0.0.1:%d" % p.port,
+                            "-CAfile", certs.ca, "-reconnect"] + extra,
+                           stdin=None, input=b"")
+        assert re.search(r"^New, TLSv1\.2", out, re.M), out + err
+        reused = re.findall(r"^Reused, TLSv1\.2", out, re.M)
+        assert len(reused) >= 5, (extra, out)
