@@ -577,6 +577,10 @@ static void session_command(struct session *s, const char *line, size_t len,
             session_local(s, REPLY_BDAT_SYNTAX);
             return;
         }
+        if (refusal == REPLY_NONE && !s->backend_chunking)
+            refusal = REPLY_NOT_IMPLEMENTED;   /* never let a backend
+                                                  without CHUNKING read a
+                                                  chunk as commands */
         if (refusal != REPLY_NONE) {
             /* the chunk follows anyway: read it and throw it away */
             sbuf_consume(&s->cin, total);
@@ -654,7 +658,13 @@ static void session_command(struct session *s, const char *line, size_t len,
             session_forward(s, cmdline, (size_t)cn - 2, (size_t)cn);
             conn_write(s->backend, hdr, hn);
         } else {
-            session_forward(s, line, len, total);
+            /* rebuilt from the parsed values: the backend reads exactly
+             * what the proxy counted */
+            char cmdline[64];
+            int cn = snprintf(cmdline, sizeof cmdline, "BDAT %llu%s\r\n",
+                              (unsigned long long)size, last ? " LAST" : "");
+
+            session_forward(s, cmdline, (size_t)cn - 2, (size_t)cn);
         }
         s->bdat_in_message = !last;
         fifo_push(s, last ? EXPECT_BDAT_LAST : EXPECT_BDAT, REPLY_NONE);
@@ -833,6 +843,8 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
     }
     s->msg_rejected = false;
     session_local(s, REPLY_BARE_NEWLINE_MESSAGE);
+    if (s->closing)
+        return false;
     s->backend_refresh = true;
     s->backend_replay_helo = true;
     s->backend_plain_retry = false;
@@ -1308,6 +1320,8 @@ static void session_relay(struct session *s, const char *p,
         }
         s->waiting = false;
         if (rep->code == 250) {
+            s->backend_chunking =
+                (smtp_ehlo_caps(p, rep->len) & SMTP_CAP_CHUNKING) != 0;
             session_write_ehlo(s, p, rep->len, rep->nlines);
             return;
         }

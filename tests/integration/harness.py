@@ -713,9 +713,15 @@ class ProxyProcess:
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.log_fd, stderr=self.log_fd)
         self.pid = self.proc.pid
-        for p in ports:
-            wait_listening(p, self.proc, what="starttls-proxy",
-                           log=self.log_text)
+        try:
+            for p in ports:
+                wait_listening(p, self.proc, what="starttls-proxy",
+                               log=self.log_text)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            self.log_fd.close()
+            raise
 
     def log_bytes(self):
         with open(self.logfile, "rb") as f:
@@ -1060,8 +1066,12 @@ class SmtpSink:
              "127.0.0.1:%d" % self.port, "100"],
             stdin=subprocess.DEVNULL, stdout=self.log_fd,
             stderr=self.log_fd)
-        wait_listening(self.port, self.proc, what="smtp-sink",
-                       log=self.log_text)
+        try:
+            wait_listening(self.port, self.proc, what="smtp-sink",
+                           log=self.log_text)
+        except BaseException:
+            self.stop()
+            raise
 
     def log_text(self):
         with open(self.logfile, "rb") as f:

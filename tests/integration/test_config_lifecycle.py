@@ -145,13 +145,17 @@ def test_start_with_bad_config_exits_1_and_binds_nothing(
     write_ini(ini, sections)
     proc = subprocess.Popen([proxy_bin, "-c", ini], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + TIMEOUT
-    while proc.poll() is None and time.monotonic() < deadline:
-        assert not is_listening(port) and not is_listening(port2)
-        time.sleep(0.01)
-    if proc.poll() is None:
-        proc.kill()
-        pytest.fail("proxy kept running with a bad configuration")
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            assert not is_listening(port) and not is_listening(port2)
+            time.sleep(0.01)
+        if proc.poll() is None:
+            pytest.fail("proxy kept running with a bad configuration")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     out = proc.stdout.read().decode()
     assert proc.returncode == 1, out
     assert re.search(r"^%s:\d+: " % re.escape(ini), out, re.M), out

@@ -770,6 +770,7 @@ static void test_backend_knobs(void **state)
     fixture_init(&fx, "a_ec", NULL);
     fx.svc.client_tls = CLIENT_TLS_NONE;
     fx.svc.backend_tls = BACKEND_TLS_VERIFY;
+    fx.svc.enforce = true;
     fx.svc.backend_ca_file = path("ca.pem");
     {
         char err[512];
