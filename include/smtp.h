@@ -277,6 +277,19 @@ size_t smtp_data_filter(struct smtp_data_filter *f, const char *in,
                         size_t in_len, char *out, size_t out_cap,
                         size_t *out_len, bool *done);
 
+/*
+ * smtp_data_filter_pass - the fast path for content that needs no
+ * rewriting: consumes the longest prefix of in[0..in_len) that
+ * smtp_data_filter would write out unchanged, and returns its length; the
+ * caller sends those bytes straight from in, without a copy, and gives
+ * the rest to smtp_data_filter.  Returns 0 when the filter holds bytes
+ * back or the first byte needs rewriting.  It never consumes the end of
+ * data: *done is true only if the filter was done already.  Mixing the
+ * two calls in any way gives the output smtp_data_filter alone gives.
+ */
+size_t smtp_data_filter_pass(struct smtp_data_filter *f, const char *in,
+                             size_t in_len, bool *done);
+
 /* smtp_data_filter_bare_seen - was a bare CR or LF found so far? */
 bool smtp_data_filter_bare_seen(const struct smtp_data_filter *f);
 

@@ -43,10 +43,12 @@ struct filter_result {
  * filter_run - filter in[0..len) in chunks, out_cap output bytes per call.
  * The chunks are step bytes long, or (step 0) in[0..split) and the rest.
  * Checks the contract of each call: no more output than out_cap, progress
- * on every call, a short return only when out was (nearly) full.
+ * on every call, a short return only when out was (nearly) full.  With
+ * pass, each call is preceded by smtp_data_filter_pass, whose bytes are
+ * taken straight from the input, as the proxy does.
  */
 static void filter_run(const char *in, size_t len, enum smtp_bare_newline mode,
-                       size_t split, size_t step, size_t out_cap,
+                       bool pass, size_t split, size_t step, size_t out_cap,
                        struct filter_result *r)
 {
     struct smtp_data_filter f;
@@ -64,6 +66,18 @@ static void filter_run(const char *in, size_t len, enum smtp_bare_newline mode,
         while (pos < end && !r->done) {
             size_t olen = 777;
             bool d = true;
+            if (pass) {
+                size_t same = smtp_data_filter_pass(&f, in + pos, end - pos,
+                                                    &d);
+                assert_false(d);
+                assert_true(same <= end - pos);
+                assert_true(r->out_len + same <= OUT_MAX);
+                memcpy(r->out + r->out_len, in + pos, same);
+                r->out_len += same;
+                pos += same;
+                if (pos == end)
+                    break;
+            }
             memset(buf + out_cap, 0x5a, 16);
             size_t n = smtp_data_filter(&f, in + pos, end - pos, buf, out_cap,
                                         &olen, &d);
@@ -111,20 +125,31 @@ static void filter_all_ways(const char *in, size_t len,
     struct filter_result *r = malloc(sizeof *r);
     assert_non_null(r);
 
-    filter_run(in, len, mode, len, 0, BIG_CAP, whole);
+    filter_run(in, len, mode, false, len, 0, BIG_CAP, whole);
 
-    filter_run(in, len, mode, 0, 1, BIG_CAP, r);
+    filter_run(in, len, mode, false, 0, 1, BIG_CAP, r);
     filter_same(whole, r);
     for (size_t k = 0; k <= len; k++) {
-        filter_run(in, len, mode, k, 0, BIG_CAP, r);
+        filter_run(in, len, mode, false, k, 0, BIG_CAP, r);
+        filter_same(whole, r);
+    }
+    /* the proxy's way: the unchanged runs straight from the input */
+    filter_run(in, len, mode, true, len, 0, BIG_CAP, r);
+    filter_same(whole, r);
+    filter_run(in, len, mode, true, 0, 1, BIG_CAP, r);
+    filter_same(whole, r);
+    for (size_t k = 0; k <= len; k++) {
+        filter_run(in, len, mode, true, k, 0, BIG_CAP, r);
         filter_same(whole, r);
     }
     for (size_t c = 0; c < sizeof small_caps / sizeof small_caps[0]; c++) {
-        filter_run(in, len, mode, len, 0, small_caps[c], r);
+        filter_run(in, len, mode, true, 0, 3, small_caps[c], r);
         filter_same(whole, r);
-        filter_run(in, len, mode, 0, 1, small_caps[c], r);
+        filter_run(in, len, mode, false, len, 0, small_caps[c], r);
         filter_same(whole, r);
-        filter_run(in, len, mode, 0, 3, small_caps[c], r);
+        filter_run(in, len, mode, false, 0, 1, small_caps[c], r);
+        filter_same(whole, r);
+        filter_run(in, len, mode, false, 0, 3, small_caps[c], r);
         filter_same(whole, r);
     }
     free(r);
@@ -506,10 +531,12 @@ static void test_filter_random(void **state)
         size_t split = (seed >> 16) % (len + 1);
         seed = seed * 1103515245u + 12345u;
         size_t cap = SMTP_DATA_FILTER_MIN_OUT + (seed >> 16) % 8;
-        filter_run(in, len, SMTP_BARE_NORMALIZE, len, 0, BIG_CAP, r);
-        filter_run(in, len, SMTP_BARE_NORMALIZE, split, 0, cap, r2);
+        filter_run(in, len, SMTP_BARE_NORMALIZE, false, len, 0, BIG_CAP, r);
+        filter_run(in, len, SMTP_BARE_NORMALIZE, false, split, 0, cap, r2);
         filter_same(r, r2);
-        filter_run(in, len, SMTP_BARE_NORMALIZE, 0, 1, cap, r2);
+        filter_run(in, len, SMTP_BARE_NORMALIZE, false, 0, 1, cap, r2);
+        filter_same(r, r2);
+        filter_run(in, len, SMTP_BARE_NORMALIZE, true, split, 0, cap, r2);
         filter_same(r, r2);
 
         assert_true(r->done);
@@ -540,6 +567,47 @@ static const struct {
     { S("NOOP \0x\r\n"), false },   /* NUL is not a line end */
 };
 
+/*
+ * test_filter_long_runs - the word-at-a-time scan: one special byte (or a
+ * CR LF, or a "." after CR LF) at every offset of a long plain run, in
+ * every position within an 8-byte word, all ways of feeding agree with the
+ * rules.
+ */
+static void test_filter_long_runs(void **state)
+{
+    (void)state;
+    static const char *const specials[] = { "\r", "\n", "\0", "\r\n",
+                                            "\r\n.", "\n.", "\r\r\n" };
+    struct filter_result *r = malloc(sizeof *r);
+    char in[64], want[OUT_MAX];
+    assert_non_null(r);
+
+    for (size_t sp = 0; sp < sizeof specials / sizeof specials[0]; sp++) {
+        size_t sl = strlen(specials[sp]) + (sp == 2);   /* the NUL itself */
+        for (size_t at = 0; at + sl + 5 + 1 <= 40; at++) {
+            size_t len = 0, used, want_len;
+            bool bare;
+
+            memset(in, 'x', at);
+            len = at;
+            memcpy(in + len, specials[sp], sl);
+            len += sl;
+            memset(in + len, 'y', 40 - 5 - len);
+            len = 40 - 5;
+            memcpy(in + len, "\r\n.\r\n", 5);
+            len += 5;
+            filter_all_ways(in, len, SMTP_BARE_NORMALIZE, r);
+            want_len = filter_reference(in, len, want, &used, &bare);
+            assert_true(r->done);
+            assert_int_equal(r->used, used);
+            assert_int_equal(r->bare, bare);
+            assert_int_equal(r->out_len, want_len);
+            assert_memory_equal(r->out, want, want_len);
+        }
+    }
+    free(r);
+}
+
 static void test_line_bare(void **state)
 {
     (void)state;
@@ -568,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_filter_smuggling_exact),
         cmocka_unit_test(test_filter_edges),
         cmocka_unit_test(test_filter_random),
+        cmocka_unit_test(test_filter_long_runs),
         cmocka_unit_test(test_line_bare),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
