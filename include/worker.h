@@ -41,6 +41,10 @@ struct worker {
     size_t nlisteners;
     bool stopping;
     int exit_status;                 /* 0: the loop closed cleanly */
+    /* write coalescing (conn.c): while one read is handled, TLS output
+     * stays in the conns' write BIOs and goes out in one write each */
+    unsigned cork;
+    struct conn *corked;             /* conns with output held back */
     /* scratch: filled and consumed within one callback, never kept */
     char rbuf[WORKER_READ_BUF];
     char pbuf[WORKER_PLAIN_BUF];

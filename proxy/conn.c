@@ -50,6 +50,8 @@ struct conn {
     bool eof_pending;      /* TCP EOF seen while TLS data was still held */
     bool above_high;
     bool failed;           /* on_eof with an error was already reported */
+    bool corked;           /* on w->corked: TLS output held in wbio */
+    struct conn *cork_next;
     uv_connect_t creq;
     uv_shutdown_t sreq;
     struct sockaddr_storage peer_addr;
@@ -65,6 +67,8 @@ struct conn_wreq {
 };
 
 static void conn_pump(struct conn *c);
+static void conn_cork(struct worker *w);
+static void conn_uncork(struct worker *w);
 
 static bool conn_alive(const struct conn *c)
 {
@@ -131,6 +135,16 @@ static void conn_fail(struct conn *c, int status, const char *why)
         c->cbs->on_eof(c, c->ud, status < 0 ? status : -1);
 }
 
+/* conn_check_drain - tell an owner that waits for output to drain. */
+static void conn_check_drain(struct conn *c)
+{
+    if (c->above_high && conn_pending(c) < CONN_LOW_WATER && conn_alive(c)) {
+        c->above_high = false;
+        if (c->cbs->on_drain != NULL)
+            c->cbs->on_drain(c, c->ud);
+    }
+}
+
 static void conn_on_write(uv_write_t *req, int status)
 {
     struct conn_wreq *wr = (struct conn_wreq *)req;
@@ -144,11 +158,10 @@ static void conn_on_write(uv_write_t *req, int status)
         conn_fail(c, status, uv_strerror(status));
         return;
     }
-    if (c->above_high && c->pending < CONN_LOW_WATER && conn_alive(c)) {
-        c->above_high = false;
-        if (c->cbs->on_drain != NULL)
-            c->cbs->on_drain(c, c->ud);
-    }
+    /* the owner refills from its buffers here: coalesce that too */
+    conn_cork(c->w);
+    conn_check_drain(c);
+    conn_uncork(c->w);
 }
 
 /*
@@ -209,6 +222,55 @@ static int conn_flush_tls(struct conn *c)
     return r;
 }
 
+/*
+ * Write coalescing.  While one read is handled (conn_on_read), or an
+ * owner refills after its output drained (conn_on_write), what a session
+ * relays in several pieces (a 64 KiB read holds four TLS records, each
+ * relayed on its own) is encrypted into the write BIO at once but put on
+ * the wire when the callback is done: one write system call per callback
+ * instead of one per record.
+ */
+static void conn_cork(struct worker *w)
+{
+    w->cork++;
+}
+
+static void conn_uncork(struct worker *w)
+{
+    struct conn *c;
+
+    if (--w->cork > 0)
+        return;
+    while ((c = w->corked) != NULL) {
+        w->corked = c->cork_next;
+        c->cork_next = NULL;
+        c->corked = false;
+        /* a conn closed meanwhile dropped its output; conn_close_flush
+         * flushed it already */
+        if (!conn_alive(c))
+            continue;
+        if (conn_flush_tls(c) != 0)
+            conn_fail(c, -1, "out of memory");
+        else
+            conn_check_drain(c);   /* all of it may have left at once */
+    }
+}
+
+/* conn_output - TLS wrote into the write BIO: send it, or hold it until
+ * the callback in progress ends. */
+static int conn_output(struct conn *c)
+{
+    if (c->w->cork > 0) {
+        if (!c->corked && BIO_ctrl_pending(c->wbio) > 0) {
+            c->corked = true;
+            c->cork_next = c->w->corked;
+            c->w->corked = c;
+        }
+        return 0;
+    }
+    return conn_flush_tls(c);
+}
+
 int conn_write(struct conn *c, const char *buf, size_t len)
 {
     size_t done;
@@ -229,7 +291,7 @@ int conn_write(struct conn *c, const char *buf, size_t len)
         buf += done;
         len -= done;
     }
-    return conn_flush_tls(c);
+    return conn_output(c);
 }
 
 /* conn_tls_error - text for a failed SSL call into c->err. */
@@ -275,7 +337,7 @@ static void conn_pump(struct conn *c)
         if (c->tls == CONN_TLS_HANDSHAKE && conn_alive(c)) {
             ERR_clear_error();
             r = SSL_do_handshake(c->ssl);
-            conn_flush_tls(c);
+            conn_flush_tls(c);   /* at once: a failure's alert too */
             if (r == 1) {
                 c->tls = CONN_TLS_UP;
                 if (c->cbs->on_handshake != NULL)
@@ -304,7 +366,7 @@ static void conn_pump(struct conn *c)
                 c->cbs->on_data(c, c->ud, c->w->pbuf, n);
                 continue;
             }
-            conn_flush_tls(c);   /* e.g. a reply to a key update */
+            conn_output(c);   /* e.g. a reply to a key update */
             r = SSL_get_error(c->ssl, 0);
             if (r == SSL_ERROR_WANT_READ) {
                 if (c->eof_pending && c->cbs->on_eof != NULL) {
@@ -335,14 +397,24 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     b->len = sizeof c->w->rbuf;
 }
 
+static void conn_on_read_data(struct conn *c, ssize_t n, const uv_buf_t *b);
+
 static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
+    struct worker *w = c->w;
 
+    conn_cork(w);
+    conn_on_read_data(c, n, b);
+    conn_uncork(w);   /* c may be closed, never freed, by now */
+}
+
+static void conn_on_read_data(struct conn *c, ssize_t n, const uv_buf_t *b)
+{
     if (n == 0 || !conn_alive(c))
         return;
     if (n < 0) {
-        uv_read_stop(s);
+        uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
         if (n != UV_EOF) {
             conn_fail(c, (int)n, uv_strerror((int)n));
@@ -370,6 +442,8 @@ static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 
 int conn_read_start(struct conn *c)
 {
+    bool held = c->paused || !c->reading;
+
     if (!conn_alive(c))
         return -1;
     c->paused = false;
@@ -379,7 +453,7 @@ int conn_read_start(struct conn *c)
             return -1;
         c->reading = true;
     }
-    if (c->tls != CONN_TLS_NONE)
+    if (c->tls != CONN_TLS_NONE && held)
         conn_pump(c);   /* plaintext may still be held inside TLS */
     return 0;
 }
@@ -543,12 +617,12 @@ void conn_close_flush(struct conn *c)
 
 size_t conn_pending(const struct conn *c)
 {
-    return c->pending;
+    return c->pending + (c->corked ? BIO_ctrl_pending(c->wbio) : 0);
 }
 
 void conn_arm_drain(struct conn *c)
 {
-    if (c->pending >= CONN_LOW_WATER)
+    if (conn_pending(c) >= CONN_LOW_WATER)
         c->above_high = true;
 }
 
