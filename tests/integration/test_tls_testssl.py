@@ -20,6 +20,10 @@ ciphers one by one); the checks that rate settings run in about 2:
 protocols (-p), cipher categories (-s), forward secrecy (-f), server
 preference (-P), server defaults and certificate (-S), vulnerabilities (-U).
 
+test_shipped_default_resumes_sessions checks by hand, with openssl
+s_client -sess_out/-sess_in, what testssl.sh's resumption checks ask (its
+ticket check has a client-side race in TLS 1.3: TESTSSL_TICKET_RACE).
+
 Package: testssl.sh (Debian), binary /usr/bin/testssl.
 """
 
@@ -32,11 +36,26 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 import harness
 
 SHIPPED = os.path.join(harness.REPO, "config", "starttls-proxy.ini")
 CHECKS = ["-p", "-s", "-f", "-P", "-S", "-U"]
 TESTSSL_TIMEOUT = 600     # seconds; a normal run takes 2 to 6 minutes
+
+# testssl.sh 3.0's ticket resumption check runs `openssl s_client -sess_out
+# F </dev/null`, then `s_client -sess_in F`, in the protocol that brought
+# the first session ticket.  When that is TLS 1.3 (whether it is depends on
+# timing: the ticket comes after the handshake and s_client, at EOF on
+# stdin, mostly closes before reading it), the first s_client again closes
+# before the NewSessionTicket arrives (OpenSSL 3.0 s_client; the same
+# against openssl s_server), F is never written, the second s_client stops
+# at "Can't open session file" without connecting, and testssl reports
+# this, and only this, finding.  The server is not involved: the second
+# connection never reaches it.
+TESTSSL_TICKET_RACE = ("sessionresumption_ticket",
+                       "check failed because of connect problem")
 
 
 def read_findings(path):
@@ -160,13 +179,14 @@ def test_testssl_shipped_default(proxy, smtp_sink, tmpdir_path):
         TESTSSL_TIMEOUT, context)
 
     # the scan ran to its end ("Done <date> [ 97s] -->> 127.0.0.1:port"),
-    # with no scan problem (rated FATAL, or the scanProblem id).  A WARN
-    # about one check's own connection (testssl's resumption probes under
-    # load) is not a rating of the server and is not counted.
+    # with no scan problem (rated FATAL, or the scanProblem id) and no
+    # WARN, but for the one a known client-side race makes (see
+    # TESTSSL_TICKET_RACE); that resumption works is asserted by
+    # test_shipped_default_resumes_sessions below.
     problems = [f for f in findings
                 if f["severity"] == "FATAL" or f["id"] == "scanProblem" or
                 (f["severity"] == "WARN" and
-                 "connect problem" not in f.get("finding", ""))]
+                 (f["id"], f.get("finding")) != TESTSSL_TICKET_RACE)]
     assert not problems, "%r\n%s" % (problems, context)
     assert re.search(r"^ Done .*\[\s*\d+s\] -->> 127\.0\.0\.1:%d"
                      % p.port, out, re.M), "scan did not finish\n" + context
@@ -174,3 +194,46 @@ def test_testssl_shipped_default(proxy, smtp_sink, tmpdir_path):
     log = p.log_text()
     assert re.search(r"event=client_tls tls=TLSv1\.3/", log), context
     assert re.search(r"event=client_tls tls=TLSv1\.2/", log), context
+
+
+@pytest.mark.parametrize("ticket", [True, False], ids=["ticket", "id"])
+@pytest.mark.parametrize("proto", ["-tls1_3", "-tls1_2"])
+def test_shipped_default_resumes_sessions(proxy, smtp_sink, certs,
+                                          tmpdir_path, proto, ticket):
+    """What testssl.sh's resumption checks ask, without their race: a
+    session from one STARTTLS connection (-sess_out) resumes on the next
+    ones (-sess_in), by ticket and by session id (-no_ticket), in TLS 1.3
+    and 1.2, with the shipped [proxy] and service settings.  s_client keeps
+    reading until the proxy closes after QUIT (-ign_eof), so it has read
+    the TLS 1.3 NewSessionTicket, which comes after the handshake.  Four
+    resumptions: a session may resume on either worker."""
+    openssl = harness.require_program("openssl")
+    proxy_keys, svc_keys = shipped_keys()
+    sink = smtp_sink()
+    p = proxy(sink.port, proxy_keys=proxy_keys, **svc_keys)
+    sess = os.path.join(tmpdir_path, "session.pem")
+    base = [openssl, "s_client", "-starttls", "smtp",
+            "-connect", "127.0.0.1:%d" % p.port, "-CAfile", certs.ca,
+            "-verify_return_error", "-noservername", "-crlf", "-ign_eof",
+            proto] + ([] if ticket else ["-no_ticket"])
+    version = {"-tls1_3": "TLSv1.3", "-tls1_2": "TLSv1.2"}[proto]
+
+    def s_client(*args):
+        r = subprocess.run(base + list(args), input=b"QUIT\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=60)
+        out = r.stdout.decode("utf-8", "replace")
+        assert r.returncode == 0, out
+        assert re.search(r"^221 ", out, re.M), out     # QUIT answered
+        return out
+
+    out = s_client("-sess_out", sess)
+    assert re.search(r"^New, %s, " % version, out, re.M), out
+    assert os.path.getsize(sess) > 0, out
+    for _ in range(4):
+        out = s_client("-sess_in", sess)
+        assert re.search(r"^Reused, %s, " % version, out, re.M), out
+    log = p.log_text()
+    assert len(re.findall(r"event=client_tls tls=%s/" % re.escape(version),
+                          log)) == 5, log
+    assert "event=client_tls_failed" not in log, log
