@@ -166,10 +166,13 @@ struct session {
     bool pregreet_seen;
     char helo_name[256];              /* the client's EHLO/HELO argument */
     bool client_esmtp;                /* it said EHLO, not HELO */
-    bool bdat_in_message;
-    bool backend_chunking;            /* its EHLO reply offered CHUNKING */             /* a BDAT chunk without LAST was sent */
-    char client_cert_subject[256];
-    char client_cert_verify[96];
+    bool bdat_in_message;             /* a BDAT chunk without LAST was sent */
+    bool backend_chunking;            /* its EHLO reply offered CHUNKING */
+    /* the client certificate's subject and verification result; NULL
+     * without one (allocated: few clients have one, and idle sessions
+     * should be small) */
+    char *client_cert_subject;
+    char *client_cert_verify;
 
     /* for the summary line */
     unsigned ncommands;

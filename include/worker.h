@@ -41,10 +41,13 @@ struct worker {
     size_t nlisteners;
     bool stopping;
     int exit_status;                 /* 0: the loop closed cleanly */
-    /* write coalescing (conn.c): while one read is handled, TLS output
-     * stays in the conns' write BIOs and goes out in one write each */
+    /* TLS output (conn.c): one conn at a time fills obuf; while a read
+     * or drain callback runs (cork > 0) it stays there and goes out in
+     * one write at the end */
     unsigned cork;
-    struct conn *corked;             /* conns with output held back */
+    char *obuf;
+    size_t olen, ocap;
+    struct conn *oowner;             /* whose bytes obuf holds, or NULL */
     /* scratch: filled and consumed within one callback, never kept */
     char rbuf[WORKER_READ_BUF];
     char pbuf[WORKER_PLAIN_BUF];
@@ -84,6 +87,9 @@ int worker_join(struct worker *w);
  * loop then runs dry by itself.  Idempotent.
  */
 void worker_stop(struct worker *w);
+
+/* worker_release - free w's buffers once its loop has run dry. */
+void worker_release(struct worker *w);
 
 /* worker_next_sid - a new session id, unique within the process. */
 uint64_t worker_next_sid(struct worker *w);

@@ -1,10 +1,17 @@
 /*
  * conn.c - a libuv TCP stream with optional TLS on memory BIOs.
  *
- * The TLS glue is one pump (conn_pump): ciphertext read from the socket is
- * written into the read BIO, then the handshake or SSL_read_ex runs in a
- * loop, and whatever TLS produced in the write BIO goes out in one write.
- * Nothing else touches SSL_read/SSL_write.
+ * The TLS glue is one pump (conn_pump): the handshake or SSL_read_ex runs
+ * in a loop over the ciphertext just read, and whatever TLS produced goes
+ * out in one write.  Nothing else touches SSL_read/SSL_write.
+ *
+ * TLS reads and writes through two small BIOs of our own instead of
+ * memory BIOs: the read BIO hands OpenSSL the bytes of the socket read in
+ * progress where they are (only a partial record at the end is kept, in
+ * conn->left), and the write BIO appends to the worker's output buffer,
+ * which one conn at a time fills and which is sent from directly.  So a
+ * session holds no ciphertext buffer while it idles, and bulk data is
+ * copied once less on each side.
  */
 #include "conn.h"
 
@@ -42,6 +49,10 @@ struct conn {
     SSL *ssl;
     BIO *rbio;             /* ciphertext from the peer, read by SSL */
     BIO *wbio;             /* ciphertext for the peer, written by SSL */
+    const char *in;        /* the socket read being pumped (in_len left) */
+    size_t in_len;
+    char *left;            /* unread ciphertext kept from earlier reads */
+    size_t left_off, left_len;
     size_t pending;        /* bytes handed to uv_write, not yet written */
     bool reading;          /* uv_read_start is in effect */
     bool paused;           /* the owner asked us to stop delivering */
@@ -50,8 +61,6 @@ struct conn {
     bool eof_pending;      /* TCP EOF seen while TLS data was still held */
     bool above_high;
     bool failed;           /* on_eof with an error was already reported */
-    bool corked;           /* on w->corked: TLS output held in wbio */
-    struct conn *cork_next;
     uv_connect_t creq;
     uv_shutdown_t sreq;
     struct sockaddr_storage peer_addr;
@@ -111,6 +120,7 @@ static void conn_on_close(uv_handle_t *h)
     if (c->ssl != NULL && c->tls == CONN_TLS_UP && !c->failed)
         SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl);   /* frees both BIOs */
+    free(c->left);
     free(c);
 }
 
@@ -120,6 +130,10 @@ void conn_close(struct conn *c)
     if (c->state == CONN_CLOSING)
         return;
     c->state = CONN_CLOSING;
+    if (c->w->oowner == c) {        /* its unsent output is dropped */
+        c->w->oowner = NULL;
+        c->w->olen = 0;
+    }
     uv_close((uv_handle_t *)&c->tcp, conn_on_close);
 }
 
@@ -205,21 +219,169 @@ static int conn_send(struct conn *c, const char *buf, size_t len)
     return 0;
 }
 
-/* conn_flush_tls - move what TLS wrote into the write BIO to the socket. */
+/* conn_flush_tls - put what TLS wrote for c on the wire. */
 static int conn_flush_tls(struct conn *c)
 {
-    char *p;
-    long n;
-    int r;
+    struct worker *w = c->w;
+    size_t n = w->olen;
 
-    if (c->wbio == NULL)
+    if (w->oowner != c || n == 0)
         return 0;
-    n = BIO_get_mem_data(c->wbio, &p);
-    if (n <= 0)
+    w->oowner = NULL;
+    w->olen = 0;
+    return conn_send(c, w->obuf, n);
+}
+
+/* ---- the BIOs ------------------------------------------------------------ */
+
+static BIO_METHOD *conn_rbio_meth, *conn_wbio_meth;
+static uv_once_t conn_bio_once = UV_ONCE_INIT;
+
+static int conn_bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+/* conn_bio_read - the unread part of earlier reads first, then the socket
+ * read in progress; nothing there means "wait for more". */
+static int conn_bio_read(BIO *b, char *out, size_t len, size_t *got)
+{
+    struct conn *c = BIO_get_data(b);
+    size_t n = 0, k;
+
+    BIO_clear_retry_flags(b);
+    if (c->left_off < c->left_len) {
+        k = c->left_len - c->left_off < len ? c->left_len - c->left_off : len;
+        memcpy(out, c->left + c->left_off, k);
+        c->left_off += k;
+        n = k;
+        if (c->left_off == c->left_len) {
+            free(c->left);
+            c->left = NULL;
+            c->left_off = c->left_len = 0;
+        }
+    }
+    if (n < len && c->in_len > 0) {
+        k = c->in_len < len - n ? c->in_len : len - n;
+        memcpy(out + n, c->in, k);
+        c->in += k;
+        c->in_len -= k;
+        n += k;
+    }
+    if (n == 0) {
+        BIO_set_retry_read(b);
         return 0;
-    r = conn_send(c, p, (size_t)n);
-    (void)BIO_reset(c->wbio);
-    return r;
+    }
+    *got = n;
+    return 1;
+}
+
+/* conn_bio_write - append to the worker's output buffer, after sending
+ * what another conn left there. */
+static int conn_bio_write(BIO *b, const char *data, size_t len,
+                          size_t *written)
+{
+    struct conn *c = BIO_get_data(b), *o;
+    struct worker *w = c->w;
+
+    BIO_clear_retry_flags(b);
+    o = w->oowner;
+    if (o != c && o != NULL && conn_flush_tls(o) != 0)
+        conn_close(o);   /* out of memory: its session sees it close */
+    if (w->olen + len > w->ocap) {
+        size_t cap = w->ocap ? w->ocap : 16384;
+        char *p;
+
+        while (cap < w->olen + len)
+            cap *= 2;
+        p = realloc(w->obuf, cap);
+        if (p == NULL)
+            return 0;
+        w->obuf = p;
+        w->ocap = cap;
+    }
+    memcpy(w->obuf + w->olen, data, len);
+    w->olen += len;
+    w->oowner = c;
+    *written = len;
+    return 1;
+}
+
+/* conn_bio_ctrl - what OpenSSL asks of either BIO; pending counts the
+ * bytes to read (read BIO) or to send (write BIO). */
+static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr, bool rd)
+{
+    struct conn *c = BIO_get_data(b);
+
+    (void)num;
+    (void)ptr;
+    switch (cmd) {
+    case BIO_CTRL_PENDING:
+        if (rd)
+            return (long)(c->left_len - c->left_off + c->in_len);
+        return 0;
+    case BIO_CTRL_WPENDING:
+        if (!rd && c->w->oowner == c)
+            return (long)c->w->olen;
+        return 0;
+    case BIO_CTRL_FLUSH:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static long conn_rbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return conn_bio_ctrl(b, cmd, num, ptr, true);
+}
+
+static long conn_wbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return conn_bio_ctrl(b, cmd, num, ptr, false);
+}
+
+static void conn_bio_init(void)
+{
+    int rt = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
+    int wt = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
+
+    conn_rbio_meth = BIO_meth_new(rt, "starttls-proxy read");
+    conn_wbio_meth = BIO_meth_new(wt, "starttls-proxy write");
+    if (conn_rbio_meth == NULL || conn_wbio_meth == NULL)
+        return;
+    BIO_meth_set_create(conn_rbio_meth, conn_bio_create);
+    BIO_meth_set_read_ex(conn_rbio_meth, conn_bio_read);
+    BIO_meth_set_ctrl(conn_rbio_meth, conn_rbio_ctrl);
+    BIO_meth_set_create(conn_wbio_meth, conn_bio_create);
+    BIO_meth_set_write_ex(conn_wbio_meth, conn_bio_write);
+    BIO_meth_set_ctrl(conn_wbio_meth, conn_wbio_ctrl);
+}
+
+/* conn_keep_left - the socket read is over: keep what TLS did not read. */
+static int conn_keep_left(struct conn *c)
+{
+    size_t keep = c->left_len - c->left_off;
+    char *p;
+
+    if (c->in_len == 0)
+        goto done;
+    if (c->left_off > 0) {
+        memmove(c->left, c->left + c->left_off, keep);
+        c->left_off = 0;
+        c->left_len = keep;
+    }
+    p = realloc(c->left, keep + c->in_len);
+    if (p == NULL)
+        return -1;
+    memcpy(p + keep, c->in, c->in_len);
+    c->left = p;
+    c->left_len = keep + c->in_len;
+done:
+    c->in = NULL;
+    c->in_len = 0;
+    return 0;
 }
 
 /*
@@ -239,35 +401,21 @@ static void conn_uncork(struct worker *w)
 {
     struct conn *c;
 
-    if (--w->cork > 0)
+    if (--w->cork > 0 || (c = w->oowner) == NULL)
         return;
-    while ((c = w->corked) != NULL) {
-        w->corked = c->cork_next;
-        c->cork_next = NULL;
-        c->corked = false;
-        /* a conn closed meanwhile dropped its output; conn_close_flush
-         * flushed it already */
-        if (!conn_alive(c))
-            continue;
-        if (conn_flush_tls(c) != 0)
-            conn_fail(c, -1, "out of memory");
-        else
-            conn_check_drain(c);   /* all of it may have left at once */
-    }
+    /* a conn closed meanwhile dropped its output (conn_close) */
+    if (conn_flush_tls(c) != 0)
+        conn_fail(c, -1, "out of memory");
+    else
+        conn_check_drain(c);   /* all of it may have left at once */
 }
 
-/* conn_output - TLS wrote into the write BIO: send it, or hold it until
- * the callback in progress ends. */
+/* conn_output - TLS wrote into the output buffer: send it, or hold it
+ * until the callback in progress ends. */
 static int conn_output(struct conn *c)
 {
-    if (c->w->cork > 0) {
-        if (!c->corked && BIO_ctrl_pending(c->wbio) > 0) {
-            c->corked = true;
-            c->cork_next = c->w->corked;
-            c->w->corked = c;
-        }
+    if (c->w->cork > 0)
         return 0;
-    }
     return conn_flush_tls(c);
 }
 
@@ -360,14 +508,22 @@ static void conn_pump(struct conn *c)
             }
         }
         while (c->tls == CONN_TLS_UP && conn_alive(c) && !c->paused) {
-            ERR_clear_error();
-            r = SSL_read_ex(c->ssl, c->w->pbuf, sizeof c->w->pbuf, &n);
-            if (r == 1) {
-                c->cbs->on_data(c, c->ud, c->w->pbuf, n);
-                continue;
+            /* With nothing buffered, SSL_read_ex would only set up its
+             * 16 KiB record buffer again (SSL_MODE_RELEASE_BUFFERS frees it
+             * after each record) and keep it while the session idles. */
+            bool empty = BIO_ctrl_pending(c->rbio) == 0 &&
+                         !SSL_has_pending(c->ssl);
+
+            if (!empty) {
+                ERR_clear_error();
+                r = SSL_read_ex(c->ssl, c->w->pbuf, sizeof c->w->pbuf, &n);
+                if (r == 1) {
+                    c->cbs->on_data(c, c->ud, c->w->pbuf, n);
+                    continue;
+                }
             }
             conn_output(c);   /* e.g. a reply to a key update */
-            r = SSL_get_error(c->ssl, 0);
+            r = empty ? SSL_ERROR_WANT_READ : SSL_get_error(c->ssl, 0);
             if (r == SSL_ERROR_WANT_READ) {
                 if (c->eof_pending && c->cbs->on_eof != NULL) {
                     c->eof_pending = false;
@@ -433,11 +589,11 @@ static void conn_on_read_data(struct conn *c, ssize_t n, const uv_buf_t *b)
         c->cbs->on_data(c, c->ud, b->base, (size_t)n);
         return;
     }
-    if (BIO_write(c->rbio, b->base, (int)n) != (int)n) {
-        conn_fail(c, -1, "out of memory");
-        return;
-    }
+    c->in = b->base;
+    c->in_len = (size_t)n;
     conn_pump(c);
+    if (conn_keep_left(c) != 0)
+        conn_fail(c, -1, "out of memory");
 }
 
 int conn_read_start(struct conn *c)
@@ -530,21 +686,24 @@ int conn_connect(struct conn *c, const struct sockaddr *addr)
     return 0;
 }
 
-/* conn_tls_setup - put ssl on fresh memory BIOs; ssl is owned by c. */
+/* conn_tls_setup - put ssl on c's BIOs; ssl is owned by c. */
 static int conn_tls_setup(struct conn *c, SSL *ssl)
 {
-    BIO *r, *w;
+    BIO *r = NULL, *w = NULL;
 
     c->ssl = ssl;
-    r = BIO_new(BIO_s_mem());
-    w = BIO_new(BIO_s_mem());
+    uv_once(&conn_bio_once, conn_bio_init);
+    if (conn_rbio_meth != NULL && conn_wbio_meth != NULL) {
+        r = BIO_new(conn_rbio_meth);
+        w = BIO_new(conn_wbio_meth);
+    }
     if (r == NULL || w == NULL) {
         BIO_free(r);
         BIO_free(w);
         return -1;
     }
-    /* an empty read BIO means "wait for more", not end of file */
-    BIO_set_mem_eof_return(r, -1);
+    BIO_set_data(r, c);
+    BIO_set_data(w, c);
     SSL_set_bio(ssl, r, w);
     c->rbio = r;
     c->wbio = w;
@@ -617,7 +776,7 @@ void conn_close_flush(struct conn *c)
 
 size_t conn_pending(const struct conn *c)
 {
-    return c->pending + (c->corked ? BIO_ctrl_pending(c->wbio) : 0);
+    return c->pending + (c->w->oowner == c ? c->w->olen : 0);
 }
 
 void conn_arm_drain(struct conn *c)

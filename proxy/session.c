@@ -131,6 +131,8 @@ static void session_on_timer_close(uv_handle_t *h)
     sbuf_free(&s->cin);
     sbuf_free(&s->bin);
     free(s->greeting);
+    free(s->client_cert_subject);
+    free(s->client_cert_verify);
     free(s);
 }
 
@@ -263,8 +265,9 @@ static void session_summary(struct session *s)
 {
     char subject[200];
 
-    log_escape(subject, sizeof subject, s->client_cert_subject,
-               strlen(s->client_cert_subject));
+    const char *cert = s->client_cert_subject ? s->client_cert_subject : "";
+
+    log_escape(subject, sizeof subject, cert, strlen(cert));
     log_event(&s->w->log, LOG_INFO, s->id,
               "event=summary client=%s service=%s profile=%s client_tls=%s "
               "client_cert=\"%s\" backend=%s:%s backend_tls=%s "
@@ -745,13 +748,13 @@ static size_t session_trace_header(const struct session *s, char *out,
         cipher = strchr(tls_ver, '/');
         if (cipher != NULL)
             *cipher++ = '\0';
-        session_comment_text(s->client_cert_subject[0] ? s->client_cert_subject
-                                                       : "none",
+        session_comment_text(s->client_cert_subject ? s->client_cert_subject
+                                                    : "none",
                              subject, sizeof subject);
         snprintf(client, sizeof client,
                  "(using %s with cipher %s; client certificate %s, %s)",
                  tls_ver, cipher ? cipher : "?", subject,
-                 s->client_cert_verify[0] ? s->client_cert_verify : "none");
+                 s->client_cert_verify ? s->client_cert_verify : "none");
     } else {
         snprintf(client, sizeof client, "(no TLS)");
     }
@@ -1170,7 +1173,7 @@ static void client_on_data(struct conn *c, void *ud, const char *buf,
 static void client_on_handshake(struct conn *c, void *ud, int status)
 {
     struct session *s = ud;
-    char esc[200];
+    char esc[200], subject[256], verify[96];
 
     if (s->closing)
         return;
@@ -1184,14 +1187,16 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     }
     s->client_tls = true;
     tls_describe(conn_ssl(c), s->client_tls_desc, sizeof s->client_tls_desc);
-    tls_peer_info(conn_ssl(c), s->client_cert_subject,
-                  sizeof s->client_cert_subject, s->client_cert_verify,
-                  sizeof s->client_cert_verify);
-    log_escape(esc, sizeof esc, s->client_cert_subject,
-               strlen(s->client_cert_subject));
+    tls_peer_info(conn_ssl(c), subject, sizeof subject, verify,
+                  sizeof verify);
+    if (subject[0] != '\0' && s->client_cert_subject == NULL)
+        s->client_cert_subject = strdup(subject);
+    if (strcmp(verify, "none") != 0 && s->client_cert_verify == NULL)
+        s->client_cert_verify = strdup(verify);
+    log_escape(esc, sizeof esc, subject, strlen(subject));
     log_event(&s->w->log, LOG_INFO, s->id,
               "event=client_tls tls=%s client_cert=\"%s\" client_cert_verify=%s",
-              s->client_tls_desc, esc, s->client_cert_verify);
+              s->client_tls_desc, esc, verify);
     s->cmode = CLIENT_COMMAND;
     if (!s->greeted) {
         session_try_greet(s);   /* implicit TLS */

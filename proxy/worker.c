@@ -98,6 +98,16 @@ static void worker_thread(void *arg)
 
     uv_run(w->loop, UV_RUN_DEFAULT);
     w->exit_status = uv_loop_close(w->loop) == 0 ? 0 : 1;
+    worker_release(w);
+}
+
+/* worker_release - see worker.h. */
+void worker_release(struct worker *w)
+{
+    free(w->obuf);
+    w->obuf = NULL;
+    w->olen = w->ocap = 0;
+    w->oowner = NULL;
 }
 
 /* worker_start - see worker.h. */

@@ -1463,6 +1463,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(0);
     }
     FUZZ_CHECK(f->torn_down && f->w->sessions == NULL && f->nbconns == 0);
+    FUZZ_CHECK(f->w->oowner == NULL || f->w->olen == 0);
+    worker_release(f->w);
     connlimit_free(f->limits);
     if (fz_debug)
         fprintf(stderr, "fuzz_session: done in %llu ms%s\n",
