@@ -1061,9 +1061,12 @@ void session_backend_ready(struct session *s)
         if (s->backend_replay_helo && s->helo_name[0] != '\0') {
             char line[300];
             int n = snprintf(line, sizeof line, "%s %s\r\n",
-                             s->backend_helo_only ? "HELO" : "EHLO",
+                             s->backend_helo_only || !s->client_esmtp
+                                 ? "HELO" : "EHLO",
                              s->helo_name);
 
+            /* what this backend offers is learnt from its own reply */
+            s->backend_chunking = false;
             session_forward(s, line, (size_t)n - 2, (size_t)n);
             fifo_push(s, EXPECT_SILENT, REPLY_NONE);
         }
@@ -1391,10 +1394,14 @@ static void session_relay(struct session *s, const char *p,
                       "event=xclient_refused code=%d", rep->code);
         return;
     case EXPECT_SILENT:
-        /* our own request to a fresh backend; the client asked nothing */
+        /* our own EHLO or HELO to a fresh backend; the client asked
+         * nothing */
         if (rep->code >= 400)
             log_event(&s->w->log, LOG_WARN, s->id,
                       "event=backend_replay_refused code=%d", rep->code);
+        else if (rep->code == 250 && s->client_esmtp && !s->backend_helo_only)
+            s->backend_chunking =
+                (smtp_ehlo_caps(p, rep->len) & SMTP_CAP_CHUNKING) != 0;
         return;
     default:
         break;

@@ -372,6 +372,39 @@ def test_bdat_with_backend_chunking_passes(proxy, scripted_backend):
     assert b"BDAT 23 LAST" in conn.lines, conn.lines
 
 
+def test_bdat_after_reject_follows_the_fresh_backend(proxy, scripted_backend):
+    """After a bare_newline = reject refusal a fresh backend session serves
+    the client.  What it offers is learnt from its own reply to the
+    replayed EHLO: here the first backend session offers CHUNKING and the
+    fresh one does not, so BDAT is refused (and the chunk is not read as
+    commands) instead of being relayed on the first one's word."""
+    def ehlo(conn, line):
+        if conn.index == 0 or line == b"EHLO proxy.test":
+            return None                    # the default reply, CHUNKING
+        return b"250-scripted.test\r\n250 PIPELINING\r\n"
+    b = scripted_backend(keywords=("PIPELINING", "CHUNKING", "8BITMIME"),
+                         replies={"EHLO": ehlo})
+    p = proxy(b.port, bare_newline="reject", idle_timeout=10)
+    c = connect(p)
+    assert c.ehlo().has("CHUNKING")
+    expect(c.cmd("MAIL FROM:<sender@client.test>"), 250)
+    expect(c.cmd("RCPT TO:<rcpt@test.example>"), 250)
+    expect(c.cmd("DATA"), 354)
+    c.send(b"Subject: bare\n\nbody\r\n.\r\n")
+    expect(c.read_reply(), 550, "5.5.2")
+    expect(c.cmd("MAIL FROM:<sender@client.test>"), 250)
+    expect(c.cmd("RCPT TO:<rcpt@test.example>"), 250)
+    expect_bdat_refused(send_bdat_then_noop(c, b"BDAT 23 LAST\r\n",
+                                            CHUNK_COMMANDS, False))
+    c.quit()
+    assert len(b.conns) == 2, [x.lines for x in b.conns]
+    fresh = b.conns[1]
+    fresh.done.wait(10)
+    assert b"EHLO client.test" in fresh.lines, fresh.lines
+    raw = bytes(fresh.raw)
+    assert b"BDAT" not in raw.upper() and b"x@y" not in raw, raw
+
+
 @pytest.mark.parametrize("line", [
     b"BDAT  23 LAST",
     b"bdat 23 last",
