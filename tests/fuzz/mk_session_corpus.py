@@ -244,33 +244,37 @@ for fault, name in ((CLOSE, "close"), (GARBAGE, "garbage"),
             fault_at=at) + MAIL
 
 
-# Open findings (fuzz_session, 2026-11-28); each aborts the target today.
+# Findings of fuzz_session (2026-11-28), fixed in ced41bd: replayed by
+# ctest so that they stay fixed.
 _XFWD = b"XFORWARD ADDR=6.6.6.6\r\n"
 _XCLI = b"XCLIENT ADDR=6.6.6.6 NAME=trusted.example\r\n"
-FINDINGS = {
+SEEDS.update({
     # max_errors fires on the 550 of a bare-newline message (bare_newline =
-    # reject): session_data_step() still calls backend_start() on the
-    # closed session; the new backend connection lingers until the 5 s
-    # close deadline.
-    "crash-linger-backend-after-close": header(variant=ENCRYPT, tls=True) +
+    # reject): session_data_step() called backend_start() on the closed
+    # session; the new backend connection lingered until the 5 s close
+    # deadline.
+    "fixed-linger-backend-after-close": header(variant=ENCRYPT, tls=True) +
         crlf(b"EHLO c") + crlf(*([b"MAIL FROM:<a>"] * 9)) +
         crlf(b"STARTTLS", b"EHLO c", b"MAIL FROM:<a>", b"RCPT TO:<b>",
              b"DATA") + b"a\nb\r\n.\r\n",
-    # BDAT relayed to a backend that did not offer CHUNKING: it answers
-    # 502 and reads the chunk, which the proxy never checked, as commands.
-    "crash-bdat-no-chunking-xforward": header(ehlo=EHLO_BARE) + crlf(
+    # BDAT relayed to a backend that did not offer CHUNKING: it answered
+    # 502 and read the chunk, which the proxy never checked, as commands.
+    "fixed-bdat-no-chunking-xforward": header(ehlo=EHLO_BARE) + crlf(
         b"EHLO c", b"MAIL FROM:<a>", b"RCPT TO:<b>") +
         b"BDAT %d\r\n" % len(_XFWD) + _XFWD + crlf(b"QUIT"),
-    "crash-bdat-no-chunking-xclient": header(variant=XCLIENT,
+    "fixed-bdat-no-chunking-xclient": header(variant=XCLIENT,
                                              ehlo=EHLO_BARE) +
         crlf(b"EHLO c", b"MAIL FROM:<a>") +
         b"BDAT %d\r\n" % len(_XCLI) + _XCLI + crlf(b"QUIT"),
-    # "BDAT  23" (two spaces) is relayed as written; a backend that wants
-    # "BDAT" SP size answers 501 and reads the chunk as commands.
-    "crash-bdat-two-spaces": header() + crlf(
+    # "BDAT  23" (two spaces) was relayed as written; a backend that wants
+    # "BDAT" SP size answered 501 and read the chunk as commands.
+    "fixed-bdat-two-spaces": header() + crlf(
         b"EHLO c", b"MAIL FROM:<a>", b"RCPT TO:<b>") +
         b"BDAT  %d\r\n" % len(_XFWD) + _XFWD + crlf(b"QUIT"),
-}
+})
+
+# Open findings: reproducers that still abort the target (none now).
+FINDINGS = {}
 
 
 def main():
