@@ -4,7 +4,8 @@
 # Prints one markdown table (plus the machine's `openssl speed` figures).
 #
 # usage: tests/bench/run-bench.sh [--quick] [--only S1,S3] [--pin]
-#                                 [--out FILE] [--keep] [--repeat N]
+#                                 [--pin-load] [--out FILE] [--keep]
+#                                 [--repeat N]
 #                                 [--nice N] [-h]
 # See tests/bench/README.md for what each scenario measures.
 set -u -o pipefail
@@ -22,14 +23,16 @@ REPEAT=1
 
 usage() {
     cat <<'EOF'
-usage: run-bench.sh [--quick] [--only LIST] [--pin] [--out FILE] [--keep]
-                    [--repeat N] [--nice N]
+usage: run-bench.sh [--quick] [--only LIST] [--pin] [--pin-load]
+                    [--out FILE] [--keep] [--repeat N] [--nice N]
   --quick      each scenario for ~2 s, S4 with 200 sessions: checks that the
                tools and every setup work (exit 1 on any error), not speed
   --only LIST  scenarios to run, comma separated: S1,S1R,S2,S3,S4,S5
                (S1R = S1 with the RSA-2048 certificate; S1 includes it
                unless --only names S1 alone)
   --pin        load generator on CPU 1, servers and sink on CPU 0 (taskset)
+  --pin-load   only the load generator on CPU 1; servers may use every CPU
+               (for worker scaling: PROXY_WORKERS=1 and =2 in turn)
   --out FILE   append the table to FILE
   --keep       keep the temporary directory (configs, logs)
   --repeat N   run each S1/S2/S3/S5 load N times against the same setup
@@ -59,6 +62,7 @@ while [ $# -gt 0 ]; do
     --only) shift; ONLY=${1:-}; ONLY_GIVEN=1 ;;
     --only=*) ONLY=${1#--only=}; ONLY_GIVEN=1 ;;
     --pin) PIN=1 ;;
+    --pin-load) PIN=2 ;;
     --out) shift; OUT=${1:-} ;;
     --out=*) OUT=${1#--out=} ;;
     --keep) KEEP=1 ;;
@@ -177,12 +181,12 @@ fi
 
 SRV_PIN=()
 LOAD_PIN=()
-if [ "$PIN" = 1 ]; then
+if [ "$PIN" != 0 ]; then
     if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-        SRV_PIN=(taskset -c 0)
+        [ "$PIN" = 1 ] && SRV_PIN=(taskset -c 0)
         LOAD_PIN=(taskset -c 1)
     else
-        log "--pin needs taskset and 2 CPUs; not pinning"
+        log "--pin/--pin-load need taskset and 2 CPUs; not pinning"
         PIN=0
     fi
 fi
@@ -726,7 +730,7 @@ table() {
     echo
     echo "Proxy binary: $STARTTLS_PROXY_BIN ($PROXY_ORIGIN)."
     echo
-    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -sr); load generator on the same machine$([ "$REPEAT" -gt 1 ] && echo ", median of $REPEAT runs per row (S4: one run)")$([ -n "$NICE" ] && echo ", everything at nice $NICE")$([ "$PIN" = 1 ] && echo ', pinned: load on CPU 1, servers on CPU 0' || echo ', not pinned'). Proxy workers: ${PROXY_WORKERS:-default (one per CPU)}; nginx worker_processes: $NGINX_WORKERS; stunnel: threads. Load average at start / end: $LOAD_START / $LOAD_END (other work on the machine makes the figures noisy). TLS seen: $(printf '%s; ' "${!TLS_SEEN[@]}")"
+    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -sr); load generator on the same machine$([ "$REPEAT" -gt 1 ] && echo ", median of $REPEAT runs per row (S4: one run)")$([ -n "$NICE" ] && echo ", everything at nice $NICE")$(case "$PIN" in 1) echo ', pinned: load on CPU 1, servers on CPU 0' ;; 2) echo ', load generator pinned to CPU 1, servers not pinned' ;; *) echo ', not pinned' ;; esac). Proxy workers: ${PROXY_WORKERS:-default (one per CPU)}; nginx worker_processes: $NGINX_WORKERS; stunnel: threads. Load average at start / end: $LOAD_START / $LOAD_END (other work on the machine makes the figures noisy). TLS seen: $(printf '%s; ' "${!TLS_SEEN[@]}")"
     echo
     echo "| Scenario | Setup | Value | Unit | p50 us | p99 us | Errors | x proxy | Notes |"
     # p50/p99: whole-session latency in S1/S2, NOOP round trip in S5
