@@ -261,8 +261,15 @@ class LimitedProxy:
                                      stdout=self.log_fd, stderr=self.log_fd,
                                      preexec_fn=limit)
         self.pid = self.proc.pid
-        wait_listening(self.port, self.proc, what="starttls-proxy",
-                       log=self.log_text)
+        try:
+            wait_listening(self.port, self.proc, what="starttls-proxy",
+                           log=self.log_text, own=True)
+            self.wait_log(r" event=start ")   # it handles SIGTERM from now on
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            self.log_fd.close()
+            raise
 
     def log_text(self):
         with open(self.logfile, "rb") as f:

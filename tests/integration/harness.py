@@ -116,11 +116,82 @@ def is_listening(port, ip="127.0.0.1"):
     return (ip, port) in ports or ("0.0.0.0", port) in ports
 
 
-def wait_listening(port, proc=None, timeout=TIMEOUT, what=None, log=None):
+def listening_inodes(port):
+    """listening_inodes - socket inodes in LISTEN state on 127.0.0.1:port
+    or 0.0.0.0:port (IPv4), from /proc/net/tcp."""
+    found = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            addr, p = fields[1].split(":")
+            if fields[3] == "0A" and int(p, 16) == port and \
+                    addr in ("0100007F", "00000000"):
+                found.add(int(fields[9]))
+    return found
+
+
+def socket_inodes(pid):
+    """socket_inodes - inodes of the sockets process pid holds open."""
+    found = set()
+    d = "/proc/%d/fd" % pid
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return found
+    for name in names:
+        try:
+            target = os.readlink(os.path.join(d, name))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def socket_owners(inodes):
+    """socket_owners - 'pid (command line)' of each process holding one of
+    the socket inodes, for error messages."""
+    owners = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and socket_inodes(int(pid)) & inodes:
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(
+                        "utf-8", "replace").strip()
+            except OSError:
+                cmd = "?"
+            owners.append("%s (%s)" % (pid, cmd))
+    return owners or ["unknown"]
+
+
+def wait_listening(port, proc=None, timeout=TIMEOUT, what=None, log=None,
+                   own=False):
     """wait_listening - wait until something listens on 127.0.0.1:port; if
-    proc (a Popen) exits first, raise with its log."""
+    proc (a Popen) exits first, raise with its log.
+
+    own=True: until proc itself listens there, and then nobody else may.
+    The proxy binds with SO_REUSEPORT, so another proxy of the same user
+    (a suite running at the same time that picked the same free port) can
+    listen on the port too and take a share of the connections: the test
+    would talk to a stranger and the proxy under test, still starting,
+    would meet its SIGTERM before it handles one."""
     deadline = time.monotonic() + timeout
-    while not is_listening(port):
+    while True:
+        if own:
+            inodes = listening_inodes(port)
+            mine = inodes & socket_inodes(proc.pid)
+            if mine:
+                others = inodes - mine
+                if others:
+                    raise AssertionError(
+                        "%s: port %d is also listened on by: %s\n%s"
+                        % (what or proc.args[0], port,
+                           ", ".join(socket_owners(others)),
+                           log() if log else ""))
+                return
+        elif is_listening(port):
+            return
         if proc is not None and proc.poll() is not None:
             raise AssertionError("%s exited with %s before listening on %d:\n%s"
                                  % (what or proc.args[0], proc.returncode, port,
@@ -716,12 +787,31 @@ class ProxyProcess:
         try:
             for p in ports:
                 wait_listening(p, self.proc, what="starttls-proxy",
-                               log=self.log_text)
+                               log=self.log_text, own=True)
+            # started: its SIGTERM handler is in place (before it, SIGTERM
+            # kills it: exit status -15)
+            if sections.get("proxy", {}).get("log_level", "info") in (
+                    "debug", "info"):
+                self.wait_started()
         except BaseException:
             self.proc.kill()
             self.proc.wait()
             self.log_fd.close()
             raise
+
+    def wait_started(self, timeout=TIMEOUT):
+        """wait_started - until the proxy logged event=start (it logs it
+        once it handles SIGTERM and SIGINT)."""
+        deadline = time.monotonic() + timeout
+        while b" event=start " not in self.log_bytes():
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    "starttls-proxy exited with %s before event=start:\n%s"
+                    % (self.proc.returncode, self.log_text()))
+            if time.monotonic() > deadline:
+                raise AssertionError("starttls-proxy: no event=start after "
+                                     "%.0fs:\n%s" % (timeout, self.log_text()))
+            time.sleep(0.005)
 
     def log_bytes(self):
         with open(self.logfile, "rb") as f:

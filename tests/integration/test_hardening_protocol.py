@@ -79,7 +79,8 @@ def test_group_ending_commands_pipelined_answered_in_order(
         expect(c.read_reply(), 250)
     expect(c.cmd("NOOP"), 250)
     c.quit()
-    conn = b.conns[0]
+    conn = b.wait_conns(1)
+    assert len(b.conns) == 1, b.conns
     conn.done.wait(10)
     # the backend got the client's commands in the client's order
     sent = [l for l in data.split(b"\r\n") if l]
