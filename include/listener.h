@@ -16,6 +16,17 @@ struct worker;
 struct listener;
 
 /*
+ * listener_check_free - 0 if nothing listens on addr, else -1 with a
+ * message in err ("Address already in use").  SO_REUSEPORT lets any
+ * process of the same user join the workers' sockets, so a second
+ * instance (or a second service on the same address) would silently get
+ * a share of the connections: call this before the first
+ * listener_socket for an address.
+ */
+int listener_check_free(const struct listen_addr *addr, char *err,
+                        size_t err_len);
+
+/*
  * listener_socket - a listening socket for addr (SO_REUSEPORT set).
  * Returns the descriptor, or -1 with a message in err.
  */

@@ -51,6 +51,31 @@ fail:
     return -1;
 }
 
+/* listener_check_free - see listener.h. */
+int listener_check_free(const struct listen_addr *addr, char *err,
+                        size_t err_len)
+{
+    int fd, one = 1, e = 0;
+    int family = addr->addr.ss_family;
+
+    /* SO_REUSEADDR (sockets of an earlier run in TIME_WAIT do not count)
+     * but no SO_REUSEPORT: any socket listening there makes bind fail */
+    fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+        bind(fd, (const struct sockaddr *)&addr->addr, addr->addr_len) != 0)
+        e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (e == 0)
+        return 0;
+    snprintf(err, err_len, "cannot listen on %s: %s", addr->text,
+             strerror(e));
+    return -1;
+}
+
 static void listener_on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;

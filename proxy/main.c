@@ -126,8 +126,13 @@ static int *main_sockets(const struct config *cfg, unsigned nworkers,
     for (unsigned wi = 0; wi < nworkers; wi++)
         for (size_t i = 0; i < cfg->nservices; i++)
             for (size_t j = 0; j < cfg->services[i].nlisten; j++) {
-                fds[k] = listener_socket(&cfg->services[i].listen[j], err,
-                                         err_len);
+                const struct listen_addr *a = &cfg->services[i].listen[j];
+
+                /* the address is ours alone: no other process (and no
+                 * other service here) listens there */
+                fds[k] = wi == 0 && listener_check_free(a, err, err_len) != 0
+                             ? -1
+                             : listener_socket(a, err, err_len);
                 if (fds[k] < 0) {
                     while (k-- > 0)
                         close(fds[k]);
@@ -147,6 +152,7 @@ int main(int argc, char **argv)
     uv_loop_t loop;
     char err[512];
     int check = 0, opt, rc = 0;
+    sigset_t stop_signals, old_mask;
     size_t per_worker = 0;
     unsigned started = 0;
     unsigned long max_files;
@@ -176,6 +182,16 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    /*
+     * From the first listening socket on, SIGTERM and SIGINT must end in a
+     * clean stop (exit 0), but the loop handles them only from
+     * uv_signal_start on: until then they stay pending.  The worker
+     * threads inherit the mask and never take them.
+     */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
     rt.log.level = rt.cfg->log_level;
     rt.log.out = stderr;
     rt.nworkers = rt.cfg->workers ? rt.cfg->workers
@@ -214,6 +230,8 @@ int main(int argc, char **argv)
         rt.sigterm.data = rt.sigint.data = &rt;
         uv_signal_start(&rt.sigterm, main_on_signal, SIGTERM);
         uv_signal_start(&rt.sigint, main_on_signal, SIGINT);
+        /* a stop requested during start-up is handled now */
+        pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
         for (size_t i = 0; i < rt.cfg->nservices; i++) {
             const struct service *svc = &rt.cfg->services[i];
 

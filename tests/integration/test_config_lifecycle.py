@@ -176,6 +176,30 @@ def test_start_with_port_in_use_exits_1(proxy_bin, certs, tmp_path):
     assert p.returncode == 1, p.stdout
 
 
+def test_second_instance_on_the_same_port_exits_1(proxy, proxy_bin,
+                                                  smtp_sink, tmp_path):
+    """The workers' sockets use SO_REUSEPORT; a second starttls-proxy on
+    the same address must not silently take a share of the connections
+    (a forgotten old instance would serve half the clients): it exits 1
+    with a clear error, and the first one keeps every connection."""
+    sink = smtp_sink()
+    first = proxy(sink.port)
+    ini = str(tmp_path / "second.ini")
+    write_ini(ini, first.sections)
+    p = subprocess.run([proxy_bin, "-c", ini], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=TIMEOUT)
+    out = p.stdout.decode()
+    assert p.returncode == 1, out
+    assert "cannot listen on 127.0.0.1:%d" % first.port in out, out
+    assert "Address already in use" in out, out
+    for _ in range(8):          # the first instance serves every client
+        c = SMTPClient(first.port)
+        expect(c.greeting(), 220)
+        expect(c.ehlo(), 250)
+        c.quit()
+    assert first.proc.poll() is None
+
+
 def test_version_and_usage(proxy_bin):
     p = subprocess.run([proxy_bin, "-V"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=TIMEOUT)
