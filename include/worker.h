@@ -19,6 +19,7 @@
 struct session;
 struct listener;
 struct connlimit;
+struct ssl_session_st;
 
 #define WORKER_READ_BUF 65536
 #define WORKER_PLAIN_BUF 16384
@@ -48,6 +49,9 @@ struct worker {
     char *obuf;
     size_t olen, ocap;
     struct conn *oowner;             /* whose bytes obuf holds, or NULL */
+    /* the newest resumable TLS session of each service's backend leg
+     * (indexed like cfg->services; NULL array: no resumption) */
+    struct ssl_session_st **backend_sess;
     /* scratch: filled and consumed within one callback, never kept */
     char rbuf[WORKER_READ_BUF];
     char pbuf[WORKER_PLAIN_BUF];
@@ -87,6 +91,11 @@ int worker_join(struct worker *w);
  * loop then runs dry by itself.  Idempotent.
  */
 void worker_stop(struct worker *w);
+
+/* worker_backend_session - where service svc_index's backend TLS
+ * session is kept on this worker, or NULL. */
+struct ssl_session_st **worker_backend_session(struct worker *w,
+                                               size_t svc_index);
 
 /* worker_release - free w's buffers once its loop has run dry. */
 void worker_release(struct worker *w);

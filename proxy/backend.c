@@ -155,8 +155,16 @@ void backend_start(struct session *s)
 static void backend_tls_begin(struct session *s, enum backend_state next)
 {
     SSL *ssl = tls_client_ssl(s->tls->client, s->svc->backend_verify_name);
+    SSL_SESSION **slot = worker_backend_session(s->w, s->svc_index);
 
     backend_set_state(s, next);
+    if (ssl != NULL && slot != NULL) {
+        /* resume the service's last backend session: no certificate or
+         * key exchange work on either side when the backend agrees */
+        SSL_set_app_data(ssl, slot);
+        if (*slot != NULL)
+            (void)SSL_set_session(ssl, *slot);
+    }
     if (ssl == NULL || conn_start_tls_client(s->backend, ssl) != 0)
         backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_error",
                         "cannot start TLS");
@@ -328,6 +336,12 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
     if (s->closing || c != s->backend)
         return;
     if (status != 0) {
+        SSL_SESSION **slot = worker_backend_session(s->w, s->svc_index);
+
+        if (slot != NULL) {    /* start afresh next time */
+            SSL_SESSION_free(*slot);
+            *slot = NULL;
+        }
         /* strict: refused (unless enforce = no); otherwise as "may" */
         if (backend_strict(s) && backend_refuse(s, conn_error(c)))
             return;
@@ -352,8 +366,9 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
         backend_refuse(s, s->backend_verify))
         return;
     log_event(&s->w->log, LOG_INFO, s->id,
-              "event=backend_tls tls=%s verify=%s", s->backend_tls_desc,
-              s->backend_verify);
+              "event=backend_tls tls=%s verify=%s resumed=%s",
+              s->backend_tls_desc, s->backend_verify,
+              SSL_session_reused(conn_ssl(c)) ? "yes" : "no");
     if (s->bstate == BACKEND_TLS_IMPLICIT)
         backend_set_state(s, BACKEND_GREETING);
     else

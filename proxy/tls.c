@@ -726,6 +726,23 @@ static int tls_server_sets(const struct config *cfg, const struct service *svc,
  * checked against the same store, but only so that the result can be
  * logged.
  */
+/*
+ * tls_backend_new_session - OpenSSL has a session (a TLS 1.3 ticket, or a
+ * TLS 1.2 session) for a backend connection: it replaces the one kept in
+ * the slot tls_client_ssl's caller put in the SSL's app data.  Runs on
+ * the worker that owns the connection; 1 = we keep the reference.
+ */
+static int tls_backend_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    SSL_SESSION **slot = SSL_get_app_data(ssl);
+
+    if (slot == NULL || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    SSL_SESSION_free(*slot);
+    *slot = sess;
+    return 1;
+}
+
 static SSL_CTX *tls_backend_ctx(const struct config *cfg,
                                 const struct service *svc, char *err,
                                 size_t err_len)
@@ -749,6 +766,11 @@ static SSL_CTX *tls_backend_ctx(const struct config *cfg,
         tls_fail(&w, "cannot load CA file", svc->backend_ca_file);
         goto fail;
     }
+    /* resumption: each worker keeps the newest session per service
+     * (tls_backend_new_session); OpenSSL's own cache is not used */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+                                            SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, tls_backend_new_session);
     /* under "enforce = no" the chain is still checked, but only so that
      * backend.c can log would_refuse and go on with the session */
     SSL_CTX_set_verify(ctx, svc->backend_tls == BACKEND_TLS_VERIFY &&

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "listener.h"
 #include "session.h"
 
@@ -24,7 +26,18 @@ void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
     w->id = id;
     w->log.level = cfg->log_level;
     w->log.out = stderr;
+    /* without it the backend leg just does full handshakes */
+    w->backend_sess = calloc(cfg->nservices ? cfg->nservices : 1,
+                             sizeof *w->backend_sess);
     loop->data = w;
+}
+
+/* worker_backend_session - see worker.h. */
+SSL_SESSION **worker_backend_session(struct worker *w, size_t svc_index)
+{
+    if (w->backend_sess == NULL || svc_index >= w->cfg->nservices)
+        return NULL;
+    return &w->backend_sess[svc_index];
 }
 
 /* worker_listen - see worker.h. */
@@ -104,6 +117,11 @@ static void worker_thread(void *arg)
 /* worker_release - see worker.h. */
 void worker_release(struct worker *w)
 {
+    if (w->backend_sess != NULL)
+        for (size_t i = 0; i < w->cfg->nservices; i++)
+            SSL_SESSION_free(w->backend_sess[i]);
+    free(w->backend_sess);
+    w->backend_sess = NULL;
     free(w->obuf);
     w->obuf = NULL;
     w->olen = w->ocap = 0;

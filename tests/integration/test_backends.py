@@ -117,6 +117,25 @@ def test_postfix_backend_verify_name_alternative_san_accepted(
     assert re.match(r"TLSv1\.[23]", f["backend_tls"]), f
 
 
+def test_postfix_backend_session_resumed_and_still_verified(
+        proxy, postfix_backend, certs, client_ctx):
+    """The second backend connection resumes the first one's TLS session
+    (one worker, so both use the same kept session); both messages are
+    delivered and both legs report the verified certificate."""
+    p = proxy(postfix_backend.port, proxy_keys={"workers": "1"},
+              **verify_keys(certs))
+    tokens = [unique_token("pf-resume-%d" % i) for i in range(2)]
+    for token in tokens:
+        expect(deliver(SMTPClient(p.port), client_ctx, token), 250, "2.0.0")
+    p.wait_log(r"event=backend_tls .*resumed=", count=2)
+    events = re.findall(r"event=backend_tls tls=\S+ verify=(\S+) "
+                        r"resumed=(yes|no)", p.log_text())
+    assert events == [("verified", "no"), ("verified", "yes")], events
+    for token in tokens:
+        wait_for(lambda: token in postfix_backend.mbox_text(),
+                 what="message in mailbox")
+
+
 def test_postfix_backend_may_untrusted_cert_uses_tls_unverified(
         proxy, postfix_backend, certs, client_ctx):
     pf = postfix_backend
