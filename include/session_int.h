@@ -14,25 +14,11 @@
 #include "config.h"
 #include "conn.h"
 #include "reply.h"
+#include "sbuf.h"
 #include "smtp.h"
 #include "tls.h"
 #include "worker.h"
 
-/* a bounded byte queue: data[off .. off+len) is unread */
-struct sbuf {
-    char *data;
-    size_t off;
-    size_t len;
-    size_t cap;
-};
-
-int sbuf_append(struct sbuf *b, const char *p, size_t n);
-void sbuf_consume(struct sbuf *b, size_t n);
-void sbuf_free(struct sbuf *b);
-static inline const char *sbuf_ptr(const struct sbuf *b)
-{
-    return b->data + b->off;
-}
 
 /* The backend leg's setup, in order (DESIGN.md, step 2). */
 enum backend_state {

@@ -22,6 +22,7 @@
 #include <openssl/err.h>
 #include <uv.h>
 
+#include "sbuf.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -51,8 +52,7 @@ struct conn {
     BIO *wbio;             /* ciphertext for the peer, written by SSL */
     const char *in;        /* the socket read being pumped (in_len left) */
     size_t in_len;
-    char *left;            /* unread ciphertext kept from earlier reads */
-    size_t left_off, left_len;
+    struct sbuf left;      /* unread ciphertext kept from earlier reads */
     size_t pending;        /* bytes handed to uv_write, not yet written */
     bool reading;          /* uv_read_start is in effect */
     bool paused;           /* the owner asked us to stop delivering */
@@ -120,7 +120,7 @@ static void conn_on_close(uv_handle_t *h)
     if (c->ssl != NULL && c->tls == CONN_TLS_UP && !c->failed)
         SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl);   /* frees both BIOs */
-    free(c->left);
+    sbuf_free(&c->left);
     free(c);
 }
 
@@ -251,16 +251,10 @@ static int conn_bio_read(BIO *b, char *out, size_t len, size_t *got)
     size_t n = 0, k;
 
     BIO_clear_retry_flags(b);
-    if (c->left_off < c->left_len) {
-        k = c->left_len - c->left_off < len ? c->left_len - c->left_off : len;
-        memcpy(out, c->left + c->left_off, k);
-        c->left_off += k;
-        n = k;
-        if (c->left_off == c->left_len) {
-            free(c->left);
-            c->left = NULL;
-            c->left_off = c->left_len = 0;
-        }
+    if (c->left.len > 0) {
+        n = c->left.len < len ? c->left.len : len;
+        memcpy(out, sbuf_ptr(&c->left), n);
+        sbuf_consume(&c->left, n);
     }
     if (n < len && c->in_len > 0) {
         k = c->in_len < len - n ? c->in_len : len - n;
@@ -319,7 +313,7 @@ static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr, bool rd)
     switch (cmd) {
     case BIO_CTRL_PENDING:
         if (rd)
-            return (long)(c->left_len - c->left_off + c->in_len);
+            return (long)(c->left.len + c->in_len);
         return 0;
     case BIO_CTRL_WPENDING:
         if (!rd && c->w->oowner == c)
@@ -362,26 +356,11 @@ static void conn_bio_init(void)
 /* conn_keep_left - the socket read is over: keep what TLS did not read. */
 static int conn_keep_left(struct conn *c)
 {
-    size_t keep = c->left_len - c->left_off;
-    char *p;
+    int r = sbuf_append(&c->left, c->in, c->in_len);
 
-    if (c->in_len == 0)
-        goto done;
-    if (c->left_off > 0) {
-        memmove(c->left, c->left + c->left_off, keep);
-        c->left_off = 0;
-        c->left_len = keep;
-    }
-    p = realloc(c->left, keep + c->in_len);
-    if (p == NULL)
-        return -1;
-    memcpy(p + keep, c->in, c->in_len);
-    c->left = p;
-    c->left_len = keep + c->in_len;
-done:
     c->in = NULL;
     c->in_len = 0;
-    return 0;
+    return r;
 }
 
 /*
