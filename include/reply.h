@@ -35,6 +35,8 @@ enum reply_id {
     REPLY_BARE_NEWLINE_COMMAND, /* 500 5.5.2 */
     REPLY_BARE_NEWLINE_MESSAGE, /* 550 5.5.2 */
     REPLY_PROXY_HEADER,         /* 421 4.7.0 */
+    REPLY_NUL_COMMAND,          /* 500 5.5.2 */
+    REPLY_NUL_MESSAGE,          /* 550 5.6.0 */
     REPLY_COUNT
 };
 

@@ -103,7 +103,10 @@ struct session {
                                          commands (DATA, AUTH, QUIT) */
     struct smtp_data_filter filter;   /* DATA content (smuggling defence) */
     bool msg_rejected;                /* bare_newline = reject fired */
+    uint8_t reject_reply;             /* ... and the reply it gets */
     bool bare_logged;
+    bool nul_logged;
+    uint64_t nnul;                    /* NUL bytes removed, earlier messages */
     uint64_t bdat_left;
     struct expect fifo[SESSION_FIFO];
     unsigned fifo_head;

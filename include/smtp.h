@@ -222,17 +222,20 @@ bool smtp_line_has_bare_cr_lf(const char *line, size_t len, size_t total);
  *   is written "..": so no end-of-data appears in the output that was not
  *   in the input.  "a\n.\nMAIL FROM:<x>" becomes "a\r\n..\r\nMAIL FROM:<x>".
  *   Lines that follow a real CRLF are otherwise untouched (".." stays "..").
- * - NUL bytes pass through unchanged (RFC 5321 does not allow them, but
- *   real mail has them, and they cannot end the message here); they are
- *   recorded (smtp_data_filter_nul_seen) for a caller that would rather
- *   refuse them, e.g. in front of a backend that drops NULs and would then
- *   read "\r\n\0.\r\n" as an end.
+ * - NUL bytes are removed (RFC 5321 2.3.8 text holds none, and a backend
+ *   that drops them while reading would read "\r\n\0.\r\n" as an end).
+ *   A line that then starts with "." is stuffed as after a bare line end:
+ *   "\r\n\0.\r\n" becomes "\r\n..\r\n", "\r\n.\0\r\n" too.  A NUL
+ *   never ends anything and never turns a bare CR or LF into CRLF ("\r\0\n"
+ *   is a bare CR and a bare LF).  They are counted
+ *   (smtp_data_filter_nul_count) for a caller that refuses them instead.
  *
  * The output is the same in both modes; the mode is kept for the caller
  * (smtp_data_filter_mode).  With SMTP_BARE_REJECT the caller reads the
  * message to its real end, then refuses it (550 5.5.2) when
  * smtp_data_filter_bare_seen says so, and must not let the backend accept
- * what it was sent of it.  bare_seen is recorded in both modes.
+ * what it was sent of it.  bare_seen and the NUL count are recorded in
+ * both modes.
  */
 enum smtp_bare_newline {
     SMTP_BARE_NORMALIZE,  /* rewrite bare CR/LF to CRLF, dot-stuff */
@@ -249,7 +252,7 @@ struct smtp_data_filter {
     int state;                    /* private */
     enum smtp_bare_newline mode;  /* private: smtp_data_filter_mode */
     bool bare_seen;               /* private: smtp_data_filter_bare_seen */
-    bool nul_seen;                /* private: smtp_data_filter_nul_seen */
+    uint64_t nul_count;           /* private: smtp_data_filter_nul_count */
 };
 
 /* smtp_data_filter_init - start filtering at the beginning of content. */
@@ -293,8 +296,11 @@ size_t smtp_data_filter_pass(struct smtp_data_filter *f, const char *in,
 /* smtp_data_filter_bare_seen - was a bare CR or LF found so far? */
 bool smtp_data_filter_bare_seen(const struct smtp_data_filter *f);
 
-/* smtp_data_filter_nul_seen - was a NUL byte found so far? */
+/* smtp_data_filter_nul_seen - was a NUL byte found (and removed) so far? */
 bool smtp_data_filter_nul_seen(const struct smtp_data_filter *f);
+
+/* smtp_data_filter_nul_count - how many NUL bytes were removed so far. */
+uint64_t smtp_data_filter_nul_count(const struct smtp_data_filter *f);
 
 /* smtp_data_filter_mode - the mode given to smtp_data_filter_init. */
 enum smtp_bare_newline smtp_data_filter_mode(const struct smtp_data_filter *f);

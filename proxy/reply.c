@@ -50,6 +50,9 @@ static const struct reply_def reply_table[REPLY_COUNT] = {
         "Message contains bare CR or LF"},
     [REPLY_PROXY_HEADER] = {"421 4.7.0", 1, 1,
         "Error: bad or missing PROXY protocol header"},
+    [REPLY_NUL_COMMAND] = {"500 5.5.2", 0, 0,
+        "Error: NUL byte in command line"},
+    [REPLY_NUL_MESSAGE] = {"550 5.6.0", 0, 0, "Message contains NUL bytes"},
 };
 
 int reply_code(enum reply_id id)

@@ -225,7 +225,7 @@ static void session_summary(struct session *s)
               "event=summary client=%s service=%s profile=%s client_tls=%s "
               "client_cert=\"%s\" backend=%s:%s backend_tls=%s "
               "backend_verify=%s commands=%u messages=%u errors=%u "
-              "backend_connections=%u duration_ms=%llu",
+              "nul_bytes=%llu backend_connections=%u duration_ms=%llu",
               s->client_addr, s->svc->name,
               s->profile < s->svc->nprofiles ? s->svc->profiles[s->profile]->name
                                              : "none",
@@ -233,7 +233,12 @@ static void session_summary(struct session *s)
               s->svc->backend_host, s->svc->backend_port,
               s->backend_tls_desc[0] ? s->backend_tls_desc : "plaintext",
               s->backend_verify[0] ? s->backend_verify : "none",
-              s->ncommands, s->nmessages, s->nerrors, s->nbackends,
+              s->ncommands, s->nmessages, s->nerrors,
+              (unsigned long long)(s->nnul +
+                                   (s->cmode == CLIENT_DATA
+                                        ? smtp_data_filter_nul_count(&s->filter)
+                                        : 0)),
+              s->nbackends,
               (unsigned long long)(uv_now(s->w->loop) - s->started_ms));
 }
 
@@ -745,16 +750,18 @@ static size_t session_trace_header(const struct session *s, char *out,
 }
 
 /*
- * session_reject_message - "bare_newline = reject" found a bare CR or LF:
+ * session_reject_message - "bare_newline = reject" found a bare CR or LF
+ * or a NUL (event names which; reply is what the client gets at the end):
  * the backend is cut off mid-message (it never sees an end-of-data, so it
  * delivers nothing of it), the rest is read and thrown away, and a fresh
  * backend session takes over after the 550.
  */
-static void session_reject_message(struct session *s)
+static void session_reject_message(struct session *s, const char *event,
+                                   enum reply_id reply)
 {
-    log_event(&s->w->log, LOG_WARN, s->id,
-              "event=bare_newline_message action=reject");
+    log_event(&s->w->log, LOG_WARN, s->id, "event=%s action=reject", event);
     s->msg_rejected = true;
+    s->reject_reply = (uint8_t)reply;
     if (s->backend != NULL)
         conn_close(s->backend);
     s->backend = NULL;
@@ -812,11 +819,26 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
         if (smtp_data_filter_bare_seen(&s->filter) && !s->bare_logged) {
             s->bare_logged = true;
             if (s->svc->bare_newline == BARE_NEWLINE_REJECT &&
+                !s->msg_rejected &&
                 session_enforce(s, "bare_newline", "message"))
-                session_reject_message(s);
+                session_reject_message(s, "bare_newline_message",
+                                       REPLY_BARE_NEWLINE_MESSAGE);
             else
                 log_event(&s->w->log, LOG_INFO, s->id,
-                          "event=bare_newline_message action=normalize");
+                          "event=bare_newline_message action=%s",
+                          s->msg_rejected ? "reject" : "normalize");
+        }
+        if (smtp_data_filter_nul_seen(&s->filter) && !s->nul_logged) {
+            /* a backend that drops NULs could read "\r\n\0.\r\n" as an
+             * end: they never reach it (removed, or the message refused) */
+            s->nul_logged = true;
+            if (s->svc->bare_newline == BARE_NEWLINE_REJECT &&
+                !s->msg_rejected && session_enforce(s, "nul_byte", "message"))
+                session_reject_message(s, "nul_message", REPLY_NUL_MESSAGE);
+            else
+                log_event(&s->w->log, LOG_INFO, s->id,
+                          "event=nul_message action=%s",
+                          s->msg_rejected ? "reject" : "normalize");
         }
         if (!s->msg_rejected)
             conn_write(s->backend, out, out_len);
@@ -826,12 +848,13 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
     if (!done)
         return true;
     s->cmode = CLIENT_COMMAND;
+    s->nnul += smtp_data_filter_nul_count(&s->filter);
     if (!s->msg_rejected) {
         fifo_push(s, EXPECT_END_OF_DATA, REPLY_NONE);
         return true;
     }
     s->msg_rejected = false;
-    session_local(s, REPLY_BARE_NEWLINE_MESSAGE);
+    session_local(s, (enum reply_id)s->reject_reply);
     if (s->closing)
         return false;
     s->backend_refresh = true;
@@ -872,6 +895,15 @@ static bool session_client_step(struct session *s)
             sbuf_consume(&s->cin, total);
             s->cmode = CLIENT_COMMAND;
             session_local(s, REPLY_BARE_NEWLINE_COMMAND);
+            return true;
+        }
+        if (memchr(p, '\0', line_len) != NULL) {
+            /* RFC 5321 2.3.8: no NUL in a command; a backend may cut the
+             * line there, or drop it and read something else */
+            log_event(&s->w->log, LOG_INFO, s->id, "event=nul_command");
+            sbuf_consume(&s->cin, total);
+            s->cmode = CLIENT_COMMAND;
+            session_local(s, REPLY_NUL_COMMAND);
             return true;
         }
         if (s->cmode == CLIENT_AUTH) {
@@ -1340,6 +1372,7 @@ static void session_relay(struct session *s, const char *p,
                                   s->svc->bare_newline == BARE_NEWLINE_REJECT
                                       ? SMTP_BARE_REJECT : SMTP_BARE_NORMALIZE);
             s->bare_logged = false;
+            s->nul_logged = false;
             if (s->svc->trace_header) {
                 char hdr[2048];
                 size_t hn = session_trace_header(s, hdr, sizeof hdr);

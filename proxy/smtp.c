@@ -580,6 +580,13 @@ bool smtp_line_has_bare_cr_lf(const char *line, size_t len, size_t total)
  * there is written either as ".." (after a bare line end, or as a line "."
  * ended by a bare CR/LF) or as "." followed by a byte that is not CR or LF,
  * or it is the real end: so the output holds CRLF "." CRLF only at its end.
+ *
+ * NUL bytes are removed (a backend that drops them while reading would
+ * otherwise find "CRLF NUL . CRLF" to be an end).  A NUL at a line start
+ * makes it a tainted line start, as after a bare line end (FILT_BOL_BARE:
+ * a "." that follows is stuffed), and a NUL right after a line's leading
+ * "." writes that dot as "..": a line that starts with "." once its NULs
+ * are gone can never read as the end.
  */
 enum smtp_filter_state {
     FILT_BOL = 0,
@@ -604,7 +611,7 @@ void smtp_data_filter_init(struct smtp_data_filter *f,
     f->state = FILT_BOL;
     f->mode = mode;
     f->bare_seen = false;
-    f->nul_seen = false;
+    f->nul_count = 0;
 }
 
 /*
@@ -612,7 +619,7 @@ void smtp_data_filter_init(struct smtp_data_filter *f,
  * decides into o (at most FILT_MAX_STEP bytes), return its length, update
  * *st and set *bare when a bare CR or LF was found.  First the held bytes
  * are settled; when that does not use c up, c is read at a line start or
- * inside a line.
+ * inside a line.  A NUL writes nothing of its own.
  */
 static size_t smtp_filter_step(int *st, char c, char *o, bool *bare)
 {
@@ -633,6 +640,11 @@ static size_t smtp_filter_step(int *st, char c, char *o, bool *bare)
         if (c == '\r') {
             *st = FILT_DOT_CR;
             return 0;
+        }
+        if (c == '\0') {       /* ".\0": the dot is stuffed, the NUL goes */
+            memcpy(o, "..", 2);
+            *st = FILT_TEXT;
+            return 2;
         }
         if (c == '\n') {       /* "." + bare LF: must not read as the end */
             *bare = true;
@@ -667,6 +679,10 @@ static size_t smtp_filter_step(int *st, char c, char *o, bool *bare)
         o[n++] = '\r';
         o[n++] = '\n';
         *st = FILT_BOL_BARE;
+        break;
+    case '\0':                  /* removed; a "." after it is stuffed */
+        if (*st == FILT_BOL)
+            *st = FILT_BOL_BARE;
         break;
     case '.':
         if (*st == FILT_BOL) {
@@ -757,11 +773,13 @@ static bool smtp_filter_same(int *st, char c, int next, size_t *used)
         return true;
     case '\n':
         return false;          /* bare LF: rewritten */
+    case '\0':
+        return false;          /* removed */
     case '.':
         if (*st != FILT_TEXT)
             return false;      /* held, or stuffed */
         return true;
-    default:                   /* NUL and plain bytes, any line position */
+    default:                   /* plain bytes, any line position */
         *st = FILT_TEXT;
         return true;
     }
@@ -794,8 +812,6 @@ size_t smtp_data_filter_pass(struct smtp_data_filter *f, const char *in,
                               i + 1 < in_len ? (unsigned char)in[i + 1] : -1,
                               &used))
             break;
-        if (in[i] == '\0')
-            f->nul_seen = true;
         i += used;
     }
     f->state = st;
@@ -815,7 +831,7 @@ size_t smtp_data_filter(struct smtp_data_filter *f, const char *in,
 {
     int st = f->state;
     bool bare = f->bare_seen;
-    bool nul = f->nul_seen;
+    uint64_t nul = f->nul_count;
     size_t i = 0, o = 0;
 
     if (st == FILT_END) {
@@ -844,8 +860,6 @@ size_t smtp_data_filter(struct smtp_data_filter *f, const char *in,
                                       &used) ||
                     used > room - n)
                     break;
-                if (in[i + n] == '\0')
-                    nul = true;
                 st = nst;
                 n += used;
             }
@@ -869,7 +883,7 @@ size_t smtp_data_filter(struct smtp_data_filter *f, const char *in,
             o += n;
         }
         if (in[i] == '\0')
-            nul = true;
+            nul++;
         st = nst;
         bare = nbare;
         i++;
@@ -878,7 +892,7 @@ size_t smtp_data_filter(struct smtp_data_filter *f, const char *in,
     }
     f->state = st;
     f->bare_seen = bare;
-    f->nul_seen = nul;
+    f->nul_count = nul;
     *out_len = o;
     *done = st == FILT_END;
     return i;
@@ -893,7 +907,13 @@ bool smtp_data_filter_bare_seen(const struct smtp_data_filter *f)
 /* smtp_data_filter_nul_seen - was a NUL byte found so far? */
 bool smtp_data_filter_nul_seen(const struct smtp_data_filter *f)
 {
-    return f->nul_seen;
+    return f->nul_count > 0;
+}
+
+/* smtp_data_filter_nul_count - NUL bytes removed so far. */
+uint64_t smtp_data_filter_nul_count(const struct smtp_data_filter *f)
+{
+    return f->nul_count;
 }
 
 /* smtp_data_filter_mode - the mode given to smtp_data_filter_init. */

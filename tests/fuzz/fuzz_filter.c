@@ -5,7 +5,8 @@
  * small output buffer, one byte at a time, and in two chunks with the
  * unchanged runs taken by smtp_data_filter_pass, it must give the same
  * output; that output has no bare CR or LF, its first end-of-data is at
- * its very end when done (and it has none otherwise), the input consumed
+ * its very end when done (and it has none otherwise), it holds no NUL,
+ * the input consumed
  * is what smtp_data_scan finds, and when done the output is the one the
  * rules give (a reference written by lines).
  */
@@ -113,23 +114,34 @@ static size_t fuzz_first_end(const char *buf, size_t len)
 }
 
 /* fuzz_reference - the expected output of a message that ends: content
- * is in[0..used - 3), whole lines; see include/smtp.h for the rules */
+ * is in[0..used - 3), whole lines; see include/smtp.h for the rules: a
+ * line's NULs are removed, and a line that then starts with "." gets a
+ * second one after a bare line end, when it is just "." ended by a bare
+ * CR or LF, when a NUL came before its dot, or when one follows it */
 static size_t fuzz_reference(const char *in, size_t used, char *out)
 {
     size_t content = used - 3, o = 0, i = 0;
     bool prev_bare = false;
 
     while (i < content) {
-        size_t start = i;
+        size_t start = i, line_len = 0;
         while (in[i] != '\r' && in[i] != '\n')
             i++;
-        size_t line_len = i - start;
+        size_t raw_len = i - start;
         bool crlf = in[i] == '\r' && i + 1 < content && in[i + 1] == '\n';
         i += crlf ? 2 : 1;
-        if (line_len > 0 && in[start] == '.' &&
-            (prev_bare || (line_len == 1 && !crlf)))
+        char *line = out + o + 1;   /* leave room for a stuffed dot */
+        for (size_t k = 0; k < raw_len; k++)
+            if (in[start + k] != '\0')
+                line[line_len++] = in[start + k];
+        bool stuff = line_len > 0 && line[0] == '.' &&
+                     (prev_bare || (line_len == 1 && !crlf) ||
+                      in[start] != '.' ||
+                      (raw_len > 1 && in[start + 1] == '\0'));
+        if (stuff)
             out[o++] = '.';
-        memcpy(out + o, in + start, line_len);
+        else
+            memmove(out + o, line, line_len);
         o += line_len;
         memcpy(out + o, "\r\n", 2);
         o += 2;
@@ -173,6 +185,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* what the backend sees */
     FUZZ_CHECK(!fuzz_has_bare(whole.out, whole.out_len));
+    FUZZ_CHECK(whole.out_len == 0 ||
+               memchr(whole.out, '\0', whole.out_len) == NULL);
     size_t out_end = fuzz_first_end(whole.out, whole.out_len);
     if (whole.done)
         FUZZ_CHECK(out_end == whole.out_len);

@@ -87,14 +87,18 @@ def normalize_content(content):
     more "." (it was never stuffed by the client), and so does a line that
     is only "." and was ended by a bare line end (it would otherwise turn
     into CRLF "." CRLF).  Lines after a CRLF keep the client's own
-    stuffing."""
+    stuffing.  NUL bytes are removed, and a line that then starts with "."
+    gets one more when a NUL stood before its dot or right after it."""
     out = bytearray()
     prev_bare = False
     pos = 0
     for m in re.finditer(rb"\r\n|\r|\n", content):
-        line = content[pos:m.start()]
+        raw = content[pos:m.start()]
+        line = raw.replace(b"\x00", b"")
         bare = m.group(0) != b"\r\n"
-        if line.startswith(b".") and (prev_bare or (line == b"." and bare)):
+        if line.startswith(b".") and (prev_bare or (line == b"." and bare) or
+                                      not raw.startswith(b".") or
+                                      raw[1:2] == b"\x00"):
             line = b"." + line
         out += line + b"\r\n"
         prev_bare = bare
@@ -125,6 +129,10 @@ SMUGGLING_EODS = [
     b"\n.\r",
     b"\r\n\x00.\r\n",
     b"\r\n.\x00\r\n",
+    b"\r\n\x00.\r",
+    b"\r\n\x00.\n",
+    b"\n\x00.\n",
+    b"\r\n\x00\x00.\x00\r\n",
     b"\r\n.\r\r\n",
     b"\r\n.\n\r\n",
     b"\r\n\r.\r\n",

@@ -138,19 +138,6 @@ def test_bare_newline_reject_waits_for_the_real_end(proxy, scripted_backend):
     check_session_goes_on_after_reject(p, b, c)
 
 
-def test_nul_is_not_a_line_end_reject_mode_delivers(proxy, scripted_backend):
-    b = scripted_backend()
-    p = proxy(b.port, bare_newline="reject", idle_timeout=10)
-    c = connect(p)
-    open_data(c)
-    content = smuggling_content(b"\r\n\x00.\r\n")
-    c.send(content + b".\r\n")
-    expect(c.read_reply(), 250)
-    c.quit()
-    b.conns[0].done.wait(10)
-    assert b.conns[0].messages == [content]
-
-
 def test_bare_newline_reject_split_across_writes(proxy, scripted_backend):
     """The bare LF arrives in a write of its own, after clean content the
     proxy may already have passed on: still no message at the backend."""

@@ -203,6 +203,7 @@ static void check_backend_view(const struct filter_result *r)
     size_t e = scan_end(r->out, r->out_len, &d);
 
     assert_false(has_bare_cr_lf(r->out, r->out_len));
+    assert_null(memchr(r->out, '\0', r->out_len));   /* NULs are removed */
     assert_int_equal(d, r->done);
     assert_int_equal(e, r->out_len);
     assert_int_equal(count_ends(r->out, r->out_len), r->done ? 1 : 0);
@@ -236,8 +237,17 @@ static const struct filter_case filter_cases[] = {
     END_("..\r\n...\r\n.a\r\n.\r\n", "..\r\n...\r\n.a\r\n.\r\n", false),
     END_AT_("a\r\n.\r\n", ".\r\n", "a\r\n.\r\n", false),
     END_("a\r\n. \r\n.\r\n", "a\r\n. \r\n.\r\n", false),
-    /* NUL bytes pass through, they end nothing */
-    END_("a\0b\r\n\0.\r\n.\0\r\n.\r\n", "a\0b\r\n\0.\r\n.\0\r\n.\r\n", false),
+    /* NUL bytes are removed; a line that then starts with "." is stuffed */
+    END_("a\0b\r\n\0.\r\n.\0\r\n.\r\n", "ab\r\n..\r\n..\r\n.\r\n", false),
+    END_("\0\0.x\r\n.\r\n", "..x\r\n.\r\n", false),
+    END_("..\0\r\n.\r\n", "..\r\n.\r\n", false),
+    END_(".\0x\r\n.\r\n", "..x\r\n.\r\n", false),
+    END_("a\0\r\n\0\r\n.\r\n", "a\r\n\r\n.\r\n", false),
+    MORE_("a\r\0\n.\r\n", "a\r\n\r\n..\r\n", true),
+    MORE_("a\n\0.\r\n", "a\r\n..\r\n", true),
+    MORE_("a\r\n\0.\n", "a\r\n..\r\n", true),
+    MORE_("a\r\n\0.\r", "a\r\n..", false),
+    MORE_("a\r\n\0", "a\r\n", false),
     /* bare LF and bare CR become CRLF */
     END_("a\nb\r\n.\r\n", "a\r\nb\r\n.\r\n", true),
     END_("a\rb\r\n.\r\n", "a\r\nb\r\n.\r\n", true),
@@ -270,8 +280,8 @@ static const struct filter_case filter_cases[] = {
     MORE_("a\r.", "a\r\n..", true),
     MORE_("a\r\r", "a\r\n", true),
     MORE_("a\n.\n", "a\r\n..\r\n", true),
-    MORE_("a\r\n.\r\0", "a\r\n..\r\n\0", true),
-    MORE_("a\r\n.\0", "a\r\n.\0", false),
+    MORE_("a\r\n.\r\0", "a\r\n..\r\n", true),
+    MORE_("a\r\n.\0", "a\r\n..", false),
 };
 
 static void test_filter_cases(void **state)
@@ -321,11 +331,19 @@ static const struct {
     { S("\r\n\r.\r\n"), true },
     { S("\r\n\n.\r\n"), true },
     { S("\r\n\r\n.\n\r\n"), true },
+    /* NUL variants (smtpsmug, smtp_smuggling_checker): the bytes a backend
+     * that drops NULs would read as CRLF . CRLF */
     { S("\r\n\x00.\r\n"), false },
     { S("\r\n.\x00\r\n"), false },
     { S("\r\n\x00.\x00\r\n"), false },
+    { S("\r\n\x00\x00.\r\n"), false },
+    { S("\r\n\x00.\r"), true },
+    { S("\r\n\x00.\n"), true },
+    { S("\n\x00.\n"), true },
+    { S("\n\x00.\r\n"), true },
     { S("\r\n.\r\x00\n"), true },
     { S("\r\x00\n.\r\n"), true },
+    { S("\r\x00\n.\r\x00\n"), true },
     { S("\r\n. \r\n"), false },
     { S("\r\n.\t\r\n"), false },
 };
@@ -434,7 +452,18 @@ static void test_filter_edges(void **state)
     assert_int_equal(olen, 0);
     assert_true(smtp_data_filter_bare_seen(&f));
     assert_true(smtp_data_filter_nul_seen(&f));
+    assert_int_equal(smtp_data_filter_nul_count(&f), 1);
     assert_int_equal(smtp_data_filter_mode(&f), SMTP_BARE_REJECT);
+
+    /* NULs are counted through the fast path's hand-over too */
+    smtp_data_filter_init(&f, SMTP_BARE_NORMALIZE);
+    assert_int_equal(smtp_data_filter_pass(&f, S("abc\0\0d"), &done), 3);
+    assert_int_equal(smtp_data_filter(&f, S("\0\0d\r\n\0.\r\n.\r\n"), out,
+                                      sizeof out, &olen, &done), 12);
+    assert_true(done);
+    assert_int_equal(smtp_data_filter_nul_count(&f), 3);
+    assert_int_equal(olen, 10);
+    assert_memory_equal(out, "d\r\n..\r\n.\r\n", 10);
 
     /* out_cap 0 consumes only bytes that write nothing yet */
     smtp_data_filter_init(&f, SMTP_BARE_NORMALIZE);
@@ -460,7 +489,7 @@ static void test_filter_edges(void **state)
 
 /*
  * filter_reference - the expected output, written from the rules by
- * lines rather than by states.  in[0..len) must contain CRLF "." CRLF
+ * lines rather than by states (NULs removed).  in[0..len) must contain CRLF "." CRLF
  * (after the implicit CRLF).  Returns the output length; *used gets the
  * bytes up to the end and *bare whether a bare CR/LF came before it.
  */
@@ -488,11 +517,21 @@ static size_t filter_reference(const char *in, size_t len, char *out,
         i += crlf ? 2 : 1;
         if (!crlf)
             *bare = true;
-        bool dot = line_len > 0 && in[start] == '.';
-        if (dot && (prev_bare || (line_len == 1 && !crlf)))
+        /* the line without its NULs; a second "." when it then starts
+         * with one after a bare line end, as "." ended by a bare CR or
+         * LF, or when a NUL stood before its dot or right after it */
+        char *line = out + o + 1;
+        size_t n = 0;
+        for (size_t k = 0; k < line_len; k++)
+            if (in[start + k] != '\0')
+                line[n++] = in[start + k];
+        bool dot = n > 0 && line[0] == '.';
+        if (dot && (prev_bare || (n == 1 && !crlf) || in[start] != '.' ||
+                    (line_len > 1 && in[start + 1] == '\0')))
             out[o++] = '.';
-        memcpy(out + o, in + start, line_len);
-        o += line_len;
+        else
+            memmove(out + o, line, n);
+        o += n;
         memcpy(out + o, "\r\n", 2);
         o += 2;
         prev_bare = !crlf;
