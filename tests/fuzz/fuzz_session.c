@@ -47,9 +47,9 @@
  *     SMTP replies (smtp_reply_scan), up to the proxy's 220 to STARTTLS,
  *     and again inside TLS;
  *   - every command line the backend receives ends in CRLF, holds no other
- *     CR or LF and is at most max_line_length long;
- *   - message content the backend receives after 354 holds no bare CR or
- *     LF (the smuggling defence normalises or refuses them);
+ *     CR or LF and no NUL, and is at most max_line_length long;
+ *   - message content the backend receives after 354 holds no NUL and no
+ *     bare CR or LF (the smuggling defence normalises or refuses them);
  *   - a PROXY header sent to the backend parses;
  *   - the backend never receives what the proxy refuses: XFORWARD, an
  *     XCLIENT it did not write itself (ADDR= other than the client's), or,
@@ -815,6 +815,8 @@ static void fz_backend_line_byte(struct fz_bconn *bc, char c)
     }
     fz_check(bc->llen >= 2 && bc->line[bc->llen - 2] == '\r',
              "a bare LF in a command line reached the backend");
+    fz_check(memchr(bc->line, '\0', bc->llen) == NULL,
+             "a NUL in a command line reached the backend");
     fz_check(memchr(bc->line, '\n', bc->llen - 1) == NULL &&
              memchr(bc->line, '\r', bc->llen - 2) == NULL,
              "a bare CR or LF in a command line reached the backend");
@@ -837,6 +839,7 @@ static void fz_backend_data(struct fz_bconn *bc, char c)
 {
     fz_check(bc->cr ? c == '\n' : c != '\n',
              "a bare CR or LF in message content reached the backend");
+    fz_check(c != '\0', "a NUL in message content reached the backend");
     bc->cr = c == '\r';
     switch (bc->dstate) {
     case 3:

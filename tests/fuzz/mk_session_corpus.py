@@ -273,6 +273,21 @@ SEEDS.update({
         b"BDAT  %d\r\n" % len(_XFWD) + _XFWD + crlf(b"QUIT"),
 })
 
+# NUL bytes (issue 8): removed from content under normalize, the message
+# refused under reject (variant 2), a command line with one refused.
+_NUL_MAIL = crlf(b"EHLO c", b"MAIL FROM:<a>", b"RCPT TO:<b>", b"DATA")
+SEEDS.update({
+    "nul_content_normalize": header(chunking=WHOLE) + _NUL_MAIL +
+        b"x\r\n\x00.\r\nMAIL FROM:<e>\r\n.\x00\r\n\r\n.\r\nQUIT\r\n",
+    "nul_content_reject": header(variant=ENCRYPT, tls=True) +
+        crlf(b"STARTTLS", b"EHLO c", b"MAIL FROM:<a>", b"RCPT TO:<b>",
+             b"DATA") + b"x\r\n\x00.\r\ny\r\n.\r\nNOOP\r\nQUIT\r\n",
+    "nul_content_random_split": header(chunking=RANDOM, seed=3) + _NUL_MAIL +
+        b"a\r\x00\n.\r\x00\nb\r\n\x00\x00.x\r\n.\r\nQUIT\r\n",
+    "nul_command": header() + crlf(b"EHLO c", b"MAIL FROM:<a>\x00",
+                                   b"\x00NOOP", b"NOOP", b"QUIT"),
+})
+
 # Open findings: reproducers that still abort the target (none now).
 FINDINGS = {}
 
