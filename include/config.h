@@ -152,6 +152,9 @@ struct service {
                                       only logged as would_refuse=... */
     const struct profile **profiles; /* key profiles = a, b (order kept) */
     size_t nprofiles;
+    char **ehlo_pass;              /* EHLO keywords passed besides the
+                                      proxy's own list, upper case */
+    size_t nehlo_pass;
 };
 
 struct config {

@@ -37,6 +37,7 @@ enum reply_id {
     REPLY_PROXY_HEADER,         /* 421 4.7.0 */
     REPLY_NUL_COMMAND,          /* 500 5.5.2 */
     REPLY_NUL_MESSAGE,          /* 550 5.6.0 */
+    REPLY_UNKNOWN_COMMAND,      /* 502 5.5.2 */
     REPLY_COUNT
 };
 

@@ -157,6 +157,7 @@ struct session {
     bool client_esmtp;                /* it said EHLO, not HELO */
     bool bdat_in_message;             /* a BDAT chunk without LAST was sent */
     bool backend_chunking;            /* its EHLO reply offered CHUNKING */
+    bool ehlo_drop_logged;            /* event=ehlo_dropped was logged */
     /* the client certificate's subject and verification result; NULL
      * without one (allocated: few clients have one, and idle sessions
      * should be small) */

@@ -58,6 +58,8 @@ enum smtp_verb {
 
 struct smtp_cmd {
     enum smtp_verb verb;
+    const char *word;    /* the first word of the line, as written */
+    size_t word_len;
     const char *arg;     /* points into the line: text after the verb and
                             the spaces that follow it; NULL when none */
     size_t arg_len;      /* 0 when arg is NULL; trailing spaces removed */
@@ -127,7 +129,14 @@ enum {
     SMTP_CAP_8BITMIME     = 1u << 7,
     SMTP_CAP_SMTPUTF8     = 1u << 8,
     SMTP_CAP_DSN          = 1u << 9,
-    SMTP_CAP_ENHANCEDSTATUSCODES = 1u << 10
+    SMTP_CAP_ENHANCEDSTATUSCODES = 1u << 10,
+    SMTP_CAP_HELP         = 1u << 11,
+    SMTP_CAP_VRFY         = 1u << 12,
+    SMTP_CAP_EXPN         = 1u << 13,
+    SMTP_CAP_ETRN         = 1u << 14,
+    SMTP_CAP_LIMITS       = 1u << 15,   /* RFC 9422 */
+    SMTP_CAP_REQUIRETLS   = 1u << 16,   /* RFC 8689 */
+    SMTP_CAP_ALL          = (1u << 17) - 1
 };
 
 /*
@@ -141,15 +150,24 @@ enum {
 unsigned smtp_ehlo_caps(const char *reply, size_t len);
 
 struct smtp_ehlo_rewrite {
-    bool offer_starttls;  /* make sure STARTTLS is advertised exactly once */
-    unsigned remove;      /* SMTP_CAP_* bits whose keyword lines are removed
-                             (STARTTLS is removed when !offer_starttls and
-                             its bit is set here) */
+    bool offer_starttls;  /* make sure STARTTLS is advertised exactly once;
+                             otherwise every STARTTLS line is removed */
+    unsigned keep;        /* SMTP_CAP_* bits whose keyword lines are kept
+                             (SMTP_CAP_STARTTLS: see offer_starttls) */
+    const char *const *extra; /* further keywords kept, matched by name in
+                             any case (nextra of them; may be NULL) */
+    size_t nextra;
+    char *dropped;        /* out, may be NULL: the keywords removed, as
+                             "NAME,NAME" (as the reply wrote them, cut to
+                             dropped_cap - 1 bytes), "" when none */
+    size_t dropped_cap;
 };
 
 /*
  * smtp_ehlo_rewrite - rewrite a complete 250 EHLO reply into out.
- * Removes the keyword lines named in opts->remove, then appends
+ * Keeps the first line (the domain) and the keyword lines whose keyword is
+ * in opts->keep or opts->extra, removes every other one (an allowlist:
+ * keywords the proxy does not know are removed), then appends
  * "250-STARTTLS"/"250 STARTTLS" if opts->offer_starttls and the reply had
  * none (it keeps an existing one), and fixes the continuation marks so that
  * every line but the last has '-' and the last has ' ', even when it has
@@ -163,6 +181,13 @@ struct smtp_ehlo_rewrite {
 int smtp_ehlo_rewrite(const char *reply, size_t len,
                       const struct smtp_ehlo_rewrite *opts,
                       char *out, size_t out_cap, size_t *out_len);
+
+/*
+ * smtp_ehlo_keyword_valid - is s[0..len) an ehlo-keyword (RFC 5321
+ * 4.1.1.1: (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")), at most 64 bytes?
+ */
+bool smtp_ehlo_keyword_valid(const char *s, size_t len);
+
 
 /* ---- message content (DATA) ------------------------------------------ */
 

@@ -26,6 +26,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <netinet/in.h>
@@ -37,6 +38,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include "smtp.h"
 
 #define CONFIG_MAX_SERVICES 256   /* service sections */
 #define CONFIG_MAX_PROFILES 256   /* [profile NAME] sections */
@@ -98,6 +101,7 @@ enum key_id {
     K_MIN_DATA_RATE,
     K_ENFORCE,
     K_PROFILES,
+    K_EHLO_PASS,
     KP_SOURCES,
     KP_CLIENT_TLS,
     KP_CLIENT_PLAINTEXT_AUTH,
@@ -125,6 +129,8 @@ enum key_type {
     KT_PATHS,     /* comma list into one member (at .member) of the
                      struct cert_pair * at off, size_t count at off2 */
     KT_CIDRS,     /* struct cidr * at off, size_t count at off2 */
+    KT_KEYWORDS,  /* EHLO keywords: char ** (one allocation, upper
+                     case) at off, size_t count at off2 */
     KT_PROFILES   /* profile names: checked here, resolved by
                      config_resolve_profiles() once the file is read */
 };
@@ -303,7 +309,8 @@ static const struct key_def key_table[K_COUNT] = {
     SERVICE_KEY(K_MAX_ERRORS, "max_errors", KT_UINT, max_errors, .min = 1,
                 .max = 1000, .def = "10"),
     SERVICE_KEY(K_COMMAND_TIMEOUT, "command_timeout", KT_UINT,
-                command_timeout, .min = 1, .max = 86400, .def = "300"),
+                command_timeout, .min = 1, .max = 86400,
+                .def = NULL),  /* idle_timeout, in config_check_service() */
     SERVICE_KEY(K_TLS_HANDSHAKE_TIMEOUT, "tls_handshake_timeout", KT_UINT,
                 tls_handshake_timeout, .min = 1, .max = 3600, .def = "30"),
     SERVICE_KEY(K_MIN_DATA_RATE, "min_data_rate", KT_UINT, min_data_rate,
@@ -311,6 +318,8 @@ static const struct key_def key_table[K_COUNT] = {
     SERVICE_KEY(K_ENFORCE, "enforce", KT_BOOL, enforce, .def = "yes"),
     SERVICE_KEY(K_PROFILES, "profiles", KT_PROFILES, profiles,
                 .off2 = offsetof(struct service, nprofiles)),
+    SERVICE_KEY(K_EHLO_PASS, "ehlo_pass", KT_KEYWORDS, ehlo_pass,
+                .off2 = offsetof(struct service, nehlo_pass)),
     /* [profile NAME]: no defaults; a key not given leaves has_* false */
     PROFILE_KEY(KP_SOURCES, "sources", KT_CIDRS, sources,
                 .off2 = offsetof(struct profile, nsources)),
@@ -969,6 +978,86 @@ fail:
     return -1;
 }
 
+/* keywords ehlo_pass may never name, and why */
+static const struct {
+    const char *name;
+    const char *why;
+} config_ehlo_never[] = {
+    { "STARTTLS", "STARTTLS is the proxy's own: client_tls decides whether "
+                  "clients are offered it" },
+    { "XCLIENT", "XCLIENT would let a client tell the backend any address "
+                 "and name, which it trusts from the proxy" },
+    { "XFORWARD", "XFORWARD would let a client tell the backend any address "
+                  "and name, which it trusts from the proxy" },
+    { "AUTH", "AUTH follows its own rule (shown once the client uses TLS, "
+              "or with client_plaintext_auth = yes)" },
+    { "REQUIRETLS", "REQUIRETLS promises TLS on every hop, which the proxy "
+                    "does not check yet" },
+};
+
+/* config_parse_keywords - "ehlo_pass": EHLO keywords, none repeated and
+ * none the proxy must keep to itself; stored upper case in one block. */
+static int config_parse_keywords(const char *value, char ***out,
+                                 size_t *count, char *why, size_t why_len)
+{
+    enum { KEYWORDS_MAX = 64 };
+    char q[CONFIG_QUOTE_BUF];
+    size_t n, i, j, bytes = 0;
+    char *copy, **items, **list = NULL, *p;
+    int r = -1;
+
+    if (config_list_split(value, "keyword", &copy, &items, &n, why,
+                          why_len) < 0)
+        goto out;
+    if (n > KEYWORDS_MAX) {
+        snprintf(why, why_len, "more than %d keywords", KEYWORDS_MAX);
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        if (!smtp_ehlo_keyword_valid(items[i], strlen(items[i]))) {
+            snprintf(why, why_len, "%s is not an EHLO keyword (letters, "
+                     "digits and '-', at most 64)",
+                     config_quote(q, sizeof q, items[i]));
+            goto out;
+        }
+        for (j = 0; j < sizeof config_ehlo_never / sizeof config_ehlo_never[0];
+             j++) {
+            if (strcasecmp(items[i], config_ehlo_never[j].name) == 0) {
+                snprintf(why, why_len, "%s cannot be passed: %s",
+                         config_ehlo_never[j].name, config_ehlo_never[j].why);
+                goto out;
+            }
+        }
+        for (j = 0; j < i; j++) {
+            if (strcasecmp(items[i], items[j]) == 0) {
+                snprintf(why, why_len, "%s listed twice",
+                         config_quote(q, sizeof q, items[i]));
+                goto out;
+            }
+        }
+        bytes += strlen(items[i]) + 1;
+    }
+    list = malloc(n * sizeof *list + bytes);
+    if (list == NULL) {
+        snprintf(why, why_len, "out of memory");
+        goto out;
+    }
+    p = (char *)(list + n);
+    for (i = 0; i < n; i++) {
+        list[i] = p;
+        for (j = 0; items[i][j] != '\0'; j++)
+            *p++ = (char)toupper((unsigned char)items[i][j]);
+        *p++ = '\0';
+    }
+    *out = list;
+    *count = n;
+    r = 0;
+out:
+    free(copy);
+    free(items);
+    return r;
+}
+
 /* config_check_profile_names - the value of "profiles": names of profile
  * sections, none repeated.  They are looked up once the whole file is
  * read (config_resolve_profiles), since a profile may come later. */
@@ -1095,6 +1184,17 @@ static int config_set(const struct key_def *k, const char *value, void *base,
         *(size_t *)field2 = n;
         return 0;
     }
+    case KT_KEYWORDS: {
+        char **list;
+        size_t n;
+
+        if (config_parse_keywords(value, &list, &n, why, why_len) < 0)
+            return -1;
+        free(*(char ***)field);
+        *(char ***)field = list;
+        *(size_t *)field2 = n;
+        return 0;
+    }
     case KT_PROFILES:
         /* only checked: the parser keeps the text to resolve it later */
         return config_check_profile_names(value, why, why_len);
@@ -1165,6 +1265,7 @@ static void config_free_fields(void *base, enum key_scope scope)
             break;
         case KT_LISTEN:
         case KT_CIDRS:
+        case KT_KEYWORDS:
         case KT_PROFILES:
             free(*(void **)field);
             *(void **)field = NULL;
@@ -1763,6 +1864,9 @@ static void config_check_service(struct parser *p, size_t i)
         config_error(p, svc->line,
                      "service [%s]: backend_implicit_tls needs TLS, but "
                      "backend_tls = none", svc->name);
+    /* a client trickling a command is cut off as soon as an idle one */
+    if (st->line[K_COMMAND_TIMEOUT] == 0)
+        svc->command_timeout = svc->idle_timeout;
     if (svc->backend_verify_name == NULL && svc->backend_host != NULL) {
         svc->backend_verify_name = strdup(svc->backend_host);
         if (svc->backend_verify_name == NULL)

@@ -53,6 +53,8 @@ static const struct reply_def reply_table[REPLY_COUNT] = {
     [REPLY_NUL_COMMAND] = {"500 5.5.2", 0, 0,
         "Error: NUL byte in command line"},
     [REPLY_NUL_MESSAGE] = {"550 5.6.0", 0, 0, "Message contains NUL bytes"},
+    [REPLY_UNKNOWN_COMMAND] = {"502 5.5.2", 0, 0,
+        "Error: command not recognized"},
 };
 
 int reply_code(enum reply_id id)

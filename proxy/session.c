@@ -10,6 +10,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "connlimit.h"
@@ -423,6 +424,25 @@ static void session_forward(struct session *s, const char *line, size_t len,
     free(tmp);
 }
 
+/* session_verb_passed - is the unknown verb of cmd's line a keyword the
+ * service passes (ehlo_pass)? */
+static bool session_verb_passed(const struct session *s,
+                                const struct smtp_cmd *cmd)
+{
+    for (size_t i = 0; i < s->svc->nehlo_pass; i++)
+        if (strlen(s->svc->ehlo_pass[i]) == cmd->word_len &&
+            strncasecmp(s->svc->ehlo_pass[i], cmd->word, cmd->word_len) == 0)
+            return true;
+    return false;
+}
+
+/* session_need_helo_refusal - after the client's STARTTLS nothing but a
+ * new EHLO/HELO (and what needs no session) is served. */
+static enum reply_id session_need_helo_refusal(const struct session *s)
+{
+    return s->need_helo ? REPLY_NEED_HELO : REPLY_NONE;
+}
+
 /*
  * session_refusal - the proxy's own answer to cmd, or REPLY_NONE when it
  * goes to the backend.
@@ -437,6 +457,13 @@ static enum reply_id session_refusal(struct session *s,
     case SMTP_VERB_XFORWARD:
         /* backends trust these from the proxy's address: never relay */
         return REPLY_NOT_IMPLEMENTED;
+    case SMTP_VERB_UNKNOWN:
+        /* the verb of an extension the proxy does not pass (XEXCH50,
+         * BURL, ATRN...) would make the backend speak a protocol the
+         * relay does not parse: only ehlo_pass keywords' verbs go on */
+        if (!session_verb_passed(s, cmd))
+            return REPLY_UNKNOWN_COMMAND;
+        return session_need_helo_refusal(s);
     case SMTP_VERB_STARTTLS:
         if (svc->client_implicit_tls || s->client_policy == CLIENT_TLS_NONE)
             return REPLY_STARTTLS_UNAVAILABLE;
@@ -1275,26 +1302,53 @@ static const struct conn_cbs client_cbs = {
 
 /* ---- backend side (relay) ------------------------------------------------- */
 
+/*
+ * The EHLO keywords a client is shown (an allowlist; README "EHLO
+ * keywords"): those whose meaning the relay keeps.  PIPELINING (commands
+ * are forwarded in order, replies matched by a FIFO), SIZE, 8BITMIME,
+ * SMTPUTF8 and DSN (parameters and content pass unchanged), ENHANCEDSTATUSCODES
+ * (the proxy's own replies have them too), CHUNKING (BDAT is parsed and
+ * passed by its count), HELP, VRFY, EXPN and ETRN (one line, one reply)
+ * and LIMITS (RFC 9422: facts about the backend).  AUTH has a rule of
+ * its own; STARTTLS is the proxy's own; everything else (XCLIENT,
+ * XFORWARD, REQUIRETLS, BINARYMIME, BURL, XEXCH50, anything unknown) is
+ * removed unless the service lists it in ehlo_pass.
+ */
+#define SESSION_EHLO_KEEP                                                 \
+    (SMTP_CAP_PIPELINING | SMTP_CAP_SIZE | SMTP_CAP_8BITMIME |            \
+     SMTP_CAP_SMTPUTF8 | SMTP_CAP_DSN | SMTP_CAP_ENHANCEDSTATUSCODES |    \
+     SMTP_CAP_CHUNKING | SMTP_CAP_HELP | SMTP_CAP_VRFY | SMTP_CAP_EXPN |  \
+     SMTP_CAP_ETRN | SMTP_CAP_LIMITS)
+
 /* session_ehlo_opts - what the client may be shown of the EHLO reply. */
 static void session_ehlo_opts(const struct session *s,
                               struct smtp_ehlo_rewrite *opts)
 {
+    memset(opts, 0, sizeof *opts);
     opts->offer_starttls = !s->client_tls && !s->svc->client_implicit_tls &&
                            s->client_policy != CLIENT_TLS_NONE;
-    opts->remove = SMTP_CAP_STARTTLS | SMTP_CAP_XCLIENT | SMTP_CAP_XFORWARD;
-    if (!s->client_tls && !s->plaintext_auth)
-        opts->remove |= SMTP_CAP_AUTH;
+    opts->keep = SESSION_EHLO_KEEP;
+    if (s->client_tls || s->plaintext_auth)
+        opts->keep |= SMTP_CAP_AUTH;
+    opts->extra = (const char *const *)s->svc->ehlo_pass;
+    opts->nextra = s->svc->nehlo_pass;
 }
 
-/* session_write_ehlo - rewrite an EHLO reply and send it to the client. */
+/* session_write_ehlo - rewrite an EHLO reply and send it to the client;
+ * what was dropped is logged once per session (debug). */
 static void session_write_ehlo(struct session *s, const char *p, size_t len,
                                unsigned nlines)
 {
     struct smtp_ehlo_rewrite opts;
     size_t cap = len + nlines + 32, n;
+    char dropped[256], esc[512];
     char *out;
 
     session_ehlo_opts(s, &opts);
+    if (!s->ehlo_drop_logged && log_enabled(&s->w->log, LOG_DEBUG)) {
+        opts.dropped = dropped;
+        opts.dropped_cap = sizeof dropped;
+    }
     out = malloc(cap);
     if (out == NULL || smtp_ehlo_rewrite(p, len, &opts, out, cap, &n) != 0) {
         free(out);
@@ -1304,6 +1358,12 @@ static void session_write_ehlo(struct session *s, const char *p, size_t len,
     }
     conn_write(s->client, out, n);
     free(out);
+    if (opts.dropped != NULL && dropped[0] != '\0') {
+        s->ehlo_drop_logged = true;
+        log_escape(esc, sizeof esc, dropped, strlen(dropped));
+        log_event(&s->w->log, LOG_DEBUG, s->id,
+                  "event=ehlo_dropped keywords=%s", esc);
+    }
 }
 
 /*

@@ -128,6 +128,8 @@ void smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *out)
         end--;
 
     out->verb = verb;
+    out->word = line;
+    out->word_len = wlen;
     out->arg = end > start ? line + start : NULL;
     out->arg_len = end - start;
 }
@@ -270,6 +272,12 @@ static const struct {
     { "SMTPUTF8",            SMTP_CAP_SMTPUTF8 },
     { "DSN",                 SMTP_CAP_DSN },
     { "ENHANCEDSTATUSCODES", SMTP_CAP_ENHANCEDSTATUSCODES },
+    { "HELP",                SMTP_CAP_HELP },
+    { "VRFY",                SMTP_CAP_VRFY },
+    { "EXPN",                SMTP_CAP_EXPN },
+    { "ETRN",                SMTP_CAP_ETRN },
+    { "LIMITS",              SMTP_CAP_LIMITS },
+    { "REQUIRETLS",          SMTP_CAP_REQUIRETLS },
 };
 
 /*
@@ -360,26 +368,77 @@ static void smtp_ehlo_line(char *out, size_t *pos, const char *text,
     smtp_put(out, pos, "\r\n", 2);
 }
 
+/* smtp_keyword_len - length of the keyword that starts an EHLO line's
+ * text: up to SP, TAB or "=" (the old "AUTH=" form). */
+static size_t smtp_keyword_len(const char *text, size_t len)
+{
+    size_t k = 0;
+
+    while (k < len && text[k] != ' ' && text[k] != '\t' && text[k] != '=')
+        k++;
+    return k;
+}
+
+/* smtp_ehlo_extra - is the line's keyword one of opts->extra? */
+static bool smtp_ehlo_extra(const char *text, size_t text_len,
+                            const struct smtp_ehlo_rewrite *opts)
+{
+    size_t k = smtp_keyword_len(text, text_len);
+
+    for (size_t i = 0; i < opts->nextra; i++) {
+        const char *e = opts->extra[i];
+        size_t j = 0;
+
+        while (j < k && e[j] != '\0' && smtp_upper(text[j]) == smtp_upper(e[j]))
+            j++;
+        if (j == k && e[j] == '\0')
+            return true;
+    }
+    return false;
+}
+
+/* smtp_ehlo_note_drop - add the line's keyword to opts->dropped (cut at
+ * its capacity). */
+static void smtp_ehlo_note_drop(const char *text, size_t text_len,
+                                const struct smtp_ehlo_rewrite *opts)
+{
+    size_t k = smtp_keyword_len(text, text_len);
+    size_t used = strlen(opts->dropped);
+
+    if (used > 0 && used + 1 < opts->dropped_cap)
+        opts->dropped[used++] = ',';
+    for (size_t i = 0; i < k && used + 1 < opts->dropped_cap; i++)
+        opts->dropped[used++] = text[i];
+    opts->dropped[used] = '\0';
+}
+
 /*
  * smtp_ehlo_keep - is line number idx (text after the code and mark) kept?
- * The first line (the domain) always is.  With offer_starttls the first
- * STARTTLS line is kept and any later one dropped, so it appears once.
- * *have_starttls records that a STARTTLS line was kept.
+ * The first line (the domain) always is; a keyword line only when its
+ * keyword is in opts->keep or opts->extra.  With offer_starttls the first
+ * STARTTLS line is kept and any later one dropped, so it appears once;
+ * without, every STARTTLS line goes.  *have_starttls records that a
+ * STARTTLS line was kept; with note, a dropped keyword is noted in
+ * opts->dropped.
  */
 static bool smtp_ehlo_keep(size_t idx, const char *text, size_t text_len,
                            const struct smtp_ehlo_rewrite *opts,
-                           bool *have_starttls)
+                           bool *have_starttls, bool note)
 {
     if (idx == 0)
         return true;
     unsigned bit = smtp_ehlo_keyword(text, text_len);
     bool keep;
-    if (bit == SMTP_CAP_STARTTLS && opts->offer_starttls)
-        keep = !*have_starttls;
-    else
-        keep = (opts->remove & bit) == 0;
-    if (keep && bit == SMTP_CAP_STARTTLS)
-        *have_starttls = true;
+    if (bit == SMTP_CAP_STARTTLS) {
+        keep = opts->offer_starttls && !*have_starttls;
+        if (keep)
+            *have_starttls = true;
+        return keep;
+    }
+    keep = (bit != 0 && (opts->keep & bit) != 0) ||
+           smtp_ehlo_extra(text, text_len, opts);
+    if (!keep && note && opts->dropped != NULL && opts->dropped_cap > 0)
+        smtp_ehlo_note_drop(text, text_len, opts);
     return keep;
 }
 
@@ -396,9 +455,11 @@ static void smtp_ehlo_plan(const char *reply, size_t len,
     const char *text;
     size_t text_len;
 
+    if (opts->dropped != NULL && opts->dropped_cap > 0)
+        opts->dropped[0] = '\0';
     for (size_t idx = 0;
          smtp_reply_next_line(reply, len, &pos, &text, &text_len); idx++)
-        if (smtp_ehlo_keep(idx, text, text_len, opts, &have))
+        if (smtp_ehlo_keep(idx, text, text_len, opts, &have, true))
             last = idx;
     *last_kept = last;
     *add_starttls = opts->offer_starttls && !have;
@@ -421,7 +482,7 @@ static size_t smtp_ehlo_emit(const char *reply, size_t len,
 
     for (size_t idx = 0;
          smtp_reply_next_line(reply, len, &pos, &text, &text_len); idx++)
-        if (smtp_ehlo_keep(idx, text, text_len, opts, &have))
+        if (smtp_ehlo_keep(idx, text, text_len, opts, &have, false))
             smtp_ehlo_line(out, &w, text, text_len,
                            !add_starttls && idx == last_kept);
     if (add_starttls)
@@ -461,6 +522,21 @@ int smtp_ehlo_rewrite(const char *reply, size_t len,
     smtp_ehlo_emit(reply, len, opts, last_kept, add_starttls, out);
     *out_len = need;
     return 0;
+}
+
+/* smtp_ehlo_keyword_valid - see smtp.h. */
+bool smtp_ehlo_keyword_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > 64)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = smtp_upper(s[i]);
+        bool alnum = (c >= 'A' && c <= 'Z') || smtp_is_digit(c);
+
+        if (!alnum && (i == 0 || c != '-'))
+            return false;
+    }
+    return true;
 }
 
 /* ---- message content (DATA) ------------------------------------------- */

@@ -16,10 +16,16 @@ static void fuzz_rewrite(const char *reply, size_t len, uint8_t optbyte)
         SMTP_CAP_STARTTLS, SMTP_CAP_AUTH, SMTP_CAP_XCLIENT, SMTP_CAP_XFORWARD,
         SMTP_CAP_PIPELINING, SMTP_CAP_CHUNKING, SMTP_CAP_SIZE
     };
-    struct smtp_ehlo_rewrite opts = { (optbyte & 1) != 0, 0 };
+    static const char *const extra[] = { "X-EXTRA", "DELIVERBY" };
+    char dropped[64];
+    struct smtp_ehlo_rewrite opts = { .offer_starttls = (optbyte & 1) != 0,
+                                      .keep = SMTP_CAP_ALL,
+                                      .extra = extra, .nextra = 2,
+                                      .dropped = dropped,
+                                      .dropped_cap = sizeof dropped };
     for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++)
         if (optbyte & (2u << i))
-            opts.remove |= bits[i];
+            opts.keep &= ~bits[i];
 
     unsigned caps_in = smtp_ehlo_caps(reply, len);
     /* bare LF may become CRLF on every line, plus "250-STARTTLS\r\n" */
@@ -36,13 +42,14 @@ static void fuzz_rewrite(const char *reply, size_t len, uint8_t optbyte)
     FUZZ_CHECK(r.len == out_len);
     if (r.code == 250) {
         unsigned caps_out = smtp_ehlo_caps(out, out_len);
-        unsigned removed = opts.remove;
+        unsigned removed = SMTP_CAP_ALL & ~opts.keep;
         if (opts.offer_starttls) {
             FUZZ_CHECK(caps_out & SMTP_CAP_STARTTLS);
             removed &= ~(unsigned)SMTP_CAP_STARTTLS;
         }
         FUZZ_CHECK((caps_out & removed) == 0);
         FUZZ_CHECK((caps_out & ~caps_in & ~(unsigned)SMTP_CAP_STARTTLS) == 0);
+        FUZZ_CHECK(strlen(dropped) < sizeof dropped);
     } else {
         FUZZ_CHECK(out_len == len && memcmp(out, reply, len) == 0);
     }

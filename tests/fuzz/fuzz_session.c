@@ -51,7 +51,8 @@
  *   - message content the backend receives after 354 holds no NUL and no
  *     bare CR or LF (the smuggling defence normalises or refuses them);
  *   - a PROXY header sent to the backend parses;
- *   - the backend never receives what the proxy refuses: XFORWARD, an
+ *   - the backend never receives what the proxy refuses: a verb it does
+ *     not know (no variant has ehlo_pass), XFORWARD, an
  *     XCLIENT it did not write itself (ADDR= other than the client's), or,
  *     under client_tls = encrypt (variant 2), MAIL/RCPT/DATA/BDAT/AUTH/
  *     VRFY/EXPN before the client's TLS is up.  The backend is a strict
@@ -794,6 +795,9 @@ static void fz_backend_command(struct fz_bconn *bc, const char *line,
     } else if (fz_verb(line, len, "VRFY") || fz_verb(line, len, "EXPN")) {
         fz_reply(bc, "252 2.1.5 maybe\r\n");
     } else {
+        /* no variant passes extra keywords (ehlo_pass): a verb the proxy
+         * does not know is refused by it, never relayed */
+        fz_check(false, "a verb the proxy does not know reached the backend");
         fz_reply(bc, "500 5.5.2 unrecognized\r\n");
     }
 }

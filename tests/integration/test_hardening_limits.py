@@ -72,7 +72,7 @@ def test_max_connections_per_ip_second_client_421(proxy, scripted_backend):
 
 
 @pytest.mark.parametrize("errors", [
-    [b"FOO one\r\n", b"VRFY two\r\n", b"BAR three\r\n"],
+    [b"VRFY one\r\n", b"EXPN two\r\n", b"HELP three\r\n"],
     [b"NOOP bare\n", b"FOO backend\r\n", b"STARTTLS extra\r\n"],
 ], ids=["backend-errors", "mixed-local-and-backend"])
 def test_max_errors_421_after_third_error(proxy, scripted_backend, errors):

@@ -65,7 +65,10 @@ def test_response_injection_after_backend_starttls_220_is_discarded(
                        b"250-X-INJECTED\r\n250 X-INJECTED-2\r\n",
         keywords=("PIPELINING", "X-PRE-TLS"),
         tls_keywords=("PIPELINING", "X-POST-TLS", "8BITMIME"))
-    p = proxy(b.port, backend_tls="encrypt")
+    # the X- keywords are not on the proxy's list: pass them to see which
+    # of them (before or after the backend's TLS) reach the client
+    p = proxy(b.port, backend_tls="encrypt",
+              ehlo_pass="X-PRE-TLS, X-POST-TLS, X-INJECTED, X-INJECTED-2")
     token = unique_token("resp-inj")
     c = connect(p)
     e = c.ehlo()

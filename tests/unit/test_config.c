@@ -52,6 +52,17 @@ struct err_case {
 };
 
 static const struct ok_case ok_cases[] = {
+    { "ehlo_pass: upper case, order kept; none by default",
+      SVC "ehlo_pass = x-link2state, DELIVERBY,mt-priority\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n",
+      { "in.ehlo_pass=X-LINK2STATE,DELIVERBY,MT-PRIORITY", "b.ehlo_pass=",
+        NULL } },
+    { "command_timeout follows idle_timeout unless given",
+      SVC "idle_timeout = 5\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "idle_timeout = 5\ncommand_timeout = 60\n",
+      { "in.idle_timeout=5", "in.command_timeout=5", "b.command_timeout=60",
+        NULL } },
     { "defaults", SVC,
       { "services=1", "log_level=info", "workers=0", "in.line=1",
         "in.listen=127.0.0.1:2525", "in.backend_host=127.0.0.1",
@@ -485,6 +496,24 @@ static const struct ok_case ok_cases[] = {
 };
 
 static const struct err_case err_cases[] = {
+    { "ehlo_pass: what the proxy never passes, bad and repeated keywords",
+      SVC "ehlo_pass = STARTTLS\nehlo_pass = x\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "ehlo_pass = xclient\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "ehlo_pass = X_Y\n"
+      "[d]\nlisten = 127.0.0.1:2528\nbackend = h:25\nclient_tls = none\n"
+      "ehlo_pass = A, a\n"
+      "[e]\nlisten = 127.0.0.1:2529\nbackend = h:25\nclient_tls = none\n"
+      "ehlo_pass = auth, requiretls, XFORWARD\n",
+      0,
+      { { 5, "ehlo_pass: STARTTLS cannot be passed: STARTTLS is the proxy's" },
+        { 6, "ehlo_pass given twice" },
+        { 11, "XCLIENT cannot be passed: XCLIENT would let a client" },
+        { 16, "\"X_Y\" is not an EHLO keyword" },
+        { 21, "\"a\" listed twice" },
+        { 26, "AUTH cannot be passed: AUTH follows its own rule" },
+        { 0, NULL } } },
     { "empty file", "", 0, { { 0, "no service defined" } } },
     { "only comments", "; nothing\n# here\n\n", 0,
       { { 0, "no service defined" } } },
@@ -1167,6 +1196,9 @@ static void dump_hardening(FILE *m, const struct service *s)
     fprintf(m, "%s.enforce=%s\n%s.profiles=", n, bool_text(s->enforce), n);
     for (j = 0; j < s->nprofiles; j++)
         fprintf(m, "%s%s", j ? "," : "", s->profiles[j]->name);
+    fprintf(m, "\n%s.ehlo_pass=", n);
+    for (j = 0; j < s->nehlo_pass; j++)
+        fprintf(m, "%s%s", j ? "," : "", s->ehlo_pass[j]);
     fprintf(m, "\n");
 }
 

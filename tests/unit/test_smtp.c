@@ -426,7 +426,8 @@ static const struct caps_case caps_cases[] = {
     { S("250 mx.example.com\r\n"), 0 },
     { S("250-h\r\n250-starttls\r\n250 chunking\r\n"),
       SMTP_CAP_STARTTLS | SMTP_CAP_CHUNKING },
-    { S("250-h\r\n250-AUTH=PLAIN LOGIN\r\n250 HELP\r\n"), SMTP_CAP_AUTH },
+    { S("250-h\r\n250-AUTH=PLAIN LOGIN\r\n250 HELP\r\n"),
+      SMTP_CAP_AUTH | SMTP_CAP_HELP },
     { S("250-h\r\n250 auth=login\r\n"), SMTP_CAP_AUTH },
     { S("250-h\r\n250 AUTHX\r\n"), 0 },
     { S("250-h\r\n250 XAUTH\r\n"), 0 },
@@ -486,21 +487,25 @@ static const struct rewrite_case rewrite_cases[] = {
     { S("250 STARTTLS\r\n"), false, SMTP_CAP_STARTTLS, "250 STARTTLS\r\n" },
     { S("250-STARTTLS\r\n250 SIZE\r\n"), false, SMTP_CAP_STARTTLS,
       "250-STARTTLS\r\n250 SIZE\r\n" },
-    /* look-alikes are not STARTTLS */
+    /* look-alikes are not STARTTLS (and, unknown, are removed) */
     { S("250-mx\r\n250 STARTTLSX\r\n"), true, SMTP_CAP_STARTTLS,
-      "250-mx\r\n250-STARTTLSX\r\n250 STARTTLS\r\n" },
+      "250-mx\r\n250 STARTTLS\r\n" },
     /* remove STARTTLS (client leg already TLS) */
     { S("250-mx\r\n250-STARTTLS\r\n250 SIZE\r\n"), false, SMTP_CAP_STARTTLS,
       "250-mx\r\n250 SIZE\r\n" },
     { S("250-mx\r\n250-SIZE\r\n250 STARTTLS\r\n"), false, SMTP_CAP_STARTTLS,
       "250-mx\r\n250 SIZE\r\n" },
     { S("250-mx\r\n250-SIZE\r\n250 STARTTLS\r\n"), false, 0,
-      "250-mx\r\n250-SIZE\r\n250 STARTTLS\r\n" },
-    /* remove AUTH (both forms), XCLIENT, XFORWARD; AUTHX stays */
+      "250-mx\r\n250 SIZE\r\n" },
+    /* remove AUTH (both forms), XCLIENT, XFORWARD; AUTHX (unknown) too */
     { S("250-mx\r\n250-AUTH PLAIN LOGIN\r\n250-AUTH=PLAIN LOGIN\r\n"
         "250-XCLIENT ADDR NAME\r\n250-XFORWARD NAME\r\n250-AUTHX\r\n"
         "250 8BITMIME\r\n"), false, HIDE,
-      "250-mx\r\n250-AUTHX\r\n250 8BITMIME\r\n" },
+      "250-mx\r\n250 8BITMIME\r\n" },
+    /* an allowlist: what the proxy does not know is removed */
+    { S("250-mx\r\n250-XEXCH50\r\n250-X-LINK2STATE\r\n250-BINARYMIME\r\n"
+        "250-BURL imap\r\n250-REQUIRETLS\r\n250-SIZE 100\r\n250 X-FOO\r\n"),
+      false, SMTP_CAP_REQUIRETLS, "250-mx\r\n250 SIZE 100\r\n" },
     { S("250-mx\r\n250-auth login\r\n250-SIZE\r\n250 xclient ADDR\r\n"),
       true, HIDE, "250-mx\r\n250-SIZE\r\n250 STARTTLS\r\n" },
     { S("250-mx\r\n250-AUTH LOGIN\r\n250 SIZE\r\n"), true, SMTP_CAP_AUTH,
@@ -546,7 +551,8 @@ static void test_ehlo_rewrite(void **state)
     for (size_t i = 0; i < sizeof rewrite_cases / sizeof rewrite_cases[0];
          i++) {
         const struct rewrite_case *c = &rewrite_cases[i];
-        struct smtp_ehlo_rewrite opts = { c->offer, c->remove };
+        struct smtp_ehlo_rewrite opts = {
+            .offer_starttls = c->offer, .keep = SMTP_CAP_ALL & ~c->remove };
         size_t out_len = 4242;
         print_message("rewrite case %zu\n", i);
 
@@ -604,7 +610,8 @@ static void test_ehlo_rewrite_bounds(void **state)
 {
     (void)state;
     const char in[] = "250-mx\r\n250 AUTH PLAIN\r\n250 tail";
-    struct smtp_ehlo_rewrite opts = { true, SMTP_CAP_AUTH };
+    struct smtp_ehlo_rewrite opts = { .offer_starttls = true,
+                                      .keep = SMTP_CAP_ALL & ~SMTP_CAP_AUTH };
     char out[64];
     size_t out_len;
 
@@ -612,6 +619,63 @@ static void test_ehlo_rewrite_bounds(void **state)
                                        &out_len), 0);
     assert_int_equal(out_len, strlen("250-mx\r\n250 STARTTLS\r\n"));
     assert_memory_equal(out, "250-mx\r\n250 STARTTLS\r\n", out_len);
+}
+
+/* keywords kept by name (ehlo_pass), and the list of what was dropped */
+static void test_ehlo_rewrite_extra_and_dropped(void **state)
+{
+    (void)state;
+    static const char in[] =
+        "250-mx\r\n250-XEXCH50\r\n250-x-link2state\r\n250-SIZE 10\r\n"
+        "250-BINARYMIME\r\n250-AUTH=LOGIN\r\n250-XCLIENT ADDR\r\n"
+        "250 DELIVERBY 60\r\n";
+    static const char *const extra[] = { "X-LINK2STATE", "DELIVERBY" };
+    struct smtp_ehlo_rewrite opts = {
+        .keep = SMTP_CAP_SIZE, .extra = extra, .nextra = 2 };
+    char out[256], dropped[64];
+    size_t n;
+
+    opts.dropped = dropped;
+    opts.dropped_cap = sizeof dropped;
+    assert_int_equal(smtp_ehlo_rewrite(in, sizeof in - 1, &opts, out,
+                                       sizeof out, &n), 0);
+    assert_int_equal(n, strlen("250-mx\r\n250-x-link2state\r\n"
+                               "250-SIZE 10\r\n250 DELIVERBY 60\r\n"));
+    assert_memory_equal(out, "250-mx\r\n250-x-link2state\r\n250-SIZE 10\r\n"
+                        "250 DELIVERBY 60\r\n", n);
+    assert_string_equal(dropped, "XEXCH50,BINARYMIME,AUTH,XCLIENT");
+
+    /* a prefix of an extra is not that extra; the list is cut to fit */
+    static const char in2[] = "250-mx\r\n250-DELIVER\r\n250 DELIVERBYX\r\n";
+    opts.dropped_cap = 10;
+    assert_int_equal(smtp_ehlo_rewrite(in2, sizeof in2 - 1, &opts, out,
+                                       sizeof out, &n), 0);
+    assert_int_equal(n, strlen("250 mx\r\n"));
+    assert_string_equal(dropped, "DELIVER,D");
+
+    /* nothing dropped: "" */
+    static const char in3[] = "250-mx\r\n250 SIZE\r\n";
+    opts.dropped_cap = sizeof dropped;
+    assert_int_equal(smtp_ehlo_rewrite(in3, sizeof in3 - 1, &opts, out,
+                                       sizeof out, &n), 0);
+    assert_string_equal(dropped, "");
+}
+
+static void test_ehlo_keyword_valid(void **state)
+{
+    (void)state;
+    assert_true(smtp_ehlo_keyword_valid("X-LINK2STATE", 12));
+    assert_true(smtp_ehlo_keyword_valid("8BITMIME", 8));
+    assert_true(smtp_ehlo_keyword_valid("a", 1));
+    assert_false(smtp_ehlo_keyword_valid("", 0));
+    assert_false(smtp_ehlo_keyword_valid("-X", 2));
+    assert_false(smtp_ehlo_keyword_valid("X_Y", 3));
+    assert_false(smtp_ehlo_keyword_valid("X Y", 3));
+    assert_false(smtp_ehlo_keyword_valid("X=Y", 3));
+    char long_kw[65];
+    memset(long_kw, 'A', sizeof long_kw);
+    assert_true(smtp_ehlo_keyword_valid(long_kw, 64));
+    assert_false(smtp_ehlo_keyword_valid(long_kw, 65));
 }
 
 /* ---- smtp_data_scan ----------------------------------------------------- */
@@ -817,6 +881,8 @@ int main(void)
         cmocka_unit_test(test_ehlo_caps),
         cmocka_unit_test(test_ehlo_rewrite),
         cmocka_unit_test(test_ehlo_rewrite_bounds),
+        cmocka_unit_test(test_ehlo_rewrite_extra_and_dropped),
+        cmocka_unit_test(test_ehlo_keyword_valid),
         cmocka_unit_test(test_data_scan),
         cmocka_unit_test(test_data_scan_after_end),
         cmocka_unit_test(test_data_scan_random),
