@@ -28,7 +28,11 @@ struct runtime {
     struct logger log;
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_signal_t ignored[3];          /* SIGHUP, SIGUSR1, SIGUSR2 */
 };
+
+/* signals that must never end the proxy (their default action would) */
+static const int main_ignored_signals[3] = { SIGHUP, SIGUSR1, SIGUSR2 };
 
 static void usage(FILE *out)
 {
@@ -86,6 +90,25 @@ static void main_on_signal(uv_signal_t *h, int signum)
         worker_request_stop(&rt->workers[i]);
     uv_close((uv_handle_t *)&rt->sigterm, NULL);
     uv_close((uv_handle_t *)&rt->sigint, NULL);
+    for (size_t i = 0; i < 3; i++)
+        uv_close((uv_handle_t *)&rt->ignored[i], NULL);
+}
+
+/*
+ * main_on_ignored - SIGHUP (what logrotate and service managers send to
+ * reload), SIGUSR1 and SIGUSR2 are logged and otherwise ignored: by
+ * default each would end the process.
+ */
+static void main_on_ignored(uv_signal_t *h, int signum)
+{
+    struct runtime *rt = h->data;
+
+    if (signum == SIGHUP)
+        log_event(&rt->log, LOG_WARN, 0,
+                  "event=sighup action=ignored reason=\"reload not supported\"");
+    else
+        log_event(&rt->log, LOG_INFO, 0, "event=signal signal=%s "
+                  "action=ignored", signum == SIGUSR1 ? "USR1" : "USR2");
 }
 
 /*
@@ -152,7 +175,7 @@ int main(int argc, char **argv)
     uv_loop_t loop;
     char err[512];
     int check = 0, opt, rc = 0;
-    sigset_t stop_signals, old_mask;
+    sigset_t handled_signals, old_mask;
     size_t per_worker = 0;
     unsigned started = 0;
     unsigned long max_files;
@@ -184,14 +207,17 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     /*
      * From the first listening socket on, SIGTERM and SIGINT must end in a
-     * clean stop (exit 0), but the loop handles them only from
-     * uv_signal_start on: until then they stay pending.  The worker
-     * threads inherit the mask and never take them.
+     * clean stop (exit 0), and SIGHUP, SIGUSR1 and SIGUSR2 must not end it
+     * at all, but the loop handles them only from uv_signal_start on:
+     * until then they stay pending.  The worker threads inherit the mask
+     * and never take them.
      */
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+    sigemptyset(&handled_signals);
+    sigaddset(&handled_signals, SIGTERM);
+    sigaddset(&handled_signals, SIGINT);
+    for (size_t i = 0; i < 3; i++)
+        sigaddset(&handled_signals, main_ignored_signals[i]);
+    pthread_sigmask(SIG_BLOCK, &handled_signals, &old_mask);
     rt.log.level = rt.cfg->log_level;
     rt.log.out = stderr;
     rt.nworkers = rt.cfg->workers ? rt.cfg->workers
@@ -230,6 +256,12 @@ int main(int argc, char **argv)
         rt.sigterm.data = rt.sigint.data = &rt;
         uv_signal_start(&rt.sigterm, main_on_signal, SIGTERM);
         uv_signal_start(&rt.sigint, main_on_signal, SIGINT);
+        for (size_t i = 0; i < 3; i++) {
+            uv_signal_init(&loop, &rt.ignored[i]);
+            rt.ignored[i].data = &rt;
+            uv_signal_start(&rt.ignored[i], main_on_ignored,
+                            main_ignored_signals[i]);
+        }
         /* a stop requested during start-up is handled now */
         pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
         for (size_t i = 0; i < rt.cfg->nservices; i++) {
