@@ -89,6 +89,7 @@ struct profile {
     char *ciphersuites;            /* NULL: the service's */
     bool has_security_level;
     int security_level;
+    int *key_lines;                /* private: config_profile_key_line() */
 };
 
 struct listen_addr {
@@ -155,6 +156,7 @@ struct service {
     char **ehlo_pass;              /* EHLO keywords passed besides the
                                       proxy's own list, upper case */
     size_t nehlo_pass;
+    int *key_lines;                /* private: config_service_key_line() */
 };
 
 struct config {
@@ -188,6 +190,15 @@ int config_load(const char *path, struct config **out, char *err,
  */
 int config_load_stream(FILE *f, const char *path, struct config **out,
                        char *err, size_t err_len);
+
+/*
+ * config_service_key_line, config_profile_key_line - the line of key
+ * (e.g. "cert") in the section, or the section header's line when the key
+ * was not given: errors found after loading (a certificate that does not
+ * load) name the line of the key that caused them.
+ */
+int config_service_key_line(const struct service *svc, const char *key);
+int config_profile_key_line(const struct profile *pr, const char *key);
 
 /* config_free - release a config from config_load (NULL is fine). */
 void config_free(struct config *cfg);

@@ -1934,6 +1934,18 @@ static void config_check(struct parser *p)
         config_check_service(p, i);
 }
 
+/* config_copy_lines - a copy of a section's key lines (K_COUNT ints). */
+static int *config_copy_lines(struct parser *p, const int *lines)
+{
+    int *copy = malloc(K_COUNT * sizeof *copy);
+
+    if (copy == NULL)
+        config_error(p, 0, "out of memory");
+    else
+        memcpy(copy, lines, K_COUNT * sizeof *copy);
+    return copy;
+}
+
 int config_load_stream(FILE *f, const char *path, struct config **out,
                        char *err, size_t err_len)
 {
@@ -1967,6 +1979,13 @@ int config_load_stream(FILE *f, const char *path, struct config **out,
         config_error(&p, 0, "out of memory");
     if (!p.read_failed)
         config_check(&p);
+    /* the line of each key, for errors found later (certificates...) */
+    for (i = 0; i < p.cfg->nservices; i++)
+        p.cfg->services[i].key_lines =
+            config_copy_lines(&p, p.svc_state[i].line);
+    for (i = 0; i < p.cfg->nprofiles; i++)
+        p.cfg->profiles[i].key_lines =
+            config_copy_lines(&p, p.prof_state[i].line);
     for (i = 0; i < p.cfg->nservices; i++)
         free(p.svc_state[i].profiles);
     free(p.svc_state);
@@ -1977,6 +1996,30 @@ int config_load_stream(FILE *f, const char *path, struct config **out,
     }
     *out = p.cfg;
     return 0;
+}
+
+/* config_key_line_of - the line of key name in a section's key_lines,
+ * or section_line when it was not given. */
+static int config_key_line_of(const int *key_lines, int section_line,
+                              const char *name, enum key_scope scope)
+{
+    for (size_t i = 0; key_lines != NULL && i < K_COUNT; i++)
+        if (key_table[i].scope == scope &&
+            strcasecmp(key_table[i].name, name) == 0)
+            return key_lines[i] != 0 ? key_lines[i] : section_line;
+    return section_line;
+}
+
+/* config_service_key_line - see config.h. */
+int config_service_key_line(const struct service *svc, const char *key)
+{
+    return config_key_line_of(svc->key_lines, svc->line, key, SCOPE_SERVICE);
+}
+
+/* config_profile_key_line - see config.h. */
+int config_profile_key_line(const struct profile *pr, const char *key)
+{
+    return config_key_line_of(pr->key_lines, pr->line, key, SCOPE_PROFILE);
 }
 
 int config_load(const char *path, struct config **out, char *err,
@@ -2008,11 +2051,13 @@ void config_free(struct config *cfg)
     for (i = 0; i < cfg->nservices; i++) {
         config_free_fields(&cfg->services[i], SCOPE_SERVICE);
         free(cfg->services[i].name);
+        free(cfg->services[i].key_lines);
     }
     free(cfg->services);
     for (i = 0; i < cfg->nprofiles; i++) {
         config_free_fields(&cfg->profiles[i], SCOPE_PROFILE);
         free(cfg->profiles[i].name);
+        free(cfg->profiles[i].key_lines);
     }
     free(cfg->profiles);
     config_free_fields(cfg, SCOPE_PROXY);

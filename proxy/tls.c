@@ -60,14 +60,25 @@ struct tls_server_set {
     size_t ngroups;
 };
 
-/* where an error message points: "path:line: [section] ..." */
+/* where an error message points: "path:line: [section] ...", the line
+ * being that of the key at fault (the section's when it was not given) */
 struct tls_where {
     const char *path;
-    int line;
+    const struct service *svc;
+    const struct profile *prof;    /* the profile whose keys apply, or NULL */
     const char *section;           /* "smtp" or "profile printers" */
     char *err;
     size_t err_len;
 };
+
+/* tls_line - the line of key (NULL: the section header) for w. */
+static int tls_line(const struct tls_where *w, const char *key)
+{
+    if (w->prof != NULL)
+        return key != NULL ? config_profile_key_line(w->prof, key)
+                           : w->prof->line;
+    return key != NULL ? config_service_key_line(w->svc, key) : w->svc->line;
+}
 
 /* tls_last_error - see tls.h. */
 void tls_last_error(char *buf, size_t len)
@@ -85,27 +96,29 @@ void tls_last_error(char *buf, size_t len)
 }
 
 /*
- * tls_fail - write "path:line: [section] what[ file]: <OpenSSL error>" and
- * return -1.
+ * tls_fail - write "path:line: [section] what[ file]: <OpenSSL error>",
+ * line being key's, and return -1.
  */
-static int tls_fail(const struct tls_where *w, const char *what,
-                    const char *file)
+static int tls_fail(const struct tls_where *w, const char *key,
+                    const char *what, const char *file)
 {
     char ossl[256];
 
     tls_last_error(ossl, sizeof ossl);
     snprintf(w->err, w->err_len, "%s:%d: [%s] %s%s%s: %s\n", w->path,
-             w->line, w->section, what, file ? " " : "", file ? file : "",
-             ossl);
+             tls_line(w, key), w->section, what, file ? " " : "",
+             file ? file : "", ossl);
     return -1;
 }
 
-/* tls_fail_msg - write "path:line: [section] message" and return -1. */
-static int tls_fail_msg(const struct tls_where *w, const char *msg)
+/* tls_fail_msg - write "path:line: [section] message" (key's line) and
+ * return -1. */
+static int tls_fail_msg(const struct tls_where *w, const char *key,
+                        const char *msg)
 {
     ERR_clear_error();
-    snprintf(w->err, w->err_len, "%s:%d: [%s] %s\n", w->path, w->line,
-             w->section, msg);
+    snprintf(w->err, w->err_len, "%s:%d: [%s] %s\n", w->path,
+             tls_line(w, key), w->section, msg);
     return -1;
 }
 
@@ -114,7 +127,7 @@ static int tls_fail_knob(const struct tls_where *w, const char *prefix,
                          const char *key, const char *value,
                          const char *reason)
 {
-    char ossl[256];
+    char ossl[256], name[64];
 
     if (reason == NULL) {
         tls_last_error(ossl, sizeof ossl);
@@ -122,8 +135,9 @@ static int tls_fail_knob(const struct tls_where *w, const char *prefix,
     } else {
         ERR_clear_error();
     }
-    snprintf(w->err, w->err_len, "%s:%d: [%s] bad %s%s '%s': %s\n", w->path,
-             w->line, w->section, prefix, key, value, reason);
+    snprintf(name, sizeof name, "%s%s", prefix, key);
+    snprintf(w->err, w->err_len, "%s:%d: [%s] bad %s '%s': %s\n", w->path,
+             tls_line(w, name), w->section, name, value, reason);
     return -1;
 }
 
@@ -436,7 +450,7 @@ static int tls_group_pairs(const struct cert_pair *pairs, size_t npairs,
     char msg[1024];
 
     if (types == NULL)
-        return tls_fail_msg(w, "out of memory");
+        return tls_fail_msg(w, NULL, "out of memory");
     for (i = 0; i < npairs; i++) {
         X509 *leaf = tls_read_leaf(pairs[i].cert);
         char **names;
@@ -444,13 +458,13 @@ static int tls_group_pairs(const struct cert_pair *pairs, size_t npairs,
         size_t *grown;
 
         if (leaf == NULL) {
-            tls_fail(w, "cannot load certificate", pairs[i].cert);
+            tls_fail(w, "cert", "cannot load certificate", pairs[i].cert);
             goto fail;
         }
         types[i] = EVP_PKEY_base_id(X509_get0_pubkey(leaf));
         if (tls_leaf_names(leaf, &names, &nnames) != 0) {
             X509_free(leaf);
-            tls_fail_msg(w, "out of memory");
+            tls_fail_msg(w, NULL, "out of memory");
             goto fail;
         }
         X509_free(leaf);
@@ -464,7 +478,7 @@ static int tls_group_pairs(const struct cert_pair *pairs, size_t npairs,
 
             if (more == NULL) {
                 tls_free_names(names, nnames);
-                tls_fail_msg(w, "out of memory");
+                tls_fail_msg(w, NULL, "out of memory");
                 goto fail;
             }
             groups = more;
@@ -481,14 +495,14 @@ static int tls_group_pairs(const struct cert_pair *pairs, size_t npairs,
                          "certificates %s and %s have the same names and "
                          "the same key type: give one of them",
                          pairs[groups[g].pairs[j]].cert, pairs[i].cert);
-                tls_fail_msg(w, msg);
+                tls_fail_msg(w, "cert", msg);
                 goto fail;
             }
         }
         grown = realloc(groups[g].pairs,
                         (groups[g].npairs + 1) * sizeof *grown);
         if (grown == NULL) {
-            tls_fail_msg(w, "out of memory");
+            tls_fail_msg(w, NULL, "out of memory");
             goto fail;
         }
         groups[g].pairs = grown;
@@ -529,14 +543,16 @@ static int tls_client_verify(SSL_CTX *ctx, const struct service *svc,
     if (svc->client_cert == CLIENT_CERT_NONE)
         return 0;
     if (svc->client_ca_file == NULL)
-        return tls_fail_msg(w, "client_cert = ask or require needs "
+        return tls_fail_msg(w, "client_cert",
+                            "client_cert = ask or require needs "
                                "client_ca_file");
     if (SSL_CTX_load_verify_locations(ctx, svc->client_ca_file, NULL) != 1)
-        return tls_fail(w, "cannot load client_ca_file",
+        return tls_fail(w, "client_ca_file", "cannot load client_ca_file",
                         svc->client_ca_file);
     cas = SSL_load_client_CA_file(svc->client_ca_file);
     if (cas == NULL)
-        return tls_fail(w, "no CA certificate in client_ca_file",
+        return tls_fail(w, "client_ca_file",
+                        "no CA certificate in client_ca_file",
                         svc->client_ca_file);
     SSL_CTX_set_client_CA_list(ctx, cas);   /* takes cas */
     if (svc->client_cert == CLIENT_CERT_REQUIRE)
@@ -561,7 +577,7 @@ static SSL_CTX *tls_group_ctx(const struct service *svc,
     size_t i;
 
     if (ctx == NULL) {
-        tls_fail(w, "cannot create TLS context", NULL);
+        tls_fail(w, NULL, "cannot create TLS context", NULL);
         return NULL;
     }
     if (tls_apply_knobs(ctx, k, true, "client_tls_", w) != 0)
@@ -576,16 +592,16 @@ static SSL_CTX *tls_group_ctx(const struct service *svc,
         const struct cert_pair *p = &pairs[g->pairs[i]];
 
         if (SSL_CTX_use_certificate_chain_file(ctx, p->cert) != 1) {
-            tls_fail(w, "cannot load certificate", p->cert);
+            tls_fail(w, "cert", "cannot load certificate", p->cert);
             goto fail;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, p->key, SSL_FILETYPE_PEM) != 1) {
-            tls_fail(w, "cannot load key", p->key);
+            tls_fail(w, "key", "cannot load key", p->key);
             goto fail;
         }
         /* checks the pair just loaded (the key selected its slot) */
         if (SSL_CTX_check_private_key(ctx) != 1) {
-            tls_fail(w, "key does not match certificate", p->key);
+            tls_fail(w, "key", "key does not match certificate", p->key);
             goto fail;
         }
     }
@@ -620,7 +636,7 @@ static int tls_build_set(struct tls_server_set *set, const struct service *svc,
 
     set->ctx = calloc(ngroups, sizeof *set->ctx);
     if (set->ctx == NULL)
-        return tls_fail_msg(w, "out of memory");
+        return tls_fail_msg(w, NULL, "out of memory");
     set->groups = groups;
     set->ngroups = ngroups;
     for (g = 0; g < ngroups; g++) {
@@ -669,7 +685,7 @@ static bool tls_server_needed(const struct service *svc)
 static int tls_server_sets(const struct config *cfg, const struct service *svc,
                            struct tls_service *ts, char *err, size_t err_len)
 {
-    struct tls_where w = {cfg->path, svc->line, svc->name, err, err_len};
+    struct tls_where w = {cfg->path, svc, NULL, svc->name, err, err_len};
     struct cert_pair single;
     const struct cert_pair *pairs = svc->certs;
     size_t npairs = svc->ncerts, i;
@@ -682,13 +698,13 @@ static int tls_server_sets(const struct config *cfg, const struct service *svc,
         npairs = 1;
     }
     if (npairs == 0)
-        return tls_fail_msg(&w, "TLS toward clients needs cert and key");
+        return tls_fail_msg(&w, NULL, "TLS toward clients needs cert and key");
     if (tls_group_pairs(pairs, npairs, &w, &ts->groups, &ts->ngroups) != 0)
         return -1;
 
     ts->sets = calloc(1 + svc->nprofiles, sizeof *ts->sets);
     if (ts->sets == NULL)
-        return tls_fail_msg(&w, "out of memory");
+        return tls_fail_msg(&w, NULL, "out of memory");
     ts->nsets = 1 + svc->nprofiles;
     if (tls_build_set(&ts->sets[0], svc, pairs, ts->groups, ts->ngroups,
                       &svc->client_tls_knobs, &w) != 0)
@@ -711,7 +727,7 @@ static int tls_server_sets(const struct config *cfg, const struct service *svc,
         if (p->has_security_level)
             k.security_level = p->security_level;
         snprintf(section, sizeof section, "profile %s", p->name);
-        pw.line = p->line;
+        pw.prof = p;
         pw.section = section;
         if (tls_build_set(&ts->sets[1 + i], svc, pairs, ts->groups,
                           ts->ngroups, &k, &pw) != 0)
@@ -747,12 +763,12 @@ static SSL_CTX *tls_backend_ctx(const struct config *cfg,
                                 const struct service *svc, char *err,
                                 size_t err_len)
 {
-    struct tls_where w = {cfg->path, svc->line, svc->name, err, err_len};
+    struct tls_where w = {cfg->path, svc, NULL, svc->name, err, err_len};
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     int ok;
 
     if (ctx == NULL) {
-        tls_fail(&w, "cannot create TLS context", NULL);
+        tls_fail(&w, NULL, "cannot create TLS context", NULL);
         return NULL;
     }
     if (tls_apply_knobs(ctx, &svc->backend_tls_knobs, false, "backend_tls_",
@@ -763,7 +779,8 @@ static SSL_CTX *tls_backend_ctx(const struct config *cfg,
     else
         ok = SSL_CTX_set_default_verify_paths(ctx);
     if (ok != 1) {
-        tls_fail(&w, "cannot load CA file", svc->backend_ca_file);
+        tls_fail(&w, "backend_ca_file", "cannot load CA file",
+                 svc->backend_ca_file);
         goto fail;
     }
     /* resumption: each worker keeps the newest session per service

@@ -1,0 +1,94 @@
+"""
+Smaller defects found trying the proxy as a new user would (issue 8,
+section 3): signals that must not kill it, -t naming the key's line,
+running out of descriptors without spinning, every handshake failure
+under backend_tls = may retried in plaintext, command_timeout following
+idle_timeout.
+"""
+
+import signal
+import time
+
+import pytest
+
+from harness import SMTPClient, expect, run_check, write_ini
+
+
+def connect(p):
+    c = SMTPClient(p.port)
+    c.greeting()
+    return c
+
+
+# ---- signals ---------------------------------------------------------------
+
+def test_hup_usr1_usr2_pipe_do_not_stop_the_proxy(proxy, smtp_sink):
+    sink = smtp_sink()
+    p = proxy(sink.port)
+    c = connect(p)                       # a session open across the signals
+    c.ehlo()
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGPIPE, signal.SIGHUP):
+        p.proc.send_signal(sig)
+        time.sleep(0.2)
+        assert p.proc.poll() is None, "signal %s stopped the proxy\n%s" % (
+            sig, p.log_text()[-2000:])
+    expect(c.mail(), 250)
+    c.quit()
+    c2 = connect(p)                      # and it still accepts
+    c2.quit()
+    p.wait_log(r'event=sighup action=ignored reason="reload not supported"',
+               count=2)
+    p.wait_log(r"event=signal signal=USR1 action=ignored")
+    p.wait_log(r"event=signal signal=USR2 action=ignored")
+    # the fixture's teardown checks that SIGTERM still stops it with 0
+
+
+# ---- -t names the key's line ------------------------------------------------
+
+def check_line(proxy_bin, tmp_path, certs, keys, bad_key, message,
+               section="smtp", extra=None):
+    """-t on a service whose key bad_key is wrong: the error names the
+    line of that key (the header and other keys come before it)."""
+    sections = {"proxy": {"hostname": "proxy.test"},
+                "smtp": {"listen": "127.0.0.1:2525",
+                         "backend": "127.0.0.1:25",
+                         "idle_timeout": 60,
+                         "cert": certs.proxy_cert, "key": certs.proxy_key}}
+    sections["smtp"].update(keys)
+    sections.update(extra or {})
+    ini = str(tmp_path / ("line-%s.ini" % bad_key))
+    where = write_ini(ini, sections)
+    rc, out = run_check(proxy_bin, ini)
+    assert rc == 1, out
+    line = where[(section, bad_key)]
+    assert line != where[(section, None)]
+    assert out.startswith("%s:%d: [%s] %s" % (ini, line, section, message)), \
+        (line, out)
+
+
+def test_check_names_the_line_of_the_failing_key(proxy_bin, tmp_path, certs):
+    missing = str(tmp_path / "missing.pem")
+    check_line(proxy_bin, tmp_path, certs, {"cert": missing}, "cert",
+               "cannot load certificate " + missing)
+    check_line(proxy_bin, tmp_path, certs, {"key": missing}, "key",
+               "cannot load key " + missing)
+    check_line(proxy_bin, tmp_path, certs, {"key": certs.backend_key}, "key",
+               "cannot load key " + certs.backend_key)   # key values mismatch
+    check_line(proxy_bin, tmp_path, certs,
+               {"backend_tls": "verify", "backend_ca_file": missing},
+               "backend_ca_file", "cannot load CA file " + missing)
+    check_line(proxy_bin, tmp_path, certs,
+               {"client_cert": "ask", "client_ca_file": missing},
+               "client_ca_file", "cannot load client_ca_file " + missing)
+    check_line(proxy_bin, tmp_path, certs, {"client_tls_ciphers": "NOPE"},
+               "client_tls_ciphers", "bad client_tls_ciphers 'NOPE'")
+    check_line(proxy_bin, tmp_path, certs,
+               {"backend_tls_groups": "P-256:NOPE"}, "backend_tls_groups",
+               "bad backend_tls_groups 'P-256:NOPE'")
+    check_line(proxy_bin, tmp_path, certs, {"profiles": "printers"},
+               "client_tls_ciphers", "bad client_tls_ciphers 'NOPE'",
+               section="profile printers",
+               extra={"profile printers": {"sources": "10.0.0.0/8",
+                                           "client_tls": "may",
+                                           "client_tls_ciphers": "NOPE"}})
