@@ -49,8 +49,8 @@ struct conn *conn_new(struct worker *w, const struct conn_cbs *cbs, void *ud);
 /* conn_set_cbs - hand the conn to another set of callbacks. */
 void conn_set_cbs(struct conn *c, const struct conn_cbs *cbs, void *ud);
 
-/* conn_accept - accept a pending connection from server into c. */
-int conn_accept(struct conn *c, void *server_stream);
+/* conn_open - c takes over the accepted socket fd (closed on failure). */
+int conn_open(struct conn *c, int fd);
 
 /* conn_connect - connect c to addr; on_connect reports the result. */
 int conn_connect(struct conn *c, const struct sockaddr *addr);

@@ -12,11 +12,11 @@ struct worker;
 struct session;
 
 /*
- * session_accept - accept one connection from server for service
- * svc_index and start its backend leg.  Failures are logged and end only
- * this session.
+ * session_accept - a session for the accepted connection fd (owned by the
+ * session from now on) of service svc_index; starts its backend leg.
+ * Failures are logged and end only this session.
  */
-void session_accept(struct worker *w, size_t svc_index, void *server);
+void session_accept(struct worker *w, size_t svc_index, int fd);
 
 /* session_shutdown - end s: send reply (if not REPLY_NONE) and close. */
 void session_shutdown(struct session *s, enum reply_id reply);

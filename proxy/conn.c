@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <uv.h>
@@ -625,10 +626,12 @@ static void conn_fill_peer(struct conn *c)
     }
 }
 
-int conn_accept(struct conn *c, void *server_stream)
+int conn_open(struct conn *c, int fd)
 {
-    if (uv_accept((uv_stream_t *)server_stream, (uv_stream_t *)&c->tcp) != 0)
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        close(fd);
         return -1;
+    }
     c->state = CONN_OPEN;
     uv_tcp_nodelay(&c->tcp, 1);
     conn_fill_peer(c);

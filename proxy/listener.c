@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +15,7 @@
 #include <uv.h>
 
 #include "log.h"
-#include "session.h"
 #include "worker.h"
-
-struct listener {
-    uv_tcp_t tcp;
-    struct worker *w;
-    size_t svc_index;
-    const struct listen_addr *addr;
-};
 
 /* listener_socket - see listener.h. */
 int listener_socket(const struct listen_addr *addr, char *err, size_t err_len)
@@ -76,42 +69,136 @@ int listener_check_free(const struct listen_addr *addr, char *err,
     return -1;
 }
 
-static void listener_on_connection(uv_stream_t *server, int status)
-{
-    struct listener *l = server->data;
+/*
+ * Accepting.  The listening socket is watched with a uv_poll and accepted
+ * here rather than by uv_listen, so that running out of descriptors can
+ * stop the accepting: libuv's own loop retries accept() at once when it
+ * fails with EMFILE and its spare descriptor is gone (another worker
+ * thread took it), and spins.  Out of descriptors (EMFILE, ENFILE) or
+ * kernel memory (ENOBUFS, ENOMEM), the listener stops watching its socket
+ * for LISTENER_PAUSE_MS; connections wait in the kernel's backlog until
+ * descriptors are free again, nothing spins.  At most LISTENER_BATCH
+ * connections are taken per wakeup, so that one busy listener does not
+ * starve the sessions of its loop.
+ */
+enum { LISTENER_BATCH = 64, LISTENER_PAUSE_MS = 100 };
 
+struct listener {
+    uv_poll_t poll;
+    uv_timer_t pause;
+    int fd;
+    struct worker *w;
+    size_t svc_index;
+    const struct listen_addr *addr;
+    listener_accept_cb on_accept;
+    unsigned handles;              /* open libuv handles: poll, pause */
+    bool paused;
+    uint64_t paused_at;            /* uv_now() when the pause began */
+    unsigned pauses;               /* pauses since the last accept */
+};
+
+static void listener_on_readable(uv_poll_t *h, int status, int events);
+
+static void listener_on_resume(uv_timer_t *t)
+{
+    struct listener *l = t->data;
+
+    l->paused = false;
+    uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
+}
+
+/* listener_pause - no descriptor (or memory) for a new connection: stop
+ * watching the socket for a while.  Logged once per episode. */
+static void listener_pause(struct listener *l, int err)
+{
+    uv_poll_stop(&l->poll);
+    l->paused = true;
+    if (l->pauses++ == 0) {
+        l->paused_at = uv_now(l->w->loop);
+        log_event(&l->w->log, LOG_WARN, 0,
+                  "event=accept_paused listen=%s error=\"%s\" retry_ms=%d",
+                  l->addr->text, strerror(err), LISTENER_PAUSE_MS);
+    }
+    uv_timer_start(&l->pause, listener_on_resume, LISTENER_PAUSE_MS, 0);
+}
+
+static void listener_on_readable(uv_poll_t *h, int status, int events)
+{
+    struct listener *l = h->data;
+
+    (void)events;
     if (status < 0) {
         log_event(&l->w->log, LOG_WARN, 0,
                   "event=accept_error listen=%s error=\"%s\"", l->addr->text,
                   uv_strerror(status));
         return;
     }
-    session_accept(l->w, l->svc_index, server);
+    for (int n = 0; n < LISTENER_BATCH && !l->paused; n++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            switch (errno) {
+            case EINTR:
+            case ECONNABORTED:
+            case EPROTO:
+                continue;
+            case EMFILE:
+            case ENFILE:
+            case ENOBUFS:
+            case ENOMEM:
+                listener_pause(l, errno);
+                return;
+            case EAGAIN:
+                return;
+            default:
+                log_event(&l->w->log, LOG_WARN, 0,
+                          "event=accept_error listen=%s error=\"%s\"",
+                          l->addr->text, strerror(errno));
+                return;
+            }
+        }
+        if (l->pauses > 0) {
+            log_event(&l->w->log, LOG_INFO, 0,
+                      "event=accept_resumed listen=%s paused_ms=%llu",
+                      l->addr->text,
+                      (unsigned long long)(uv_now(l->w->loop) - l->paused_at));
+            l->pauses = 0;
+        }
+        l->on_accept(l->w, l->svc_index, fd);
+    }
 }
 
 /* listener_open - see listener.h. */
 struct listener *listener_open(struct worker *w, size_t svc_index,
                                const struct listen_addr *addr, int fd,
-                               char *err, size_t err_len)
+                               listener_accept_cb on_accept, char *err,
+                               size_t err_len)
 {
     struct listener *l = calloc(1, sizeof *l);
     int r;
 
-    if (l == NULL || uv_tcp_init(w->loop, &l->tcp) != 0) {
-        free(l);
+    if (l == NULL) {
         close(fd);
         snprintf(err, err_len, "%s: cannot set up listener", addr->text);
         return NULL;
     }
     l->w = w;
+    l->fd = fd;
     l->svc_index = svc_index;
     l->addr = addr;
-    l->tcp.data = l;
-    r = uv_tcp_open(&l->tcp, fd);
-    if (r != 0)
+    l->on_accept = on_accept;
+    l->poll.data = l->pause.data = l;
+    r = uv_poll_init(w->loop, &l->poll, fd);
+    if (r != 0) {
         close(fd);
-    else
-        r = uv_listen((uv_stream_t *)&l->tcp, 511, listener_on_connection);
+        free(l);
+        snprintf(err, err_len, "cannot listen on %s: %s", addr->text,
+                 uv_strerror(r));
+        return NULL;
+    }
+    uv_timer_init(w->loop, &l->pause);
+    l->handles = 2;
+    r = uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
     if (r != 0) {
         snprintf(err, err_len, "cannot listen on %s: %s", addr->text,
                  uv_strerror(r));
@@ -121,13 +208,22 @@ struct listener *listener_open(struct worker *w, size_t svc_index,
     return l;
 }
 
+/* listener_on_close - the last of the two handles frees the listener
+ * and closes its socket (uv_poll never owns the descriptor). */
 static void listener_on_close(uv_handle_t *h)
 {
-    free(h->data);
+    struct listener *l = h->data;
+
+    if (--l->handles > 0)
+        return;
+    close(l->fd);
+    free(l);
 }
 
 void listener_close(struct listener *l)
 {
-    if (!uv_is_closing((uv_handle_t *)&l->tcp))
-        uv_close((uv_handle_t *)&l->tcp, listener_on_close);
+    if (uv_is_closing((uv_handle_t *)&l->poll))
+        return;
+    uv_close((uv_handle_t *)&l->poll, listener_on_close);
+    uv_close((uv_handle_t *)&l->pause, listener_on_close);
 }

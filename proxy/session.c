@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "connlimit.h"
 #include "log.h"
@@ -1653,12 +1654,14 @@ static void session_begin(struct session *s)
     backend_start(s);
 }
 
-void session_accept(struct worker *w, size_t svc_index, void *server)
+void session_accept(struct worker *w, size_t svc_index, int fd)
 {
     struct session *s = calloc(1, sizeof *s);
 
-    if (s == NULL)
+    if (s == NULL) {
+        close(fd);
         return;
+    }
     s->w = w;
     s->svc = &w->cfg->services[svc_index];
     s->svc_index = svc_index;
@@ -1675,11 +1678,12 @@ void session_accept(struct worker *w, size_t svc_index, void *server)
 
     s->client = conn_new(w, &client_cbs, s);
     if (s->client == NULL) {
+        close(fd);
         session_close(s, REPLY_NONE);
         return;
     }
     session_ref(s);
-    if (conn_accept(s->client, server) != 0) {
+    if (conn_open(s->client, fd) != 0) {
         session_close(s, REPLY_NONE);
         return;
     }

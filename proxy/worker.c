@@ -59,7 +59,7 @@ int worker_listen(struct worker *w, const int *fds, char *err, size_t err_len)
 
         for (j = 0; j < svc->nlisten; j++, k++) {
             struct listener *l = listener_open(w, i, &svc->listen[j], fds[k],
-                                               err, err_len);
+                                               session_accept, err, err_len);
             if (l == NULL) {
                 for (k++; k < total; k++)
                     close(fds[k]);

@@ -33,6 +33,22 @@ def connect(p, **kw):
     return c
 
 
+def try_session(port):
+    """try_session - a whole session with one message; True if it worked."""
+    try:
+        c = SMTPClient(port, timeout=10)
+        r = c.read_reply()
+        if r.code != 220:
+            c.close()
+            return False
+        c.ehlo()
+        ok = c.mail().code == 250
+        c.quit()
+        return ok
+    except (ConnectionClosed, OSError, AssertionError):
+        return False
+
+
 def replies_until_close(c):
     """replies_until_close - every reply the server sends until it closes."""
     out = []
@@ -264,6 +280,9 @@ class LimitedProxy:
 
         def limit():
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            # a proxy that logs in a loop must not fill the disk: it dies
+            # of SIGXFSZ instead, and the test fails
+            resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
         self.proc = subprocess.Popen([proxy_bin(), "-c", self.ini],
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.log_fd, stderr=self.log_fd,

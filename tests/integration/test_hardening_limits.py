@@ -13,23 +13,7 @@ import pytest
 from harness import SMTPClient, ConnectionClosed, expect, free_port, wait_for
 from hardening_util import (closed_within, connect, cpu_seconds,
                             limited_proxy, open_fds,  # noqa: F401 (fixture)
-                            replies_until_close)
-
-
-def try_session(port):
-    """try_session - a whole session with one message; True if it worked."""
-    try:
-        c = SMTPClient(port, timeout=10)
-        r = c.read_reply()
-        if r.code != 220:
-            c.close()
-            return False
-        c.ehlo()
-        ok = c.mail().code == 250
-        c.quit()
-        return ok
-    except (ConnectionClosed, OSError, AssertionError):
-        return False
+                            replies_until_close, try_session)
 
 
 # ---- connection limits -------------------------------------------------------

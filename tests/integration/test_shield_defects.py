@@ -7,11 +7,15 @@ idle_timeout.
 """
 
 import signal
+import socket
 import time
 
 import pytest
 
-from harness import SMTPClient, expect, run_check, write_ini
+from harness import (SMTPClient, expect, free_port, run_check, wait_for,
+                     write_ini)
+from hardening_util import (cpu_seconds, limited_proxy,  # noqa: F401
+                            open_fds, try_session)
 
 
 def connect(p):
@@ -92,3 +96,55 @@ def test_check_names_the_line_of_the_failing_key(proxy_bin, tmp_path, certs):
                extra={"profile printers": {"sources": "10.0.0.0/8",
                                            "client_tls": "may",
                                            "client_tls_ciphers": "NOPE"}})
+
+
+# ---- out of descriptors -----------------------------------------------------
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_out_of_descriptors_never_spins_20_runs(limited_proxy,
+                                                scripted_backend, certs,
+                                                workers):
+    """40 descriptors, 60 clients: the proxy serves what it can, the rest
+    wait, and it uses (almost) no CPU meanwhile.  With two workers, libuv's
+    own accept loop spun in about half of such runs (one worker's spare
+    descriptor taken by the other's accept): 20 runs each."""
+    b = scripted_backend()
+    nofile = 40
+    for run in range(20):
+        port = free_port()
+        sections = {
+            "proxy": {"hostname": "proxy.test", "log_level": "info",
+                      "workers": workers},
+            "smtp": {"listen": "127.0.0.1:%d" % port,
+                     "backend": "127.0.0.1:%d" % b.port,
+                     "cert": certs.proxy_cert, "key": certs.proxy_key},
+        }
+        p = limited_proxy(sections, nofile=nofile)
+        clients = []
+        try:
+            for _ in range(60):
+                try:
+                    clients.append(socket.create_connection(
+                        ("127.0.0.1", port), timeout=10))
+                except OSError:
+                    pass
+            wait_for(lambda: open_fds(p.pid) >= nofile - 2, 10,
+                     what="the proxy at its descriptor limit")
+            time.sleep(0.5)
+            cpu0 = cpu_seconds(p.pid)
+            time.sleep(1.0)
+            cpu1 = cpu_seconds(p.pid)
+            assert p.proc.poll() is None, p.log_text()[-3000:]
+            assert cpu1 - cpu0 < 0.3, (
+                "run %d, %d worker(s): %.2f s of CPU in 1 s out of "
+                "descriptors (%d open): it spins\n%s"
+                % (run, workers, cpu1 - cpu0, open_fds(p.pid),
+                   p.log_text()[-2000:]))
+        finally:
+            for s in clients:
+                s.close()
+        # the clients that waited in the backlog are served afterwards
+        wait_for(lambda: try_session(port), 30, interval=0.2,
+                 what="a session once descriptors are free (run %d)" % run)
+        assert p.stop() == 0, p.log_text()[-3000:]
+    assert "event=accept_paused" in p.log_text()
