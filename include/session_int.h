@@ -136,6 +136,8 @@ struct session {
     uint64_t cmd_start;               /* first byte of an unfinished command
                                          line; 0: none */
     uint64_t hs_start;                /* client TLS handshake began */
+    uint64_t bhs_start;               /* backend TLS handshake began; 0:
+                                         none under way */
     uint64_t data_start;              /* message content window began */
     uint64_t data_bytes;              /* content bytes since data_start */
     bool client_paused;               /* we stopped reading the client */
@@ -179,6 +181,8 @@ void session_backend_ready(struct session *s);
 void session_fail(struct session *s, enum reply_id reply, const char *event,
                   const char *why);
 void session_touch_backend(struct session *s);
+/* session_arm - a deadline may have moved closer: re-arm the timer. */
+void session_arm(struct session *s);
 bool session_enforce(struct session *s, const char *rule, const char *detail);
 void session_ref(struct session *s);
 void session_unref(struct session *s);
@@ -191,6 +195,9 @@ void backend_start(struct session *s);
 /* backend_setup_input - feed setup replies; called with s->bin filled. */
 void backend_setup_input(struct session *s);
 const char *backend_state_name(enum backend_state st);
+/* backend_handshake_timeout - the backend's TLS handshake took longer than
+ * tls_handshake_timeout: a failed handshake (session.c's timer). */
+void backend_handshake_timeout(struct session *s);
 /* backend_xclient_helo - "XCLIENT HELO=<client's name> PROTO=..." CRLF. */
 int backend_xclient_helo(const struct session *s, bool esmtp, char *out,
                          size_t cap);

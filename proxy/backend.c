@@ -129,6 +129,7 @@ void backend_start(struct session *s)
 
     sbuf_free(&s->bin);
     s->bstate = BACKEND_IDLE;
+    s->bhs_start = 0;
     if (uv_ip4_addr(svc->backend_host, port,
                     (struct sockaddr_in *)&s->baddr) == 0 ||
         uv_ip6_addr(svc->backend_host, port,
@@ -158,6 +159,8 @@ static void backend_tls_begin(struct session *s, enum backend_state next)
     SSL_SESSION **slot = worker_backend_session(s->w, s->svc_index);
 
     backend_set_state(s, next);
+    s->bhs_start = uv_now(s->w->loop);   /* tls_handshake_timeout */
+    session_arm(s);
     if (ssl != NULL && slot != NULL) {
         /* resume the service's last backend session: no certificate or
          * key exchange work on either side when the backend agrees */
@@ -329,6 +332,46 @@ int backend_xclient_helo(const struct session *s, bool esmtp, char *out,
                     name[0] ? name : "[UNAVAILABLE]", esmtp ? "ESMTP" : "SMTP");
 }
 
+/*
+ * backend_tls_failed - the backend's TLS handshake failed, whatever the
+ * way: an alert, a close, a reset, or no progress within
+ * tls_handshake_timeout.  Strict policies refuse (unless enforce = no);
+ * otherwise, as Postfix's "may" does, the backend gets one more
+ * connection without TLS (not with implicit TLS, which has no plaintext).
+ */
+static void backend_tls_failed(struct session *s, const char *why)
+{
+    SSL_SESSION **slot = worker_backend_session(s->w, s->svc_index);
+    char esc[200];
+
+    if (slot != NULL) {    /* start afresh next time */
+        SSL_SESSION_free(*slot);
+        *slot = NULL;
+    }
+    if (backend_strict(s) && backend_refuse(s, why))
+        return;
+    if (s->svc->backend_implicit_tls || s->backend_plain_retry) {
+        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_tls_failed",
+                        why);
+        return;
+    }
+    log_escape(esc, sizeof esc, why, strlen(why));
+    log_event(&s->w->log, LOG_WARN, s->id,
+              "event=backend_tls_failed error=\"%s\" action=retry_plaintext",
+              esc);
+    s->backend_plain_retry = true;
+    s->bhs_start = 0;
+    conn_close(s->backend);
+    s->backend = NULL;
+    backend_start(s);
+}
+
+/* backend_handshake_timeout - see session_int.h. */
+void backend_handshake_timeout(struct session *s)
+{
+    backend_tls_failed(s, "TLS handshake timed out");
+}
+
 static void backend_on_handshake(struct conn *c, void *ud, int status)
 {
     struct session *s = ud;
@@ -336,30 +379,10 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
     if (s->closing || c != s->backend)
         return;
     if (status != 0) {
-        SSL_SESSION **slot = worker_backend_session(s->w, s->svc_index);
-
-        if (slot != NULL) {    /* start afresh next time */
-            SSL_SESSION_free(*slot);
-            *slot = NULL;
-        }
-        /* strict: refused (unless enforce = no); otherwise as "may" */
-        if (backend_strict(s) && backend_refuse(s, conn_error(c)))
-            return;
-        if (s->svc->backend_implicit_tls || s->backend_plain_retry) {
-            backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_tls_failed",
-                            conn_error(c));
-            return;
-        }
-        /* one more try without TLS (Postfix's "may" does the same) */
-        log_event(&s->w->log, LOG_WARN, s->id,
-                  "event=backend_tls_failed error=\"%s\" action=retry_plaintext",
-                  conn_error(c));
-        s->backend_plain_retry = true;
-        conn_close(c);
-        s->backend = NULL;
-        backend_start(s);
+        backend_tls_failed(s, conn_error(c));
         return;
     }
+    s->bhs_start = 0;
     backend_record_tls(s);
     if (s->svc->backend_tls == BACKEND_TLS_VERIFY &&
         SSL_get_verify_result(conn_ssl(c)) != X509_V_OK &&
@@ -384,6 +407,14 @@ static void backend_on_eof(struct conn *c, void *ud, int status)
         return;
     if (s->bstate == BACKEND_READY) {
         session_backend_eof(s, status);
+        return;
+    }
+    if (s->bstate == BACKEND_TLS_HANDSHAKE || s->bstate == BACKEND_TLS_IMPLICIT) {
+        /* a reset during the handshake is a failed handshake like any */
+        snprintf(why, sizeof why, "connection %s during TLS handshake%s%s",
+                 status == 0 ? "closed" : "lost",
+                 conn_error(c)[0] ? ": " : "", conn_error(c));
+        backend_tls_failed(s, why);
         return;
     }
     snprintf(why, sizeof why, "closed during %s%s%s",

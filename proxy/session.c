@@ -143,6 +143,14 @@ static uint64_t session_deadline(const struct session *s, const char **what)
             *what = "tls_handshake";
         }
     }
+    if (s->bhs_start != 0 && (s->bstate == BACKEND_TLS_HANDSHAKE ||
+                              s->bstate == BACKEND_TLS_IMPLICIT)) {
+        t = s->bhs_start + (uint64_t)svc->tls_handshake_timeout * 1000;
+        if (t < d) {
+            d = t;
+            *what = "backend_tls_handshake";
+        }
+    }
     if ((s->cmode == CLIENT_COMMAND || s->cmode == CLIENT_AUTH ||
          s->cmode == CLIENT_PROXY_HEADER) && s->cmd_start != 0) {
         t = s->cmd_start + (uint64_t)svc->command_timeout * 1000;
@@ -167,7 +175,7 @@ static uint64_t session_deadline(const struct session *s, const char **what)
 static void session_on_timer(uv_timer_t *t);
 
 /* session_arm - (re)start the timer for the earliest deadline. */
-static void session_arm(struct session *s)
+void session_arm(struct session *s)
 {
     const char *what;
     uint64_t d, now;
@@ -198,6 +206,11 @@ static void session_on_timer(uv_timer_t *t)
     }
     log_event(&s->w->log, LOG_INFO, s->id, "event=timeout waiting_for=%s",
               what);
+    if (strcmp(what, "backend_tls_handshake") == 0) {
+        backend_handshake_timeout(s);   /* "may": retried in plaintext */
+        session_arm(s);
+        return;
+    }
     session_close(s, s->cmode == CLIENT_HANDSHAKE ? REPLY_NONE : REPLY_TIMEOUT);
 }
 

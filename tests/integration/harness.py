@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -559,6 +560,10 @@ class ScriptedBackend:
                        the same write is injected
       starttls_mode    "ok" | "refuse" (454) | "close" (220 then close)
                        | "garbage" (220, then non-TLS bytes, then close)
+                       | "reset" (220, the ClientHello, then a TCP reset)
+                       | "stall" (220, then silence until the peer closes)
+                       | "alert" (220, the ClientHello, then a fatal TLS
+                         handshake_failure alert and close)
       on_data          "accept" | "close" (after the body, no reply)
                        | bytes (this reply to end-of-data) | "silent"
       pause_data       threading.Event: after 354, wait for it before reading
@@ -684,6 +689,22 @@ def default_backend_handler(conn, b):
                 conn.send(b"this is not a TLS ServerHello\r\n" * 4)
                 time.sleep(0.5)
                 return
+            elif b.starttls_mode in ("reset", "alert"):
+                conn.send(b.starttls_reply)
+                conn.plaintext_behind_starttls = conn._take()  # ClientHello
+                if b.starttls_mode == "alert":
+                    # TLS 1.2 record: alert, fatal, handshake_failure
+                    conn.send(b"\x15\x03\x03\x00\x02\x02\x28")
+                    time.sleep(0.3)
+                    return
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     struct.pack("ii", 1, 0))
+                conn.sock.close()   # no shutdown first: RST, not FIN
+                return
+            elif b.starttls_mode == "stall":
+                conn.send(b.starttls_reply)
+                while True:
+                    conn._take()
             else:
                 conn.send(b.starttls_reply)
                 conn.start_tls(b.tls_ctx)

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from harness import (SMTPClient, expect, free_port, run_check, wait_for,
-                     write_ini)
+from harness import (SMTPClient, expect, free_port, run_check, unique_token,
+                     wait_for, write_ini)
 from hardening_util import (cpu_seconds, limited_proxy,  # noqa: F401
                             open_fds, try_session)
 
@@ -148,3 +148,75 @@ def test_out_of_descriptors_never_spins_20_runs(limited_proxy,
                  what="a session once descriptors are free (run %d)" % run)
         assert p.stop() == 0, p.log_text()[-3000:]
     assert "event=accept_paused" in p.log_text()
+
+
+# ---- backend_tls = may: every handshake failure gets the plaintext retry -----
+
+FAILURES = ["close", "reset", "stall", "alert", "garbage"]
+
+
+@pytest.mark.parametrize("mode", FAILURES)
+def test_may_retries_plaintext_after_any_handshake_failure(
+        proxy, scripted_backend, backend_tls_ctx, client_ctx, mode):
+    b = scripted_backend(tls_ctx=backend_tls_ctx, starttls_mode=mode)
+    p = proxy(b.port, backend_tls="may", tls_handshake_timeout=2)
+    c = SMTPClient(p.port)
+    c.greeting()
+    c.ehlo()
+    c.starttls(client_ctx)
+    c.ehlo()
+    token = unique_token("may-" + mode)
+    expect(c.mail(body=("Subject: %s\r\n\r\nx\r\n" % token).encode()), 250)
+    c.quit()
+    assert len(b.conns) == 2, [x.lines for x in b.conns]
+    first, second = b.conns
+    assert b"STARTTLS" in first.lines and first.messages == []
+    assert b"STARTTLS" not in second.lines and not second.tls
+    assert len(second.messages) == 1 and token.encode() in second.messages[0]
+    p.wait_log(r"event=backend_tls_failed .*action=retry_plaintext")
+
+
+@pytest.mark.parametrize("mode", FAILURES)
+def test_encrypt_refuses_after_any_handshake_failure(
+        proxy, scripted_backend, backend_tls_ctx, mode):
+    b = scripted_backend(tls_ctx=backend_tls_ctx, starttls_mode=mode)
+    p = proxy(b.port, backend_tls="encrypt", tls_handshake_timeout=2)
+    c = SMTPClient(p.port)
+    expect(c.read_reply(), 421, "4.7.0")
+    c.expect_closed()
+    assert len(b.conns) == 1
+    assert b"MAIL" not in b.all_raw().upper()
+
+
+# ---- command_timeout follows idle_timeout -------------------------------------
+
+def test_command_timeout_defaults_to_idle_timeout(proxy, scripted_backend):
+    """idle_timeout = 5 and no command_timeout: a client trickling one byte
+    a second is cut off after about 5 s (the old default was 300 s)."""
+    b = scripted_backend()
+    p = proxy(b.port, idle_timeout=5)
+    c = SMTPClient(p.port)
+    c.greeting()
+    c.ehlo()
+    start = time.monotonic()
+    line = b"NOOP " + b"x" * 60 + b"\r\n"
+    c.sock.settimeout(1.0)
+    got = b""
+    for i in range(len(line)):
+        try:
+            c.sock.sendall(line[i:i + 1])
+        except OSError:
+            break
+        try:
+            data = c.sock.recv(4096)
+            if not data:
+                break
+            got += data
+            if b"421" in got:
+                break
+        except socket.timeout:
+            pass
+    elapsed = time.monotonic() - start
+    assert got.startswith(b"421 4.4.2"), got
+    assert 4 <= elapsed < 15, "cut off after %.1f s, want about 5" % elapsed
+    p.wait_log(r"event=timeout waiting_for=command\b")
