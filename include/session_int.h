@@ -127,6 +127,12 @@ struct session {
                                          from us */
     char *greeting;                   /* the backend's own, relayed once */
     size_t greeting_len;
+    char *held_helo;                  /* this backend session's 250 to an
+                                         EHLO/HELO, kept while the client
+                                         leg is plaintext (a repeated one
+                                         may be refused after STARTTLS) */
+    size_t held_helo_len;
+    bool held_ehlo;                   /* ... it answered an EHLO */
 
     uv_timer_t timer;                 /* every deadline, see
                                          session_deadline() */

@@ -130,6 +130,8 @@ void backend_start(struct session *s)
     sbuf_free(&s->bin);
     s->bstate = BACKEND_IDLE;
     s->bhs_start = 0;
+    free(s->held_helo);           /* it was this backend session's */
+    s->held_helo = NULL;
     if (uv_ip4_addr(svc->backend_host, port,
                     (struct sockaddr_in *)&s->baddr) == 0 ||
         uv_ip6_addr(svc->backend_host, port,

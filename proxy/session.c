@@ -86,6 +86,7 @@ static void session_on_timer_close(uv_handle_t *h)
     sbuf_free(&s->cin);
     sbuf_free(&s->bin);
     free(s->greeting);
+    free(s->held_helo);
     free(s->client_cert_subject);
     free(s->client_cert_verify);
     free(s);
@@ -1380,6 +1381,25 @@ static void session_write_ehlo(struct session *s, const char *p, size_t len,
     }
 }
 
+/* session_one_line - "250 <the text of the reply's first line>" CRLF
+ * into line (of SESSION_REPLY_LINE + 8 bytes); returns its length. */
+static size_t session_one_line(const char *p, const struct smtp_reply *rep,
+                               char *line)
+{
+    size_t text = rep->len;
+    int n;
+
+    for (size_t i = 0; i < rep->len; i++)
+        if (p[i] == '\r' || p[i] == '\n') {
+            text = i;
+            break;
+        }
+    text = text > 4 ? text - 4 : 0;
+    n = snprintf(line, SESSION_REPLY_LINE + 8, "250 %.*s\r\n", (int)text,
+                 text ? p + 4 : "");
+    return (size_t)n;
+}
+
 /*
  * session_write_helo_as_ehlo - the backend took our HELO: answer the
  * client's EHLO ourselves, with the backend's greeting line and only what
@@ -1389,19 +1409,61 @@ static void session_write_helo_as_ehlo(struct session *s, const char *p,
                                        const struct smtp_reply *rep)
 {
     char line[SESSION_REPLY_LINE + 8];
-    size_t text = rep->len;
-    int n;
 
-    /* the first line's text, without "250" and its mark */
-    for (size_t i = 0; i < rep->len; i++)
-        if (p[i] == '\r' || p[i] == '\n') {
-            text = i;
-            break;
-        }
-    text = text > 4 ? text - 4 : 0;
-    n = snprintf(line, sizeof line, "250 %.*s\r\n", (int)text,
-                 text ? p + 4 : "");
-    session_write_ehlo(s, line, (size_t)n, 1);
+    session_write_ehlo(s, line, session_one_line(p, rep, line), 1);
+}
+
+/*
+ * session_hold_helo - keep the backend's 250 to an EHLO (ehlo) or HELO of
+ * this backend session while the client leg is plaintext: the client's
+ * EHLO after its STARTTLS goes into the same backend session, and a
+ * backend may refuse a repeated one (RFC 5321 4.1.4; OpenSMTPD answers
+ * "503 5.5.1 Invalid command: Already identified", even after RSET).
+ */
+static void session_hold_helo(struct session *s, const char *p, size_t len,
+                              bool ehlo)
+{
+    char *copy;
+
+    if (s->client_tls || (copy = malloc(len)) == NULL)
+        return;
+    memcpy(copy, p, len);
+    free(s->held_helo);
+    s->held_helo = copy;
+    s->held_helo_len = len;
+    s->held_ehlo = ehlo;
+}
+
+/*
+ * session_answer_repeat - the backend refused a repeated EHLO (ehlo) or
+ * HELO with a 5xx in a session that is still clean: the client gets the
+ * answer it would have had, from the backend's own earlier reply
+ * (rewritten for the client leg as it is now), and the backend keeps the
+ * name it was told first.  Returns false when there is nothing to answer
+ * from: the refusal is relayed.
+ */
+static bool session_answer_repeat(struct session *s,
+                                  const struct smtp_reply *rep, bool ehlo)
+{
+    char line[SESSION_REPLY_LINE + 8];
+    struct smtp_reply held;
+
+    if (rep->code < 500 || s->held_helo == NULL || s->backend_dirty ||
+        smtp_reply_scan(s->held_helo, s->held_helo_len, SESSION_REPLY_LINE,
+                        SESSION_REPLY_LINES, &held) != SMTP_REPLY_OK)
+        return false;
+    log_event(&s->w->log, LOG_INFO, s->id,
+              "event=backend_repeat_refused verb=%s code=%d "
+              "action=earlier_reply", ehlo ? "EHLO" : "HELO", rep->code);
+    s->waiting = false;
+    if (!ehlo)
+        conn_write(s->client, line, session_one_line(s->held_helo, &held,
+                                                     line));
+    else if (s->held_ehlo)
+        session_write_ehlo(s, s->held_helo, held.len, held.nlines);
+    else
+        session_write_helo_as_ehlo(s, s->held_helo, &held);
+    return true;
 }
 
 /* session_relay - one backend reply for the command at the FIFO head. */
@@ -1413,6 +1475,8 @@ static void session_relay(struct session *s, const char *p,
     fifo_pop(s);
     switch (kind) {
     case EXPECT_EHLO:
+        if (session_answer_repeat(s, rep, true))
+            return;
         if (rep->code == 500 || rep->code == 502) {
             /* a HELO-only server: keep the client's EHLO working */
             log_event(&s->w->log, LOG_INFO, s->id,
@@ -1424,19 +1488,27 @@ static void session_relay(struct session *s, const char *p,
         if (rep->code == 250) {
             s->backend_chunking =
                 (smtp_ehlo_caps(p, rep->len) & SMTP_CAP_CHUNKING) != 0;
+            session_hold_helo(s, p, rep->len, true);
             session_write_ehlo(s, p, rep->len, rep->nlines);
             return;
         }
         break;
     case EXPECT_HELO_FALLBACK:
+        if (session_answer_repeat(s, rep, true))
+            return;
         s->waiting = false;
         if (rep->code == 250) {
+            session_hold_helo(s, p, rep->len, false);
             session_write_helo_as_ehlo(s, p, rep);
             return;
         }
         break;
     case EXPECT_HELO:
+        if (session_answer_repeat(s, rep, false))
+            return;
         s->waiting = false;
+        if (rep->code == 250)
+            session_hold_helo(s, p, rep->len, false);
         break;
     case EXPECT_DATA:
         s->waiting = false;
@@ -1489,6 +1561,9 @@ static void session_relay(struct session *s, const char *p,
         else if (rep->code == 250 && s->client_esmtp && !s->backend_helo_only)
             s->backend_chunking =
                 (smtp_ehlo_caps(p, rep->len) & SMTP_CAP_CHUNKING) != 0;
+        if (rep->code == 250)
+            session_hold_helo(s, p, rep->len,
+                              s->client_esmtp && !s->backend_helo_only);
         return;
     default:
         break;

@@ -20,7 +20,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libssl-dev libinih-dev libcmocka-dev
   openssl ca-certificates
-  postfix swaks libnet-ssleay-perl testssl.sh
+  postfix swaks libnet-ssleay-perl testssl.sh curl
   stunnel4 nginx libnginx-mod-mail iproute2
   python3 python3-pytest python3-aiosmtpd
 )
