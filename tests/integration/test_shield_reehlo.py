@@ -13,6 +13,7 @@ OpenSMTPD does (its own STARTTLS starts a new session); every real client
 of the suite sends mail through the proxy to it.
 """
 
+import os
 import re
 import smtplib
 import socket
@@ -20,8 +21,8 @@ import subprocess
 
 import pytest
 
-from harness import (PROXY_CN, TIMEOUT, SMTPClient, expect, peer_cn,
-                     require_program, unique_token)
+from harness import (PROXY_CN, TIMEOUT, PostfixInstance, SMTPClient, expect,
+                     peer_cn, require_program, unique_token)
 
 ALREADY = b"503 5.5.1 Invalid command: Already identified\r\n"
 KEYWORDS = ("PIPELINING", "SIZE 36700160", "DSN", "8BITMIME",
@@ -228,3 +229,56 @@ def test_curl_through_a_backend_that_refuses_a_second_ehlo(
                    "r@test.example", "--upload-file", str(msg)])
     assert rc == 0, out
     check_one_session(b, token)
+
+
+class RelayingPostfix(PostfixInstance):
+    """RelayingPostfix - the private Postfix, but mail for other domains
+    goes out through its smtp client to relayhost (the proxy), with
+    STARTTLS required and the proxy's certificate verified."""
+
+    def __init__(self, certs, relay_port):
+        self.relay_port = relay_port
+        self.ca = certs.ca
+        super().__init__(certs)
+
+    def run(self, *args, check=True):
+        if args and args[0] == "check" and not getattr(self, "_relay", False):
+            with open(os.path.join(self.conf, "main.cf"), "a") as f:
+                f.write("relayhost = [127.0.0.1]:%d\n"
+                        "default_transport = smtp\nrelay_transport = smtp\n"
+                        "smtp_tls_security_level = verify\n"
+                        "smtp_tls_CAfile = %s\n"
+                        "smtp_tls_verify_cert_match = localhost\n"
+                        "smtp_tls_loglevel = 1\n"
+                        "smtp_helo_name = postfix-client.test\n"
+                        % (self.relay_port, self.ca))
+            with open(os.path.join(self.conf, "master.cf"), "a") as f:
+                f.write("smtp      unix  -       -       n       -       -"
+                        "       smtp\n")
+            self._relay = True
+        return super().run(*args, check=check)
+
+
+def test_postfix_smtp_client_through_a_backend_that_refuses_a_second_ehlo(
+        proxy, opensmtpd_like, certs):
+    """Postfix's smtp client as a relay (EHLO, STARTTLS, EHLO): it used to
+    defer the mail with "503 5.5.1"."""
+    b = opensmtpd_like(tls=True)
+    p = proxy(b.port)
+    pf = RelayingPostfix(certs, p.port)
+    try:
+        token = unique_token("postfix-reehlo")
+        c = SMTPClient(pf.port, expect_cn=None)
+        c.greeting()
+        c.ehlo()
+        expect(c.mail(rcpts=["someone@relay.example"],
+                      body=("Subject: %s\r\n\r\nx\r\n" % token).encode()), 250)
+        c.quit()
+        pf.wait_log(r"to=<someone@relay\.example>, relay=127\.0\.0\.1\["
+                    r"127\.0\.0\.1\]:%d, .*status=sent" % p.port)
+        pf.wait_log(r"Verified TLS connection established to "
+                    r"127\.0\.0\.1\[127\.0\.0\.1\]:%d" % p.port)
+        assert "503" not in pf.log_text(), pf.log_text()
+        check_one_session(b, token, helo=b"EHLO postfix-client.test")
+    finally:
+        pf.stop()
