@@ -466,7 +466,7 @@ def send_bare_lf_message(c):
 
 @pytest.mark.parametrize("max_errors,before", [
     (1, []),
-    (2, [b"FOO first error\r\n"]),
+    (2, [b"EXPN first-error\r\n"]),
 ], ids=["550-is-the-only-error", "550-is-the-second-error"])
 def test_max_errors_reached_by_bare_newline_550_opens_no_backend(
         proxy, scripted_backend, max_errors, before):
@@ -506,20 +506,20 @@ def test_max_errors_after_bare_newline_550_counts_backends(
     c.ehlo()
     send_bare_lf_message(c)
     expect(c.read_reply(), 550, "5.5.2")     # error 1
-    c.send(b"FOO second error\r\n")          # error 2, over the fresh backend
+    c.send(b"EXPN second-error\r\n")          # error 2, over the fresh backend
     replies = replies_until_close(c)
     assert [r.code for r in replies] == [502, 421], replies
     expect(replies[1], 421, "4.7.0")
     # connection 1: opened at accept, cut at the bare LF; connection 2:
     # opened right after the 550, greeted with the client's EHLO again,
-    # then given FOO; none after the 421
+    # then given EXPN; none after the 421
     first, fresh = b.wait_conns(1), b.wait_conns(2)
     first.done.wait(10)
     fresh.wait_eof()
     fresh.done.wait(10)
     assert first.messages == [] and fresh.messages == []
     assert fresh.lines == [b"EHLO proxy.test", b"EHLO client.test",
-                           b"FOO second error"], fresh.lines
+                           b"EXPN second-error"], fresh.lines
     summary = log_fields(p.summaries(1)[0])
     assert summary["errors"] == "2", summary
     assert summary["backend_connections"] == "2", summary
