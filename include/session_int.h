@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "backend.h"
 #include "config.h"
 #include "conn.h"
 #include "reply.h"
@@ -19,22 +20,6 @@
 #include "tls.h"
 #include "worker.h"
 
-
-/* The backend leg's setup, in order (DESIGN.md, step 2). */
-enum backend_state {
-    BACKEND_IDLE,         /* not started */
-    BACKEND_RESOLVING,
-    BACKEND_CONNECTING,
-    BACKEND_TLS_IMPLICIT, /* handshake before the greeting */
-    BACKEND_GREETING,
-    BACKEND_EHLO,
-    BACKEND_STARTTLS,
-    BACKEND_TLS_HANDSHAKE,
-    BACKEND_XCLIENT_EHLO, /* EHLO to learn whether XCLIENT is offered */
-    BACKEND_XCLIENT,      /* XCLIENT ADDR=... sent, 220 expected */
-    BACKEND_READY,        /* relaying */
-    BACKEND_FAILED
-};
 
 /* Where the client side of the relay is. */
 enum client_mode {
@@ -47,7 +32,7 @@ enum client_mode {
     CLIENT_STARTTLS,      /* after STARTTLS: every plaintext byte dropped */
     CLIENT_HANDSHAKE,     /* TLS handshake on the client leg */
     CLIENT_QUIT,          /* QUIT sent; nothing more is read */
-    CLIENT_PROXY_HEADER   /* waiting for a load balancer's PROXY header */
+    CLIENT_NMODES
 };
 
 /* What each reply the client is owed stands for, in command order. */
@@ -65,8 +50,59 @@ enum expect_kind {
     EXPECT_HELO_FALLBACK, /* our HELO to a backend that refused EHLO */
     EXPECT_SILENT,        /* our own command; the reply is not relayed */
     EXPECT_XCLIENT,       /* our XCLIENT HELO=...; the client's EHLO waits */
-    EXPECT_OTHER
+    EXPECT_OTHER,
+    EXPECT_NKINDS
 };
+
+/*
+ * The verb table (session.c): one row per verb.  The flags are checked in
+ * this order by session_refusal; SV_OWN_REFUSAL handlers get the refusal
+ * and deal with it themselves (a refused BDAT chunk is still read).
+ */
+enum session_verb_flag {
+    SV_NEVER = 1 << 0,       /* never relayed: 502 (XCLIENT, XFORWARD) */
+    SV_TLS_FIRST = 1 << 1,   /* refused before TLS under client_tls =
+                                encrypt */
+    SV_HELO_FIRST = 1 << 2,  /* refused after STARTTLS until the client
+                                says EHLO/HELO again */
+    SV_DIRTIES = 1 << 3,     /* the backend session holds state after it:
+                                after the client's STARTTLS it gets a
+                                fresh backend session */
+    SV_WAITS = 1 << 4,       /* what follows is read after its reply */
+    SV_LOCAL = 1 << 5,       /* answered by the proxy itself */
+    SV_OWN_REFUSAL = 1 << 6
+};
+
+/* One command line as the handlers see it. */
+struct session_line {
+    const char *p;           /* the line, in cin */
+    size_t len;              /* without its line end */
+    size_t total;            /* with it */
+    enum reply_id refusal;   /* for SV_OWN_REFUSAL handlers */
+};
+
+struct session;
+struct session_verb {
+    uint8_t flags;           /* enum session_verb_flag */
+    uint8_t expect;          /* enum expect_kind it is owed */
+    /* a check of the verb's own, or NULL */
+    enum reply_id (*refuse)(struct session *s, const struct smtp_cmd *cmd);
+    /* relay it or answer it; consumes the line from cin */
+    void (*handle)(struct session *s, const struct smtp_cmd *cmd,
+                   const struct session_line *l);
+};
+
+/* session_verb - verb's row (the unknown verb's for anything else). */
+const struct session_verb *session_verb(enum smtp_verb verb);
+
+/* session_expect_waits - does a reply of this kind, while owed, hold back
+ * the reading of the next command line?  (What "waiting" was.) */
+bool session_expect_waits(enum expect_kind kind);
+
+/* session_mode_name, session_transition_ok - the client mode machine;
+ * every change goes through session_enter (session.c). */
+const char *session_mode_name(enum client_mode mode);
+bool session_transition_ok(enum client_mode from, enum client_mode to);
 
 struct expect {
     uint8_t kind;         /* enum expect_kind */
@@ -99,8 +135,8 @@ struct session {
     bool greeted;                     /* the client has its greeting */
     bool client_tls;                  /* client leg encrypted */
     bool need_helo;                   /* TLS began: EHLO/HELO again first */
-    bool waiting;                     /* a reply must come before more
-                                         commands (DATA, AUTH, QUIT) */
+    unsigned nwaiting;                /* owed replies that hold back the
+                                         next command (session_expect_waits) */
     struct smtp_data_filter filter;   /* DATA content (smuggling defence) */
     bool msg_rejected;                /* bare_newline = reject fired */
     uint8_t reject_reply;             /* ... and the reply it gets */
@@ -112,21 +148,14 @@ struct session {
     unsigned fifo_head;
     unsigned fifo_len;
 
-    /* backend leg */
-    struct conn *backend;
-    enum backend_state bstate;
-    struct sbuf bin;                  /* backend bytes not yet handled */
-    struct sockaddr_storage baddr;
-    uv_getaddrinfo_t gai;
-    bool gai_busy;
+    /* backend leg: its own object (backend.h); the session reads its
+     * facts and, once it is READY, writes to and reads from its conn */
+    struct backend_leg b;
     bool backend_dirty;               /* saw more than EHLO/HELO/NOOP/... */
-    bool backend_plain_retry;         /* "may": TLS failed, now plaintext */
     bool backend_refresh;             /* a fresh backend after client TLS:
                                          its greeting is not relayed */
     bool backend_replay_helo;         /* ... and it gets the client's EHLO
                                          from us */
-    char *greeting;                   /* the backend's own, relayed once */
-    size_t greeting_len;
     char *held_helo;                  /* this backend session's 250 to an
                                          EHLO/HELO, kept while the client
                                          leg is plaintext (a repeated one
@@ -137,13 +166,9 @@ struct session {
     uv_timer_t timer;                 /* every deadline, see
                                          session_deadline() */
     uint64_t last_client;             /* uv_now() of the last client read */
-    uint64_t last_backend;            /* ... of the last backend read, or
-                                         of the request it owes a reply to */
     uint64_t cmd_start;               /* first byte of an unfinished command
                                          line; 0: none */
     uint64_t hs_start;                /* client TLS handshake began */
-    uint64_t bhs_start;               /* backend TLS handshake began; 0:
-                                         none under way */
     uint64_t data_start;              /* message content window began */
     uint64_t data_bytes;              /* content bytes since data_start */
     bool client_paused;               /* we stopped reading the client */
@@ -157,8 +182,6 @@ struct session {
     bool plaintext_auth;
     bool limits_held;                 /* counted in w->limits */
     unsigned nerrors;
-    bool backend_helo_only;           /* the backend refused EHLO */
-    bool xclient_ok;                  /* the backend took our XCLIENT */
     bool xclient_helo_sent;           /* ... and HELO= for this EHLO */
     bool pregreet_seen;
     char helo_name[256];              /* the client's EHLO/HELO argument */
@@ -175,37 +198,8 @@ struct session {
     /* for the summary line */
     unsigned ncommands;
     unsigned nmessages;
-    unsigned nbackends;
     char client_addr[64];
     char client_tls_desc[80];
-    char backend_tls_desc[80];
-    char backend_verify[96];
 };
-
-/* session.c, used by backend.c */
-void session_backend_ready(struct session *s);
-void session_fail(struct session *s, enum reply_id reply, const char *event,
-                  const char *why);
-void session_touch_backend(struct session *s);
-/* session_arm - a deadline may have moved closer: re-arm the timer. */
-void session_arm(struct session *s);
-bool session_enforce(struct session *s, const char *rule, const char *detail);
-void session_ref(struct session *s);
-void session_unref(struct session *s);
-void session_backend_data(struct conn *c, void *ud, const char *buf,
-                          size_t len);
-
-/* backend.c */
-/* backend_start - open a backend connection and run its setup. */
-void backend_start(struct session *s);
-/* backend_setup_input - feed setup replies; called with s->bin filled. */
-void backend_setup_input(struct session *s);
-const char *backend_state_name(enum backend_state st);
-/* backend_handshake_timeout - the backend's TLS handshake took longer than
- * tls_handshake_timeout: a failed handshake (session.c's timer). */
-void backend_handshake_timeout(struct session *s);
-/* backend_xclient_helo - "XCLIENT HELO=<client's name> PROTO=..." CRLF. */
-int backend_xclient_helo(const struct session *s, bool esmtp, char *out,
-                         size_t cap);
 
 #endif

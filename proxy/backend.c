@@ -1,34 +1,38 @@
 /*
  * backend.c - the backend leg's setup, before the client is greeted.
  *
- * resolve -> connect -> [implicit TLS] -> greeting -> EHLO -> STARTTLS ->
- * handshake -> ready.  Each step is driven by the backend's reply to the
- * previous one.  Under a strict policy (encrypt, verify) every way out
- * that does not end in a verified-enough TLS session refuses the client
- * with 421 4.7.0 before it has sent anything.
+ * Two halves, as a state machine is easiest to read: backend_enter()
+ * performs a state's entry action (send its command, start its
+ * handshake), and the reply handlers below only choose the next state.
+ * Under a strict policy (encrypt, verify) every way out that does not
+ * end in a verified-enough TLS session refuses the client with 421 4.7.0
+ * before it has sent anything.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/x509.h>
 
+#include "backend.h"
+#include "conn.h"
 #include "log.h"
 #include "proxyproto.h"
-#include "session_int.h"
+#include "smtp.h"
+#include "tls.h"
 
+#define BACKEND_REPLY_LINE 2048       /* one setup reply line */
+#define BACKEND_REPLY_LINES 200
+
+static void backend_on_data(struct conn *c, void *ud, const char *buf,
+                            size_t len);
 static void backend_on_connect(struct conn *c, void *ud, int status);
-static void backend_send(struct session *s, const char *line);
 static void backend_on_handshake(struct conn *c, void *ud, int status);
 static void backend_on_eof(struct conn *c, void *ud, int status);
 static void backend_on_drain(struct conn *c, void *ud);
 static void backend_on_close(struct conn *c, void *ud);
 
-/* session.c reacts to these once the leg is relaying */
-void session_backend_eof(struct session *s, int status);
-void session_backend_drain(struct session *s);
-
 static const struct conn_cbs backend_cbs = {
-    .on_data = session_backend_data,
+    .on_data = backend_on_data,
     .on_connect = backend_on_connect,
     .on_handshake = backend_on_handshake,
     .on_eof = backend_on_eof,
@@ -36,28 +40,126 @@ static const struct conn_cbs backend_cbs = {
     .on_close = backend_on_close,
 };
 
+/* ---- states --------------------------------------------------------------- */
+
 const char *backend_state_name(enum backend_state st)
 {
-    static const char *const names[] = {
+    static const char *const names[BACKEND_NSTATES] = {
         "idle", "resolving", "connecting", "tls_implicit", "greeting",
         "ehlo", "starttls", "tls_handshake", "xclient_ehlo", "xclient",
         "ready", "failed"};
 
-    return (unsigned)st < sizeof names / sizeof names[0] ? names[st] : "?";
+    return (unsigned)st < BACKEND_NSTATES ? names[st] : "?";
 }
 
-/* backend_set_state - every change of the setup state goes through here. */
-static void backend_set_state(struct session *s, enum backend_state st)
+#define B(st) (1u << (st))
+
+/* backend_next - the states each state may go to.  FAILED and IDLE are
+ * reachable from everywhere (a refusal, the owner's backend_stop). */
+static const unsigned backend_next[BACKEND_NSTATES] = {
+    [BACKEND_IDLE] = B(BACKEND_RESOLVING) | B(BACKEND_CONNECTING),
+    [BACKEND_RESOLVING] = B(BACKEND_CONNECTING),
+    [BACKEND_CONNECTING] = B(BACKEND_TLS_IMPLICIT) | B(BACKEND_GREETING),
+    [BACKEND_TLS_IMPLICIT] = B(BACKEND_GREETING),
+    [BACKEND_GREETING] = B(BACKEND_EHLO) | B(BACKEND_XCLIENT_EHLO) |
+                         B(BACKEND_READY),
+    [BACKEND_EHLO] = B(BACKEND_STARTTLS) | B(BACKEND_XCLIENT) |
+                     B(BACKEND_READY),
+    [BACKEND_STARTTLS] = B(BACKEND_TLS_HANDSHAKE) | B(BACKEND_XCLIENT_EHLO) |
+                         B(BACKEND_READY),
+    [BACKEND_TLS_HANDSHAKE] = B(BACKEND_XCLIENT_EHLO) | B(BACKEND_READY),
+    [BACKEND_XCLIENT_EHLO] = B(BACKEND_XCLIENT) | B(BACKEND_READY),
+    [BACKEND_XCLIENT] = B(BACKEND_READY),
+    [BACKEND_READY] = 0,
+    [BACKEND_FAILED] = 0,
+};
+
+/* backend_transition_ok - see backend.h. */
+bool backend_transition_ok(enum backend_state from, enum backend_state to)
 {
-    log_event(&s->w->log, LOG_DEBUG, s->id, "event=backend_state from=%s to=%s",
-              backend_state_name(s->bstate), backend_state_name(st));
-    s->bstate = st;
+    if ((unsigned)from >= BACKEND_NSTATES || (unsigned)to >= BACKEND_NSTATES)
+        return false;
+    if (to == BACKEND_FAILED || to == BACKEND_IDLE)
+        return true;
+    return (backend_next[from] & B(to)) != 0;
 }
 
-static bool backend_strict(const struct session *s)
+static void backend_send(struct backend_leg *b, const char *line)
 {
-    return s->svc->backend_tls == BACKEND_TLS_ENCRYPT ||
-           s->svc->backend_tls == BACKEND_TLS_VERIFY;
+    conn_write(b->conn, line, strlen(line));
+}
+
+static void backend_give_up(struct backend_leg *b, enum reply_id reply,
+                            const char *event, const char *why);
+static void backend_xclient_addr(const struct sockaddr_storage *ss,
+                                 char *addr, size_t addr_len, int *port);
+static void backend_connect(struct backend_leg *b);
+static void backend_resolve(struct backend_leg *b);
+static void backend_tls_begin(struct backend_leg *b);
+
+/*
+ * backend_enter - every change of the setup state goes through here: it
+ * is checked, logged, and the new state's entry action runs (the command
+ * it sends, the handshake it starts).  An illegal transition is a bug:
+ * builds with STATE_CHECKS (debug, sanitizers) abort on it, others log it.
+ */
+static void backend_enter(struct backend_leg *b, enum backend_state st)
+{
+    char line[300];
+
+    if (!backend_transition_ok(b->state, st)) {
+        log_event(b->log, LOG_ERROR, b->sid,
+                  "event=state_illegal machine=backend from=%s to=%s",
+                  backend_state_name(b->state), backend_state_name(st));
+#ifdef STATE_CHECKS
+        abort();
+#endif
+    }
+    log_event(b->log, LOG_DEBUG, b->sid, "event=backend_state from=%s to=%s",
+              backend_state_name(b->state), backend_state_name(st));
+    b->state = st;
+    switch (st) {
+    case BACKEND_RESOLVING:
+        backend_resolve(b);
+        break;
+    case BACKEND_CONNECTING:
+        backend_connect(b);
+        break;
+    case BACKEND_TLS_IMPLICIT:
+    case BACKEND_TLS_HANDSHAKE:
+        backend_tls_begin(b);
+        break;
+    case BACKEND_EHLO:
+    case BACKEND_XCLIENT_EHLO:
+        snprintf(line, sizeof line, "EHLO %s\r\n", b->hostname);
+        backend_send(b, line);
+        break;
+    case BACKEND_STARTTLS:
+        backend_send(b, "STARTTLS\r\n");
+        break;
+    case BACKEND_XCLIENT: {
+        char addr[64];
+        int port;
+
+        backend_xclient_addr(b->client.addr, addr, sizeof addr, &port);
+        snprintf(line, sizeof line,
+                 "XCLIENT ADDR=%s PORT=%d NAME=[UNAVAILABLE]\r\n", addr,
+                 port);
+        backend_send(b, line);
+        break;
+    }
+    case BACKEND_READY:
+        b->ev->ready(b->owner);
+        break;
+    default:
+        break;
+    }
+}
+
+static bool backend_strict(const struct backend_leg *b)
+{
+    return b->svc->backend_tls == BACKEND_TLS_ENCRYPT ||
+           b->svc->backend_tls == BACKEND_TLS_VERIFY;
 }
 
 /*
@@ -65,180 +167,286 @@ static bool backend_strict(const struct session *s)
  * false instead under "enforce = no" (logged as would_refuse): the caller
  * then carries on as "may" would.
  */
-static bool backend_refuse(struct session *s, const char *why)
+static bool backend_refuse(struct backend_leg *b, const char *why)
 {
-    if (!session_enforce(s, "backend_tls", why))
+    if (!b->ev->enforce(b->owner, "backend_tls", why))
         return false;
-    backend_set_state(s, BACKEND_FAILED);
-    session_fail(s, REPLY_BACKEND_TLS_REQUIRED, "backend_tls_required", why);
+    backend_enter(b, BACKEND_FAILED);
+    b->ev->refuse(b->owner, REPLY_BACKEND_TLS_REQUIRED, "backend_tls_required",
+                  why);
     return true;
 }
 
-/* backend_give_up - setup failed for a reason that is not policy. */
-static void backend_give_up(struct session *s, enum reply_id reply,
-                            const char *event, const char *why)
+/* backend_strict_refuse - backend_refuse, but only under a strict
+ * policy. */
+static bool backend_strict_refuse(struct backend_leg *b, const char *why)
 {
-    backend_set_state(s, BACKEND_FAILED);
-    session_fail(s, reply, event, why);
+    return backend_strict(b) && backend_refuse(b, why);
 }
 
-static void backend_connect(struct session *s)
+/* backend_give_up - setup failed for a reason that is not policy. */
+static void backend_give_up(struct backend_leg *b, enum reply_id reply,
+                            const char *event, const char *why)
 {
-    struct conn *c = conn_new(s->w, &backend_cbs, s);
+    backend_enter(b, BACKEND_FAILED);
+    b->ev->refuse(b->owner, reply, event, why);
+}
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+/* backend_init - see backend.h. */
+void backend_init(struct backend_leg *b, struct worker *w, uv_loop_t *loop,
+                  struct logger *log, const struct service *svc,
+                  SSL_CTX *client_ctx, const char *hostname,
+                  struct ssl_session_st **resume, uint64_t sid,
+                  const struct backend_client *client,
+                  const struct backend_events *ev, void *owner)
+{
+    memset(b, 0, sizeof *b);
+    b->w = w;
+    b->loop = loop;
+    b->log = log;
+    b->svc = svc;
+    b->client_ctx = client_ctx;
+    b->hostname = hostname;
+    b->resume = resume;
+    b->sid = sid;
+    b->client = *client;
+    b->ev = ev;
+    b->owner = owner;
+    b->last = uv_now(loop);
+    b->gai.data = b;
+}
+
+static void backend_connect(struct backend_leg *b)
+{
+    struct conn *c = conn_new(b->w, &backend_cbs, b);
 
     if (c == NULL) {
-        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_error",
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_error",
                         "out of memory");
         return;
     }
-    session_ref(s);
-    s->backend = c;
-    s->nbackends++;
-    backend_set_state(s, BACKEND_CONNECTING);
-    if (conn_connect(c, (const struct sockaddr *)&s->baddr) != 0)
-        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
+    b->ev->ref(b->owner, 1);
+    b->conn = c;
+    b->nconnections++;
+    if (conn_connect(c, (const struct sockaddr *)&b->addr) != 0)
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
                         conn_error(c));
 }
 
 static void backend_on_resolved(uv_getaddrinfo_t *req, int status,
                                 struct addrinfo *res)
 {
-    struct session *s = req->data;
+    struct backend_leg *b = req->data;
+    void *owner = b->owner;
+    const struct backend_events *ev = b->ev;
 
-    s->gai_busy = false;
-    if (s->closing || status != 0 || res == NULL) {
-        if (!s->closing)
-            backend_give_up(s, REPLY_BACKEND_UNAVAILABLE,
+    b->gai_busy = false;
+    if (b->closed || status != 0 || res == NULL) {
+        if (!b->closed)
+            backend_give_up(b, REPLY_BACKEND_UNAVAILABLE,
                             "backend_unreachable", uv_strerror(status));
-        uv_freeaddrinfo(res);
-        session_unref(s);
-        return;
+    } else {
+        memcpy(&b->addr, res->ai_addr, res->ai_addrlen);
+        backend_enter(b, BACKEND_CONNECTING);
     }
-    memcpy(&s->baddr, res->ai_addr, res->ai_addrlen);
     uv_freeaddrinfo(res);
-    backend_connect(s);
-    session_unref(s);
+    ev->ref(owner, -1);      /* may free b's owner, and b with it */
 }
 
-/* backend_start - see session_int.h. */
-void backend_start(struct session *s)
+static void backend_resolve(struct backend_leg *b)
 {
-    const struct service *svc = s->svc;
     struct addrinfo hints;
-    int port = (int)strtol(svc->backend_port, NULL, 10); /* validated */
 
-    sbuf_free(&s->bin);
-    s->bstate = BACKEND_IDLE;
-    s->bhs_start = 0;
-    free(s->held_helo);           /* it was this backend session's */
-    s->held_helo = NULL;
-    if (uv_ip4_addr(svc->backend_host, port,
-                    (struct sockaddr_in *)&s->baddr) == 0 ||
-        uv_ip6_addr(svc->backend_host, port,
-                    (struct sockaddr_in6 *)&s->baddr) == 0) {
-        backend_connect(s);
-        return;
-    }
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    s->gai.data = s;
-    backend_set_state(s, BACKEND_RESOLVING);
-    if (uv_getaddrinfo(s->w->loop, &s->gai, backend_on_resolved,
-                       svc->backend_host, svc->backend_port, &hints) != 0) {
-        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
+    if (uv_getaddrinfo(b->loop, &b->gai, backend_on_resolved,
+                       b->svc->backend_host, b->svc->backend_port,
+                       &hints) != 0) {
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
                         "cannot resolve");
         return;
     }
-    s->gai_busy = true;
-    session_ref(s);
+    b->gai_busy = true;
+    b->ev->ref(b->owner, 1);
 }
 
-/* backend_tls_begin - start the TLS client on the backend conn. */
-static void backend_tls_begin(struct session *s, enum backend_state next)
+/* backend_start - see backend.h. */
+void backend_start(struct backend_leg *b, bool plain_retry)
 {
-    SSL *ssl = tls_client_ssl(s->tls->client, s->svc->backend_verify_name);
-    SSL_SESSION **slot = worker_backend_session(s->w, s->svc_index);
+    int port = (int)strtol(b->svc->backend_port, NULL, 10); /* validated */
 
-    backend_set_state(s, next);
-    s->bhs_start = uv_now(s->w->loop);   /* tls_handshake_timeout */
-    session_arm(s);
-    if (ssl != NULL && slot != NULL) {
+    sbuf_free(&b->in);
+    b->state = BACKEND_IDLE;
+    b->hs_start = 0;
+    b->plain_retry = plain_retry;
+    if (uv_ip4_addr(b->svc->backend_host, port,
+                    (struct sockaddr_in *)&b->addr) == 0 ||
+        uv_ip6_addr(b->svc->backend_host, port,
+                    (struct sockaddr_in6 *)&b->addr) == 0)
+        backend_enter(b, BACKEND_CONNECTING);
+    else
+        backend_enter(b, BACKEND_RESOLVING);
+}
+
+/* backend_stop - see backend.h. */
+void backend_stop(struct backend_leg *b)
+{
+    if (b->conn != NULL)
+        conn_close(b->conn);
+    b->conn = NULL;
+    b->state = BACKEND_IDLE;
+    b->hs_start = 0;
+    sbuf_free(&b->in);
+}
+
+/* backend_restart - see backend.h. */
+void backend_restart(struct backend_leg *b, bool plain_retry)
+{
+    backend_stop(b);
+    backend_start(b, plain_retry);
+}
+
+/* backend_close - see backend.h. */
+void backend_close(struct backend_leg *b)
+{
+    b->closed = true;
+    if (b->gai_busy)
+        uv_cancel((uv_req_t *)&b->gai);
+    if (b->conn != NULL)
+        conn_close(b->conn);
+}
+
+/* backend_free - see backend.h. */
+void backend_free(struct backend_leg *b)
+{
+    sbuf_free(&b->in);
+    free(b->greeting);
+    b->greeting = NULL;
+}
+
+bool backend_is_ready(const struct backend_leg *b)
+{
+    return b->state == BACKEND_READY && b->conn != NULL;
+}
+
+void backend_write(struct backend_leg *b, const char *buf, size_t len)
+{
+    conn_write(b->conn, buf, len);
+}
+
+void backend_touch(struct backend_leg *b)
+{
+    b->last = uv_now(b->loop);
+}
+
+/* backend_deadline - see backend.h. */
+uint64_t backend_deadline(const struct backend_leg *b)
+{
+    if (b->hs_start == 0 || (b->state != BACKEND_TLS_HANDSHAKE &&
+                             b->state != BACKEND_TLS_IMPLICIT))
+        return 0;
+    return b->hs_start + (uint64_t)b->svc->tls_handshake_timeout * 1000;
+}
+
+/* ---- TLS ------------------------------------------------------------------ */
+
+/* backend_tls_begin - start the TLS client on the backend conn (the entry
+ * action of TLS_IMPLICIT and TLS_HANDSHAKE). */
+static void backend_tls_begin(struct backend_leg *b)
+{
+    SSL *ssl = tls_client_ssl(b->client_ctx, b->svc->backend_verify_name);
+
+    b->hs_start = uv_now(b->loop);   /* tls_handshake_timeout */
+    b->ev->arm(b->owner);
+    if (ssl != NULL && b->resume != NULL) {
         /* resume the service's last backend session: no certificate or
          * key exchange work on either side when the backend agrees */
-        SSL_set_app_data(ssl, slot);
-        if (*slot != NULL)
-            (void)SSL_set_session(ssl, *slot);
+        SSL_set_app_data(ssl, b->resume);
+        if (*b->resume != NULL)
+            (void)SSL_set_session(ssl, *b->resume);
     }
-    if (ssl == NULL || conn_start_tls_client(s->backend, ssl) != 0)
-        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_error",
+    if (ssl == NULL || conn_start_tls_client(b->conn, ssl) != 0)
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_error",
                         "cannot start TLS");
 }
 
-/*
- * backend_send_proxy_header - "backend_client_address = proxy-v1|v2": the
- * first bytes on every backend connection say who the client is.
- */
-static void backend_send_proxy_header(struct session *s)
-{
-    unsigned char hdr[PROXYPROTO_MAX_LEN];
-    size_t n = 0;
-
-    if (s->svc->backend_client_address == CLIENT_ADDRESS_PROXY_V1)
-        n = proxyproto_write_v1((const struct sockaddr *)&s->client_sa,
-                                (const struct sockaddr *)&s->client_dst,
-                                (char *)hdr, sizeof hdr);
-    else if (s->svc->backend_client_address == CLIENT_ADDRESS_PROXY_V2)
-        n = proxyproto_write_v2((const struct sockaddr *)&s->client_sa,
-                                (const struct sockaddr *)&s->client_dst,
-                                hdr, sizeof hdr);
-    if (n > 0)
-        conn_write(s->backend, (const char *)hdr, n);
-}
-
-static void backend_on_connect(struct conn *c, void *ud, int status)
-{
-    struct session *s = ud;
-
-    if (s->closing || c != s->backend)
-        return;
-    if (status != 0) {
-        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
-                        uv_strerror(status));
-        return;
-    }
-    log_event(&s->w->log, LOG_DEBUG, s->id, "event=backend_connected peer=%s",
-              conn_peer(c));
-    session_touch_backend(s);
-    conn_read_start(c);
-    backend_send_proxy_header(s);
-    if (s->svc->backend_implicit_tls)
-        backend_tls_begin(s, BACKEND_TLS_IMPLICIT);
-    else
-        backend_set_state(s, BACKEND_GREETING);
-}
-
 /* backend_record_tls - what the summary line says about this leg. */
-static void backend_record_tls(struct session *s)
+static void backend_record_tls(struct backend_leg *b)
 {
-    SSL *ssl = conn_ssl(s->backend);
+    SSL *ssl = conn_ssl(b->conn);
     long vr = SSL_get_verify_result(ssl);
 
-    tls_describe(ssl, s->backend_tls_desc, sizeof s->backend_tls_desc);
+    tls_describe(ssl, b->tls_desc, sizeof b->tls_desc);
     if (SSL_get0_peer_certificate(ssl) == NULL)
-        snprintf(s->backend_verify, sizeof s->backend_verify, "no_cert");
+        snprintf(b->verify, sizeof b->verify, "no_cert");
     else if (vr == X509_V_OK)
-        snprintf(s->backend_verify, sizeof s->backend_verify, "verified");
+        snprintf(b->verify, sizeof b->verify, "verified");
     else
-        log_escape(s->backend_verify, sizeof s->backend_verify,
+        log_escape(b->verify, sizeof b->verify,
                    X509_verify_cert_error_string(vr),
                    strlen(X509_verify_cert_error_string(vr)));
 }
 
-static void backend_ready(struct session *s)
+/*
+ * backend_tls_failed - the backend's TLS handshake failed, whatever the
+ * way: an alert, a close, a reset, or no progress within
+ * tls_handshake_timeout.  Strict policies refuse (unless enforce = no);
+ * otherwise, as Postfix's "may" does, the backend gets one more
+ * connection without TLS (not with implicit TLS, which has no plaintext).
+ */
+static void backend_tls_failed(struct backend_leg *b, const char *why)
 {
-    backend_set_state(s, BACKEND_READY);
-    session_backend_ready(s);
+    char esc[200];
+
+    if (b->resume != NULL) {    /* start afresh next time */
+        SSL_SESSION_free(*b->resume);
+        *b->resume = NULL;
+    }
+    if (backend_strict_refuse(b, why))
+        return;
+    if (b->svc->backend_implicit_tls || b->plain_retry) {
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_tls_failed",
+                        why);
+        return;
+    }
+    log_escape(esc, sizeof esc, why, strlen(why));
+    log_event(b->log, LOG_WARN, b->sid,
+              "event=backend_tls_failed error=\"%s\" action=retry_plaintext",
+              esc);
+    backend_restart(b, true);
+}
+
+/* backend_handshake_timeout - see backend.h. */
+void backend_handshake_timeout(struct backend_leg *b)
+{
+    backend_tls_failed(b, "TLS handshake timed out");
+}
+
+/*
+ * backend_finish - TLS is settled.  With "backend_client_address =
+ * xclient" the backend is told who the client is before the client is
+ * greeted, but only if it offers XCLIENT (after TLS: the capabilities
+ * learnt before do not count).  caps_known says whether caps is the
+ * current EHLO answer.
+ */
+static void backend_finish(struct backend_leg *b, bool caps_known,
+                           unsigned caps)
+{
+    if (b->svc->backend_client_address != CLIENT_ADDRESS_XCLIENT ||
+        b->helo_only) {
+        backend_enter(b, BACKEND_READY);
+    } else if (!caps_known) {
+        backend_enter(b, BACKEND_XCLIENT_EHLO);
+    } else if (!(caps & SMTP_CAP_XCLIENT)) {
+        log_event(b->log, LOG_WARN, b->sid,
+                  "event=xclient_unavailable reason=not_offered");
+        backend_enter(b, BACKEND_READY);
+    } else {
+        backend_enter(b, BACKEND_XCLIENT);
+    }
 }
 
 /* backend_xtext - RFC 3461 4 xtext: '+', '=' and bytes outside 33..126
@@ -263,20 +471,20 @@ static void backend_xtext(const char *in, char *out, size_t cap)
 }
 
 /* backend_xclient_addr - the client's address in XCLIENT's syntax. */
-static void backend_xclient_addr(const struct session *s, char *addr,
-                                 size_t addr_len, int *port)
+static void backend_xclient_addr(const struct sockaddr_storage *ss,
+                                 char *addr, size_t addr_len, int *port)
 {
     char host[INET6_ADDRSTRLEN] = "";
 
     *port = 0;
-    if (s->client_sa.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&s->client_sa;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
 
         uv_ip4_name(a, host, sizeof host);
         snprintf(addr, addr_len, "%s", host);
         *port = ntohs(a->sin_port);
-    } else if (s->client_sa.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->client_sa;
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
 
         uv_ip6_name(a, host, sizeof host);
         snprintf(addr, addr_len, "IPV6:%s", host);
@@ -286,313 +494,335 @@ static void backend_xclient_addr(const struct session *s, char *addr,
     }
 }
 
-/*
- * backend_finish - TLS is settled.  With "backend_client_address =
- * xclient" the backend is told who the client is before the client is
- * greeted, but only if it offers XCLIENT (after TLS: the capabilities
- * learnt before do not count).  caps_known says whether caps is the
- * current EHLO answer.
- */
-static void backend_finish(struct session *s, bool caps_known, unsigned caps)
+/* backend_xclient_helo - see backend.h. */
+int backend_xclient_helo(const char *name, bool esmtp, char *out, size_t cap)
 {
-    char line[200], addr[64];
-    int port;
+    char xname[200];
 
-    if (s->svc->backend_client_address != CLIENT_ADDRESS_XCLIENT ||
-        s->backend_helo_only) {
-        backend_ready(s);
-        return;
-    }
-    if (!caps_known) {
-        snprintf(line, sizeof line, "EHLO %s\r\n", s->w->cfg->hostname);
-        backend_set_state(s, BACKEND_XCLIENT_EHLO);
-        backend_send(s, line);
-        return;
-    }
-    if (!(caps & SMTP_CAP_XCLIENT)) {
-        log_event(&s->w->log, LOG_WARN, s->id,
-                  "event=xclient_unavailable reason=not_offered");
-        backend_ready(s);
-        return;
-    }
-    backend_xclient_addr(s, addr, sizeof addr, &port);
-    snprintf(line, sizeof line,
-             "XCLIENT ADDR=%s PORT=%d NAME=[UNAVAILABLE]\r\n", addr, port);
-    backend_set_state(s, BACKEND_XCLIENT);
-    backend_send(s, line);
-}
-
-/* backend_xclient_helo - XCLIENT HELO=... PROTO=... for the client's EHLO
- * or HELO (session.c sends it just before relaying that command). */
-int backend_xclient_helo(const struct session *s, bool esmtp, char *out,
-                         size_t cap)
-{
-    char name[200];
-
-    backend_xtext(s->helo_name, name, sizeof name);
+    backend_xtext(name, xname, sizeof xname);
     return snprintf(out, cap, "XCLIENT HELO=%s PROTO=%s\r\n",
-                    name[0] ? name : "[UNAVAILABLE]", esmtp ? "ESMTP" : "SMTP");
+                    xname[0] ? xname : "[UNAVAILABLE]",
+                    esmtp ? "ESMTP" : "SMTP");
 }
+
+/* ---- connection events ---------------------------------------------------- */
 
 /*
- * backend_tls_failed - the backend's TLS handshake failed, whatever the
- * way: an alert, a close, a reset, or no progress within
- * tls_handshake_timeout.  Strict policies refuse (unless enforce = no);
- * otherwise, as Postfix's "may" does, the backend gets one more
- * connection without TLS (not with implicit TLS, which has no plaintext).
+ * backend_send_proxy_header - "backend_client_address = proxy-v1|v2": the
+ * first bytes on every backend connection say who the client is.
  */
-static void backend_tls_failed(struct session *s, const char *why)
+static void backend_send_proxy_header(struct backend_leg *b)
 {
-    SSL_SESSION **slot = worker_backend_session(s->w, s->svc_index);
-    char esc[200];
+    unsigned char hdr[PROXYPROTO_MAX_LEN];
+    size_t n = 0;
 
-    if (slot != NULL) {    /* start afresh next time */
-        SSL_SESSION_free(*slot);
-        *slot = NULL;
-    }
-    if (backend_strict(s) && backend_refuse(s, why))
-        return;
-    if (s->svc->backend_implicit_tls || s->backend_plain_retry) {
-        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_tls_failed",
-                        why);
-        return;
-    }
-    log_escape(esc, sizeof esc, why, strlen(why));
-    log_event(&s->w->log, LOG_WARN, s->id,
-              "event=backend_tls_failed error=\"%s\" action=retry_plaintext",
-              esc);
-    s->backend_plain_retry = true;
-    s->bhs_start = 0;
-    conn_close(s->backend);
-    s->backend = NULL;
-    backend_start(s);
+    if (b->svc->backend_client_address == CLIENT_ADDRESS_PROXY_V1)
+        n = proxyproto_write_v1((const struct sockaddr *)b->client.addr,
+                                (const struct sockaddr *)b->client.dst,
+                                (char *)hdr, sizeof hdr);
+    else if (b->svc->backend_client_address == CLIENT_ADDRESS_PROXY_V2)
+        n = proxyproto_write_v2((const struct sockaddr *)b->client.addr,
+                                (const struct sockaddr *)b->client.dst,
+                                hdr, sizeof hdr);
+    if (n > 0)
+        conn_write(b->conn, (const char *)hdr, n);
 }
 
-/* backend_handshake_timeout - see session_int.h. */
-void backend_handshake_timeout(struct session *s)
+static void backend_on_connect(struct conn *c, void *ud, int status)
 {
-    backend_tls_failed(s, "TLS handshake timed out");
+    struct backend_leg *b = ud;
+
+    if (b->closed || c != b->conn)
+        return;
+    if (status != 0) {
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
+                        uv_strerror(status));
+        return;
+    }
+    log_event(b->log, LOG_DEBUG, b->sid, "event=backend_connected peer=%s",
+              conn_peer(c));
+    backend_touch(b);
+    conn_read_start(c);
+    backend_send_proxy_header(b);
+    backend_enter(b, b->svc->backend_implicit_tls ? BACKEND_TLS_IMPLICIT
+                                                  : BACKEND_GREETING);
 }
 
 static void backend_on_handshake(struct conn *c, void *ud, int status)
 {
-    struct session *s = ud;
+    struct backend_leg *b = ud;
 
-    if (s->closing || c != s->backend)
+    if (b->closed || c != b->conn)
         return;
     if (status != 0) {
-        backend_tls_failed(s, conn_error(c));
+        backend_tls_failed(b, conn_error(c));
         return;
     }
-    s->bhs_start = 0;
-    backend_record_tls(s);
-    if (s->svc->backend_tls == BACKEND_TLS_VERIFY &&
+    b->hs_start = 0;
+    backend_record_tls(b);
+    if (b->svc->backend_tls == BACKEND_TLS_VERIFY &&
         SSL_get_verify_result(conn_ssl(c)) != X509_V_OK &&
-        backend_refuse(s, s->backend_verify))
+        backend_refuse(b, b->verify))
         return;
-    log_event(&s->w->log, LOG_INFO, s->id,
-              "event=backend_tls tls=%s verify=%s resumed=%s",
-              s->backend_tls_desc, s->backend_verify,
-              SSL_session_reused(conn_ssl(c)) ? "yes" : "no");
-    if (s->bstate == BACKEND_TLS_IMPLICIT)
-        backend_set_state(s, BACKEND_GREETING);
+    log_event(b->log, LOG_INFO, b->sid,
+              "event=backend_tls tls=%s verify=%s resumed=%s", b->tls_desc,
+              b->verify, SSL_session_reused(conn_ssl(c)) ? "yes" : "no");
+    if (b->state == BACKEND_TLS_IMPLICIT)
+        backend_enter(b, BACKEND_GREETING);
     else
-        backend_finish(s, false, 0);
+        backend_finish(b, false, 0);
 }
 
 static void backend_on_eof(struct conn *c, void *ud, int status)
 {
-    struct session *s = ud;
+    struct backend_leg *b = ud;
     char why[160];
 
-    if (s->closing || c != s->backend)
+    if (b->closed || c != b->conn)
         return;
-    if (s->bstate == BACKEND_READY) {
-        session_backend_eof(s, status);
+    if (b->state == BACKEND_READY) {
+        b->ev->lost(b->owner, status);
         return;
     }
-    if (s->bstate == BACKEND_TLS_HANDSHAKE || s->bstate == BACKEND_TLS_IMPLICIT) {
+    if (b->state == BACKEND_TLS_HANDSHAKE || b->state == BACKEND_TLS_IMPLICIT) {
         /* a reset during the handshake is a failed handshake like any */
         snprintf(why, sizeof why, "connection %s during TLS handshake%s%s",
                  status == 0 ? "closed" : "lost",
                  conn_error(c)[0] ? ": " : "", conn_error(c));
-        backend_tls_failed(s, why);
+        backend_tls_failed(b, why);
         return;
     }
     snprintf(why, sizeof why, "closed during %s%s%s",
-             backend_state_name(s->bstate), conn_error(c)[0] ? ": " : "",
+             backend_state_name(b->state), conn_error(c)[0] ? ": " : "",
              conn_error(c));
-    if (!(backend_strict(s) && s->bstate >= BACKEND_EHLO &&
-          backend_refuse(s, why)))
-        backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
+    if (!(b->state >= BACKEND_EHLO && backend_strict_refuse(b, why)))
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
                         why);
 }
 
 static void backend_on_drain(struct conn *c, void *ud)
 {
-    struct session *s = ud;
+    struct backend_leg *b = ud;
 
-    if (!s->closing && c == s->backend)
-        session_backend_drain(s);
+    if (!b->closed && c == b->conn)
+        b->ev->drain(b->owner);
 }
 
 static void backend_on_close(struct conn *c, void *ud)
 {
-    struct session *s = ud;
+    struct backend_leg *b = ud;
 
-    if (s->backend == c)
-        s->backend = NULL;
-    session_unref(s);
+    if (b->conn == c)
+        b->conn = NULL;
+    b->ev->ref(b->owner, -1);   /* may free b's owner, and b with it */
 }
 
-static void backend_send(struct session *s, const char *line)
+/* ---- setup replies -------------------------------------------------------- */
+
+/* One setup reply, already taken out of b->in. */
+struct backend_reply {
+    int code;
+    unsigned caps;          /* EHLO keywords, for an EHLO reply */
+    size_t extra;           /* bytes the backend sent behind it */
+};
+
+/* The reply handlers below choose the next state.  They return false to
+ * stop reading: the leg failed or waits for something else. */
+
+static bool backend_reply_greeting(struct backend_leg *b,
+                                   const struct backend_reply *rep)
 {
-    conn_write(s->backend, line, strlen(line));
+    char esc[200];
+
+    if (rep->code != 220) {
+        log_escape(esc, sizeof esc, b->greeting, b->greeting_len);
+        if (backend_strict_refuse(b, esc))
+            return false;
+    }
+    if (rep->extra > 0) {
+        backend_give_up(b, REPLY_BACKEND_PROTOCOL, "backend_error",
+                        "unsolicited data after greeting");
+        return false;
+    }
+    if (rep->code != 220)
+        backend_enter(b, BACKEND_READY);
+    else if (b->svc->backend_tls == BACKEND_TLS_NONE ||
+             b->svc->backend_implicit_tls || b->plain_retry)
+        backend_finish(b, false, 0);
+    else
+        backend_enter(b, BACKEND_EHLO);
+    return true;
+}
+
+static bool backend_reply_ehlo(struct backend_leg *b,
+                               const struct backend_reply *rep)
+{
+    if (rep->extra > 0) {
+        backend_give_up(b, REPLY_BACKEND_PROTOCOL, "backend_error",
+                        "unsolicited data after EHLO reply");
+        return false;
+    }
+    if (rep->code == 250 && (rep->caps & SMTP_CAP_STARTTLS)) {
+        backend_enter(b, BACKEND_STARTTLS);
+        return true;
+    }
+    if (rep->code == 500 || rep->code == 502)
+        b->helo_only = true;
+    if (backend_strict_refuse(b, rep->code == 250 ? "STARTTLS not offered"
+                                                  : "EHLO refused"))
+        return false;
+    log_event(b->log, LOG_INFO, b->sid, "event=backend_plaintext reason=%s",
+              rep->code == 250 ? "no_starttls" : "ehlo_refused");
+    backend_finish(b, rep->code == 250, rep->caps);
+    return true;
+}
+
+static bool backend_reply_starttls(struct backend_leg *b,
+                                   const struct backend_reply *rep)
+{
+    if (rep->code != 220) {
+        if (backend_strict_refuse(b, "STARTTLS refused"))
+            return false;
+        log_event(b->log, LOG_INFO, b->sid,
+                  "event=backend_plaintext reason=starttls_refused code=%d",
+                  rep->code);
+        backend_finish(b, false, 0);
+        return true;
+    }
+    if (rep->extra > 0) {
+        /* RFC 3207 5: no plaintext state survives (CVE-2011-0411 class):
+         * what came behind the 220 is dropped unread */
+        log_event(b->log, LOG_WARN, b->sid,
+                  "event=backend_response_injection dropped=%zu", rep->extra);
+        sbuf_free(&b->in);
+    }
+    backend_enter(b, BACKEND_TLS_HANDSHAKE);
+    return false;
+}
+
+static bool backend_reply_xclient_ehlo(struct backend_leg *b,
+                                       const struct backend_reply *rep)
+{
+    if (rep->code != 250) {
+        if (rep->code == 500 || rep->code == 502)
+            b->helo_only = true;
+        log_event(b->log, LOG_WARN, b->sid,
+                  "event=xclient_unavailable reason=ehlo_refused");
+        backend_enter(b, BACKEND_READY);
+    } else {
+        backend_finish(b, true, rep->caps);
+    }
+    return true;
+}
+
+static bool backend_reply_xclient(struct backend_leg *b,
+                                  const struct backend_reply *rep)
+{
+    if (rep->code != 220) {
+        log_event(b->log, LOG_WARN, b->sid, "event=xclient_refused code=%d",
+                  rep->code);
+    } else {
+        b->xclient_ok = true;
+        log_event(b->log, LOG_INFO, b->sid, "event=xclient client=%s",
+                  b->client.addr_text);
+    }
+    backend_enter(b, BACKEND_READY);
+    return true;
+}
+
+/* backend_waits_reply - does state wait for a reply from the backend? */
+static bool backend_waits_reply(enum backend_state st)
+{
+    return st == BACKEND_GREETING || st == BACKEND_EHLO ||
+           st == BACKEND_STARTTLS || st == BACKEND_XCLIENT_EHLO ||
+           st == BACKEND_XCLIENT;
+}
+
+/* backend_keep_greeting - the greeting is relayed to the client later. */
+static bool backend_keep_greeting(struct backend_leg *b, const char *p,
+                                  size_t len)
+{
+    free(b->greeting);
+    b->greeting = malloc(len);
+    b->greeting_len = b->greeting != NULL ? len : 0;
+    if (b->greeting == NULL) {
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_error",
+                        "out of memory");
+        return false;
+    }
+    memcpy(b->greeting, p, len);
+    return true;
 }
 
 /*
  * backend_setup_input - one reply per setup step.  Anything the backend
  * sends that was not asked for (bytes after the reply) is a protocol
- * error, except after its 220 to STARTTLS: those bytes are dropped
- * unread (RFC 3207 5: no plaintext state survives; CVE-2011-0411 class).
+ * error, except after its 220 to STARTTLS (see backend_reply_starttls).
  */
-void backend_setup_input(struct session *s)
+static void backend_setup_input(struct backend_leg *b)
 {
-    struct smtp_reply rep;
+    struct smtp_reply sr;
+    struct backend_reply rep;
     enum smtp_reply_result r;
-    char ehlo[300];
+    enum backend_state st;
     char esc[200];
+    bool go_on;
 
-    while (!s->closing && s->bin.len > 0) {
-        r = smtp_reply_scan(sbuf_ptr(&s->bin), s->bin.len, SESSION_REPLY_LINE,
-                            SESSION_REPLY_LINES, &rep);
+    while (!b->closed && b->in.len > 0 && b->state != BACKEND_READY) {
+        const char *p = sbuf_ptr(&b->in);
+
+        r = smtp_reply_scan(p, b->in.len, BACKEND_REPLY_LINE,
+                            BACKEND_REPLY_LINES, &sr);
         if (r == SMTP_REPLY_MORE)
             return;
-        if (r == SMTP_REPLY_BAD ||
-            (s->bstate != BACKEND_GREETING && s->bstate != BACKEND_EHLO &&
-             s->bstate != BACKEND_STARTTLS &&
-             s->bstate != BACKEND_XCLIENT_EHLO &&
-             s->bstate != BACKEND_XCLIENT)) {
-            log_escape(esc, sizeof esc, sbuf_ptr(&s->bin),
-                       s->bin.len < 60 ? s->bin.len : 60);
-            log_event(&s->w->log, LOG_WARN, s->id,
+        st = b->state;
+        if (r == SMTP_REPLY_BAD || !backend_waits_reply(st)) {
+            log_escape(esc, sizeof esc, p, b->in.len < 60 ? b->in.len : 60);
+            log_event(b->log, LOG_WARN, b->sid,
                       "event=backend_garbage state=%s data=\"%s\"",
-                      backend_state_name(s->bstate), esc);
-            if (!(backend_strict(s) && backend_refuse(s, "protocol error")))
-                backend_give_up(s, REPLY_BACKEND_PROTOCOL, "backend_error",
+                      backend_state_name(st), esc);
+            if (!backend_strict_refuse(b, "protocol error"))
+                backend_give_up(b, REPLY_BACKEND_PROTOCOL, "backend_error",
                                 "protocol error during setup");
             return;
         }
-        switch (s->bstate) {
-        case BACKEND_GREETING:
-            if (rep.code != 220 && backend_strict(s)) {
-                log_escape(esc, sizeof esc, sbuf_ptr(&s->bin), rep.len);
-                if (backend_refuse(s, esc))
-                    return;
-            }
-            free(s->greeting);
-            s->greeting = malloc(rep.len);
-            if (s->greeting == NULL) {
-                backend_give_up(s, REPLY_BACKEND_UNAVAILABLE, "backend_error",
-                                "out of memory");
-                return;
-            }
-            memcpy(s->greeting, sbuf_ptr(&s->bin), rep.len);
-            s->greeting_len = rep.len;
-            sbuf_consume(&s->bin, rep.len);
-            if (s->bin.len > 0) {
-                backend_give_up(s, REPLY_BACKEND_PROTOCOL, "backend_error",
-                                "unsolicited data after greeting");
-                return;
-            }
-            if (rep.code != 220) {
-                backend_ready(s);
-                return;
-            }
-            if (s->svc->backend_tls == BACKEND_TLS_NONE ||
-                s->svc->backend_implicit_tls || s->backend_plain_retry) {
-                backend_finish(s, false, 0);
-                return;
-            }
-            snprintf(ehlo, sizeof ehlo, "EHLO %s\r\n", s->w->cfg->hostname);
-            backend_set_state(s, BACKEND_EHLO);
-            backend_send(s, ehlo);
-            break;
-        case BACKEND_EHLO: {
-            unsigned caps = smtp_ehlo_caps(sbuf_ptr(&s->bin), rep.len);
-
-            sbuf_consume(&s->bin, rep.len);
-            if (s->bin.len > 0) {
-                backend_give_up(s, REPLY_BACKEND_PROTOCOL, "backend_error",
-                                "unsolicited data after EHLO reply");
-                return;
-            }
-            if (rep.code == 250 && (caps & SMTP_CAP_STARTTLS)) {
-                backend_set_state(s, BACKEND_STARTTLS);
-                backend_send(s, "STARTTLS\r\n");
-                break;
-            }
-            if (rep.code == 500 || rep.code == 502)
-                s->backend_helo_only = true;
-            if (backend_strict(s) &&
-                backend_refuse(s, rep.code == 250 ? "STARTTLS not offered"
-                                                  : "EHLO refused"))
-                return;
-            log_event(&s->w->log, LOG_INFO, s->id,
-                      "event=backend_plaintext reason=%s",
-                      rep.code == 250 ? "no_starttls" : "ehlo_refused");
-            backend_finish(s, rep.code == 250, caps);
+        if (st == BACKEND_GREETING && !backend_keep_greeting(b, p, sr.len))
             return;
-        }
-        case BACKEND_STARTTLS:
-            if (rep.code != 220) {
-                sbuf_consume(&s->bin, rep.len);
-                if (backend_strict(s) && backend_refuse(s, "STARTTLS refused"))
-                    return;
-                log_event(&s->w->log, LOG_INFO, s->id,
-                          "event=backend_plaintext reason=starttls_refused code=%d",
-                          rep.code);
-                backend_finish(s, false, 0);
-                return;
-            }
-            sbuf_consume(&s->bin, rep.len);
-            if (s->bin.len > 0) {
-                log_event(&s->w->log, LOG_WARN, s->id,
-                          "event=backend_response_injection dropped=%zu",
-                          s->bin.len);
-                sbuf_free(&s->bin);
-            }
-            backend_tls_begin(s, BACKEND_TLS_HANDSHAKE);
+        rep.code = sr.code;
+        rep.caps = st == BACKEND_EHLO || st == BACKEND_XCLIENT_EHLO
+                       ? smtp_ehlo_caps(p, sr.len) : 0;
+        rep.extra = b->in.len - sr.len;
+        sbuf_consume(&b->in, sr.len);
+        if (st == BACKEND_GREETING)
+            go_on = backend_reply_greeting(b, &rep);
+        else if (st == BACKEND_EHLO)
+            go_on = backend_reply_ehlo(b, &rep);
+        else if (st == BACKEND_STARTTLS)
+            go_on = backend_reply_starttls(b, &rep);
+        else if (st == BACKEND_XCLIENT_EHLO)
+            go_on = backend_reply_xclient_ehlo(b, &rep);
+        else
+            go_on = backend_reply_xclient(b, &rep);
+        if (!go_on)
             return;
-        case BACKEND_XCLIENT_EHLO: {
-            unsigned caps = smtp_ehlo_caps(sbuf_ptr(&s->bin), rep.len);
-
-            sbuf_consume(&s->bin, rep.len);
-            if (rep.code != 250) {
-                if (rep.code == 500 || rep.code == 502)
-                    s->backend_helo_only = true;
-                log_event(&s->w->log, LOG_WARN, s->id,
-                          "event=xclient_unavailable reason=ehlo_refused");
-                backend_ready(s);
-                return;
-            }
-            backend_finish(s, true, caps);
-            return;
-        }
-        case BACKEND_XCLIENT:
-            sbuf_consume(&s->bin, rep.len);
-            if (rep.code != 220) {
-                log_event(&s->w->log, LOG_WARN, s->id,
-                          "event=xclient_refused code=%d", rep.code);
-            } else {
-                s->xclient_ok = true;
-                log_event(&s->w->log, LOG_INFO, s->id,
-                          "event=xclient client=%s", s->client_addr);
-            }
-            backend_ready(s);
-            return;
-        default:
-            return;
-        }
     }
+}
+
+static void backend_on_data(struct conn *c, void *ud, const char *buf,
+                            size_t len)
+{
+    struct backend_leg *b = ud;
+
+    if (b->closed || c != b->conn)
+        return;
+    backend_touch(b);
+    if (sbuf_append(&b->in, buf, len) != 0) {
+        backend_give_up(b, REPLY_BACKEND_LOST, "error", "out of memory");
+        return;
+    }
+    bool relaying = b->state == BACKEND_READY;
+
+    if (!relaying)
+        backend_setup_input(b);
+    b->ev->input(b->owner, relaying);
 }

@@ -20,12 +20,10 @@
 #include "session.h"
 #include "session_int.h"
 
-void session_backend_eof(struct session *s, int status);
-void session_backend_drain(struct session *s);
-
 static void session_close(struct session *s, enum reply_id reply);
-static void client_on_data(struct conn *c, void *ud, const char *buf,
-                           size_t len);
+static void session_client_input(struct session *s, const char *buf,
+                                 size_t len);
+static const struct conn_cbs client_cbs;
 static size_t session_trace_header(const struct session *s, char *out,
                                    size_t cap);
 
@@ -56,6 +54,69 @@ static SSL_CTX *session_server_ctx(const struct session *s)
 }
 static void session_client_process(struct session *s);
 static void session_flow(struct session *s);
+static void session_arm(struct session *s);
+static void session_fail(struct session *s, enum reply_id reply,
+                         const char *event, const char *why);
+
+/* ---- the client mode ------------------------------------------------------ */
+
+const char *session_mode_name(enum client_mode mode)
+{
+    static const char *const names[CLIENT_NMODES] = {
+        "command", "data", "bdat", "bdat_skip", "auth", "skip_line",
+        "starttls", "handshake", "quit"};
+
+    return (unsigned)mode < CLIENT_NMODES ? names[mode] : "?";
+}
+
+#define M(m) (1u << (m))
+
+/* session_next_mode - the modes each mode may go to (staying is always
+ * allowed).  QUIT is the end: nothing more is read. */
+static const unsigned session_next_mode[CLIENT_NMODES] = {
+    [CLIENT_COMMAND] = M(CLIENT_DATA) | M(CLIENT_BDAT) | M(CLIENT_BDAT_SKIP) |
+                       M(CLIENT_AUTH) | M(CLIENT_SKIP_LINE) |
+                       M(CLIENT_STARTTLS) | M(CLIENT_HANDSHAKE) |
+                       M(CLIENT_QUIT),
+    [CLIENT_DATA] = M(CLIENT_COMMAND),
+    [CLIENT_BDAT] = M(CLIENT_COMMAND),
+    [CLIENT_BDAT_SKIP] = M(CLIENT_COMMAND),
+    [CLIENT_AUTH] = M(CLIENT_COMMAND) | M(CLIENT_SKIP_LINE),
+    [CLIENT_SKIP_LINE] = M(CLIENT_COMMAND),
+    [CLIENT_STARTTLS] = M(CLIENT_HANDSHAKE),
+    [CLIENT_HANDSHAKE] = M(CLIENT_COMMAND),
+    [CLIENT_QUIT] = 0,
+};
+
+/* session_transition_ok - see session_int.h. */
+bool session_transition_ok(enum client_mode from, enum client_mode to)
+{
+    if ((unsigned)from >= CLIENT_NMODES || (unsigned)to >= CLIENT_NMODES)
+        return false;
+    return from == to || (session_next_mode[from] & M(to)) != 0;
+}
+
+/*
+ * session_enter - every change of the client mode goes through here:
+ * checked against the table (builds with STATE_CHECKS abort on an
+ * illegal one, others log it) and logged at debug.
+ */
+static void session_enter(struct session *s, enum client_mode mode)
+{
+    if (s->cmode == mode)
+        return;
+    if (!session_transition_ok(s->cmode, mode)) {
+        log_event(&s->w->log, LOG_ERROR, s->id,
+                  "event=state_illegal machine=client from=%s to=%s",
+                  session_mode_name(s->cmode), session_mode_name(mode));
+#ifdef STATE_CHECKS
+        abort();
+#endif
+    }
+    log_event(&s->w->log, LOG_DEBUG, s->id, "event=state from=%s to=%s",
+              session_mode_name(s->cmode), session_mode_name(mode));
+    s->cmode = mode;
+}
 
 /* ---- lifetime ----------------------------------------------------------- */
 
@@ -64,7 +125,7 @@ struct session *session_next(const struct session *s)
     return s->next;
 }
 
-void session_ref(struct session *s)
+static void session_ref(struct session *s)
 {
     s->refs++;
 }
@@ -84,8 +145,7 @@ static void session_on_timer_close(uv_handle_t *h)
         connlimit_release(w->limits, s->svc_index,
                           (const struct sockaddr *)&s->client_sa);
     sbuf_free(&s->cin);
-    sbuf_free(&s->bin);
-    free(s->greeting);
+    backend_free(&s->b);
     free(s->held_helo);
     free(s->client_cert_subject);
     free(s->client_cert_verify);
@@ -94,7 +154,7 @@ static void session_on_timer_close(uv_handle_t *h)
 
 /* session_unref - a handle of s has closed; the last one frees s, after
  * the timer's own close callback. */
-void session_unref(struct session *s)
+static void session_unref(struct session *s)
 {
     if (--s->refs > 0 || !s->closing)
         return;
@@ -106,7 +166,7 @@ static bool session_waiting_for_backend(const struct session *s)
 {
     unsigned i;
 
-    if (s->bstate != BACKEND_READY)
+    if (s->b.state != BACKEND_READY)
         return true;
     for (i = 0; i < s->fifo_len; i++) {
         uint8_t k = s->fifo[(s->fifo_head + i) % SESSION_FIFO].kind;
@@ -131,7 +191,7 @@ static uint64_t session_deadline(const struct session *s, const char **what)
     uint64_t d, t;
 
     if (session_waiting_for_backend(s)) {
-        d = s->last_backend + (uint64_t)svc->idle_timeout * 1000;
+        d = s->b.last + (uint64_t)svc->idle_timeout * 1000;
         *what = "backend";
     } else {
         d = s->last_client + (uint64_t)svc->idle_timeout * 1000;
@@ -144,16 +204,15 @@ static uint64_t session_deadline(const struct session *s, const char **what)
             *what = "tls_handshake";
         }
     }
-    if (s->bhs_start != 0 && (s->bstate == BACKEND_TLS_HANDSHAKE ||
-                              s->bstate == BACKEND_TLS_IMPLICIT)) {
-        t = s->bhs_start + (uint64_t)svc->tls_handshake_timeout * 1000;
+    t = backend_deadline(&s->b);
+    if (t != 0) {
         if (t < d) {
             d = t;
             *what = "backend_tls_handshake";
         }
     }
-    if ((s->cmode == CLIENT_COMMAND || s->cmode == CLIENT_AUTH ||
-         s->cmode == CLIENT_PROXY_HEADER) && s->cmd_start != 0) {
+    if ((s->cmode == CLIENT_COMMAND || s->cmode == CLIENT_AUTH) &&
+        s->cmd_start != 0) {
         t = s->cmd_start + (uint64_t)svc->command_timeout * 1000;
         if (t < d) {
             d = t;
@@ -176,7 +235,7 @@ static uint64_t session_deadline(const struct session *s, const char **what)
 static void session_on_timer(uv_timer_t *t);
 
 /* session_arm - (re)start the timer for the earliest deadline. */
-void session_arm(struct session *s)
+static void session_arm(struct session *s)
 {
     const char *what;
     uint64_t d, now;
@@ -197,8 +256,8 @@ static void session_on_timer(uv_timer_t *t)
         /* the close deadline: a peer that does not read loses its output */
         if (s->client != NULL)
             conn_close(s->client);
-        if (s->backend != NULL)
-            conn_close(s->backend);
+        if (s->b.conn != NULL)
+            conn_close(s->b.conn);
         return;
     }
     if (session_deadline(s, &what) > uv_now(s->w->loop)) {
@@ -208,7 +267,7 @@ static void session_on_timer(uv_timer_t *t)
     log_event(&s->w->log, LOG_INFO, s->id, "event=timeout waiting_for=%s",
               what);
     if (strcmp(what, "backend_tls_handshake") == 0) {
-        backend_handshake_timeout(s);   /* "may": retried in plaintext */
+        backend_handshake_timeout(&s->b);   /* "may": retried in plaintext */
         session_arm(s);
         return;
     }
@@ -216,15 +275,10 @@ static void session_on_timer(uv_timer_t *t)
 }
 
 /*
- * session_touch_backend, session_touch_client - a leg showed life.  Only a
- * time stamp: the timer notices when it fires and re-arms itself, so reads
- * cost no timer operation.
+ * session_touch_client - the client showed life (the backend leg keeps
+ * its own time stamp).  Only a time stamp: the timer notices when it
+ * fires and re-arms itself, so reads cost no timer operation.
  */
-void session_touch_backend(struct session *s)
-{
-    s->last_backend = uv_now(s->w->loop);
-}
-
 static void session_touch_client(struct session *s)
 {
     s->last_client = uv_now(s->w->loop);
@@ -247,14 +301,14 @@ static void session_summary(struct session *s)
                                              : "none",
               s->client_tls_desc[0] ? s->client_tls_desc : "plaintext", subject,
               s->svc->backend_host, s->svc->backend_port,
-              s->backend_tls_desc[0] ? s->backend_tls_desc : "plaintext",
-              s->backend_verify[0] ? s->backend_verify : "none",
+              s->b.tls_desc[0] ? s->b.tls_desc : "plaintext",
+              s->b.verify[0] ? s->b.verify : "none",
               s->ncommands, s->nmessages, s->nerrors,
               (unsigned long long)(s->nnul +
                                    (s->cmode == CLIENT_DATA
                                         ? smtp_data_filter_nul_count(&s->filter)
                                         : 0)),
-              s->nbackends,
+              s->b.nconnections,
               (unsigned long long)(uv_now(s->w->loop) - s->started_ms));
 }
 
@@ -272,7 +326,8 @@ static void session_write_reply(struct session *s, enum reply_id id)
  * "enforce = no" it is only logged (would_refuse=...) and false is
  * returned: the caller lets the session go on.
  */
-bool session_enforce(struct session *s, const char *rule, const char *detail)
+static bool session_enforce(struct session *s, const char *rule,
+                            const char *detail)
 {
     char esc[160];
 
@@ -315,10 +370,7 @@ static void session_close(struct session *s, enum reply_id reply)
         session_write_reply(s, reply);
     s->closing = true;
     session_summary(s);
-    if (s->gai_busy)
-        uv_cancel((uv_req_t *)&s->gai);
-    if (s->backend != NULL)
-        conn_close(s->backend);
+    backend_close(&s->b);
     if (s->client != NULL)
         conn_close_flush(s->client);
     uv_timer_start(&s->timer, session_on_timer, 5000, 0);
@@ -332,8 +384,8 @@ void session_shutdown(struct session *s, enum reply_id reply)
 }
 
 /* session_fail - log why, then close with reply. */
-void session_fail(struct session *s, enum reply_id reply, const char *event,
-                  const char *why)
+static void session_fail(struct session *s, enum reply_id reply,
+                         const char *event, const char *why)
 {
     char esc[200];
 
@@ -350,6 +402,17 @@ static struct expect *fifo_head(struct session *s)
     return s->fifo_len ? &s->fifo[s->fifo_head] : NULL;
 }
 
+/* session_expect_waits - see session_int.h: the reply to EHLO or HELO
+ * may change what the client may do, a 354 turns what follows into
+ * content, a 334 into an AUTH response; our XCLIENT HELO= comes back
+ * before the client's EHLO is read again. */
+bool session_expect_waits(enum expect_kind kind)
+{
+    return kind == EXPECT_EHLO || kind == EXPECT_HELO ||
+           kind == EXPECT_HELO_FALLBACK || kind == EXPECT_DATA ||
+           kind == EXPECT_AUTH || kind == EXPECT_XCLIENT;
+}
+
 static void fifo_push(struct session *s, enum expect_kind kind,
                       enum reply_id reply)
 {
@@ -358,10 +421,14 @@ static void fifo_push(struct session *s, enum expect_kind kind,
     s->fifo[i].kind = (uint8_t)kind;
     s->fifo[i].reply = (uint8_t)reply;
     s->fifo_len++;
+    if (session_expect_waits(kind))
+        s->nwaiting++;
 }
 
 static void fifo_pop(struct session *s)
 {
+    if (session_expect_waits((enum expect_kind)s->fifo[s->fifo_head].kind))
+        s->nwaiting--;
     s->fifo_head = (s->fifo_head + 1) % SESSION_FIFO;
     s->fifo_len--;
 }
@@ -379,7 +446,7 @@ static void session_start_client_tls(struct session *s)
                   "event=starttls_injection dropped=%zu", s->cin.len);
         sbuf_free(&s->cin);
     }
-    s->cmode = CLIENT_HANDSHAKE;
+    session_enter(s, CLIENT_HANDSHAKE);
     s->hs_start = uv_now(s->w->loop);
     session_arm(s);
     if (conn_start_tls_server(s->client, session_server_ctx(s)) != 0)
@@ -422,9 +489,9 @@ static void session_forward(struct session *s, const char *line, size_t len,
                             size_t total)
 {
     if (!session_waiting_for_backend(s))
-        session_touch_backend(s);   /* its clock starts with our request */
+        backend_touch(&s->b);   /* its clock starts with our request */
     if (total == len + 2) {
-        conn_write(s->backend, line, total);
+        conn_write(s->b.conn, line, total);
         return;
     }
     char *tmp = malloc(len + 2);
@@ -435,9 +502,11 @@ static void session_forward(struct session *s, const char *line, size_t len,
     }
     memcpy(tmp, line, len);
     memcpy(tmp + len, "\r\n", 2);
-    conn_write(s->backend, tmp, len + 2);
+    conn_write(s->b.conn, tmp, len + 2);
     free(tmp);
 }
+
+/* ---- the verb table -------------------------------------------------------- */
 
 /* session_verb_passed - is the unknown verb of cmd's line a keyword the
  * service passes (ehlo_pass)? */
@@ -451,62 +520,60 @@ static bool session_verb_passed(const struct session *s,
     return false;
 }
 
-/* session_need_helo_refusal - after the client's STARTTLS nothing but a
- * new EHLO/HELO (and what needs no session) is served. */
-static enum reply_id session_need_helo_refusal(const struct session *s)
+/* the verb of an extension the proxy does not pass (XEXCH50, BURL,
+ * ATRN...) would make the backend speak a protocol the relay does not
+ * parse: only ehlo_pass keywords' verbs go on */
+static enum reply_id session_unknown_refusal(struct session *s,
+                                             const struct smtp_cmd *cmd)
 {
-    return s->need_helo ? REPLY_NEED_HELO : REPLY_NONE;
+    return session_verb_passed(s, cmd) ? REPLY_NONE : REPLY_UNKNOWN_COMMAND;
+}
+
+static enum reply_id session_starttls_refusal(struct session *s,
+                                              const struct smtp_cmd *cmd)
+{
+    if (s->svc->client_implicit_tls || s->client_policy == CLIENT_TLS_NONE)
+        return REPLY_STARTTLS_UNAVAILABLE;
+    if (s->client_tls)
+        return REPLY_TLS_ACTIVE;
+    if (cmd->arg != NULL)
+        return REPLY_STARTTLS_SYNTAX;
+    return REPLY_NONE;
+}
+
+static enum reply_id session_auth_refusal(struct session *s,
+                                          const struct smtp_cmd *cmd)
+{
+    (void)cmd;
+    return !s->client_tls && !s->plaintext_auth ? REPLY_AUTH_NEEDS_TLS
+                                                : REPLY_NONE;
 }
 
 /*
  * session_refusal - the proxy's own answer to cmd, or REPLY_NONE when it
- * goes to the backend.
+ * goes on: the verb's flags, in this order, then its own check.
  */
 static enum reply_id session_refusal(struct session *s,
+                                     const struct session_verb *v,
                                      const struct smtp_cmd *cmd)
 {
-    const struct service *svc = s->svc;
+    enum reply_id r;
 
-    switch (cmd->verb) {
-    case SMTP_VERB_XCLIENT:
-    case SMTP_VERB_XFORWARD:
-        /* backends trust these from the proxy's address: never relay */
+    if (v->flags & SV_NEVER)
+        /* backends trust XCLIENT and XFORWARD from the proxy's address:
+         * a client's is never relayed */
         return REPLY_NOT_IMPLEMENTED;
-    case SMTP_VERB_UNKNOWN:
-        /* the verb of an extension the proxy does not pass (XEXCH50,
-         * BURL, ATRN...) would make the backend speak a protocol the
-         * relay does not parse: only ehlo_pass keywords' verbs go on */
-        if (!session_verb_passed(s, cmd))
-            return REPLY_UNKNOWN_COMMAND;
-        return session_need_helo_refusal(s);
-    case SMTP_VERB_STARTTLS:
-        if (svc->client_implicit_tls || s->client_policy == CLIENT_TLS_NONE)
-            return REPLY_STARTTLS_UNAVAILABLE;
-        if (s->client_tls)
-            return REPLY_TLS_ACTIVE;
-        if (cmd->arg != NULL)
-            return REPLY_STARTTLS_SYNTAX;
-        return REPLY_NONE;
-    case SMTP_VERB_MAIL:
-    case SMTP_VERB_RCPT:
-    case SMTP_VERB_DATA:
-    case SMTP_VERB_BDAT:
-    case SMTP_VERB_AUTH:
-    case SMTP_VERB_VRFY:
-    case SMTP_VERB_EXPN:
-        if (s->client_policy == CLIENT_TLS_ENCRYPT && !s->client_tls &&
-            session_enforce(s, "client_tls_encrypt", smtp_verb_name(cmd->verb)))
-            return REPLY_MUST_STARTTLS;
-        if (cmd->verb == SMTP_VERB_AUTH && !s->client_tls &&
-            !s->plaintext_auth)
-            return REPLY_AUTH_NEEDS_TLS;
-        if (s->need_helo && cmd->verb != SMTP_VERB_VRFY &&
-            cmd->verb != SMTP_VERB_EXPN)
-            return REPLY_NEED_HELO;
-        return REPLY_NONE;
-    default:
-        return REPLY_NONE;
-    }
+    if ((v->flags & SV_TLS_FIRST) && s->client_policy == CLIENT_TLS_ENCRYPT &&
+        !s->client_tls &&
+        session_enforce(s, "client_tls_encrypt", smtp_verb_name(cmd->verb)))
+        return REPLY_MUST_STARTTLS;
+    if (v->refuse != NULL && (r = v->refuse(s, cmd)) != REPLY_NONE)
+        return r;
+    /* after the client's STARTTLS, nothing that needs a session is served
+     * before a new EHLO/HELO */
+    if ((v->flags & SV_HELO_FIRST) && s->need_helo)
+        return REPLY_NEED_HELO;
+    return REPLY_NONE;
 }
 
 static void session_log_command(struct session *s, const struct smtp_cmd *cmd)
@@ -555,150 +622,200 @@ static void session_helo_fallback(struct session *s)
     int n = snprintf(line, sizeof line, "HELO %s\r\n",
                      s->helo_name[0] ? s->helo_name : "unknown");
 
-    s->backend_helo_only = true;
+    s->b.helo_only = true;
     session_forward(s, line, (size_t)n - 2, (size_t)n);
     fifo_push(s, EXPECT_HELO_FALLBACK, REPLY_NONE);
 }
 
-/* session_command - one command line from the client. */
+/* session_cmd_forward - the handler of most verbs: relay the line, owe
+ * the client the backend's reply. */
+static void session_cmd_forward(struct session *s, const struct smtp_cmd *cmd,
+                                const struct session_line *l)
+{
+    const struct session_verb *v = session_verb(cmd->verb);
+
+    if (v->flags & SV_DIRTIES)
+        s->backend_dirty = true;
+    session_forward(s, l->p, l->len, l->total);
+    fifo_push(s, (enum expect_kind)v->expect, REPLY_NONE);
+    sbuf_consume(&s->cin, l->total);
+}
+
+/* session_cmd_helo - EHLO and HELO (RFC 2920 3.1: they end a group; what
+ * follows waits for the reply, which may change what the client may do). */
+static void session_cmd_helo(struct session *s, const struct smtp_cmd *cmd,
+                             const struct session_line *l)
+{
+    s->need_helo = false;
+    session_remember_helo(s, cmd);
+    s->client_esmtp = cmd->verb == SMTP_VERB_EHLO;
+    if (s->b.xclient_ok && !s->xclient_helo_sent) {
+        /* tell the backend the client's HELO name first; XCLIENT resets
+         * it to a fresh session, then this line is read again */
+        char x[300];
+        int xn = backend_xclient_helo(s->helo_name, s->client_esmtp, x,
+                                      sizeof x);
+
+        s->xclient_helo_sent = true;
+        s->ncommands--;
+        session_forward(s, x, (size_t)xn - 2, (size_t)xn);
+        fifo_push(s, EXPECT_XCLIENT, REPLY_NONE);
+        return;
+    }
+    s->xclient_helo_sent = false;
+    if (cmd->verb == SMTP_VERB_EHLO && s->b.helo_only) {
+        session_helo_fallback(s);
+        sbuf_consume(&s->cin, l->total);
+        return;
+    }
+    session_cmd_forward(s, cmd, l);
+}
+
+/* session_cmd_starttls - answered here, in its turn (fifo_flush_local
+ * starts the handshake when the 220 is written). */
+static void session_cmd_starttls(struct session *s, const struct smtp_cmd *cmd,
+                                 const struct session_line *l)
+{
+    (void)cmd;
+    sbuf_consume(&s->cin, l->total);
+    session_enter(s, CLIENT_STARTTLS);
+    fifo_push(s, EXPECT_STARTTLS, REPLY_NONE);
+    fifo_flush_local(s);
+}
+
+/* session_cmd_bdat - a chunk: its size is parsed here, and a refused
+ * chunk is read and thrown away (it follows the command anyway). */
+static void session_cmd_bdat(struct session *s, const struct smtp_cmd *cmd,
+                             const struct session_line *l)
+{
+    enum reply_id refusal = l->refusal;
+    char cmdline[64];
+    uint64_t size;
+    bool last, bad;
+    int cn;
+
+    bad = smtp_bdat_parse(cmd->arg ? cmd->arg : "", cmd->arg_len, &size,
+                          &last) != 0;
+    sbuf_consume(&s->cin, l->total);     /* cmd points into it: no more */
+    if (bad) {
+        session_local(s, REPLY_BDAT_SYNTAX);
+        return;
+    }
+    if (refusal == REPLY_NONE && !s->backend_chunking)
+        refusal = REPLY_NOT_IMPLEMENTED;   /* never let a backend without
+                                              CHUNKING read a chunk as
+                                              commands */
+    if (refusal != REPLY_NONE) {
+        s->bdat_left = size;
+        if (size > 0)
+            session_enter(s, CLIENT_BDAT_SKIP);
+        session_local(s, refusal);
+        return;
+    }
+    s->backend_dirty = true;
+    if (s->svc->trace_header && !s->bdat_in_message) {
+        /* the header is part of the first chunk: say so in its size */
+        char hdr[2048];
+        size_t hn = session_trace_header(s, hdr, sizeof hdr);
+
+        cn = snprintf(cmdline, sizeof cmdline, "BDAT %llu%s\r\n",
+                      (unsigned long long)(size + hn), last ? " LAST" : "");
+        session_forward(s, cmdline, (size_t)cn - 2, (size_t)cn);
+        conn_write(s->b.conn, hdr, hn);
+    } else {
+        /* rebuilt from the parsed values: the backend reads exactly what
+         * the proxy counted */
+        cn = snprintf(cmdline, sizeof cmdline, "BDAT %llu%s\r\n",
+                      (unsigned long long)size, last ? " LAST" : "");
+        session_forward(s, cmdline, (size_t)cn - 2, (size_t)cn);
+    }
+    s->bdat_in_message = !last;
+    fifo_push(s, last ? EXPECT_BDAT_LAST : EXPECT_BDAT, REPLY_NONE);
+    s->bdat_left = size;
+    if (size > 0) {
+        session_enter(s, CLIENT_BDAT);
+        s->data_start = uv_now(s->w->loop);
+        s->data_bytes = 0;
+        session_arm(s);
+    }
+}
+
+static void session_cmd_quit(struct session *s, const struct smtp_cmd *cmd,
+                             const struct session_line *l)
+{
+    (void)cmd;
+    session_forward(s, l->p, l->len, l->total);
+    fifo_push(s, EXPECT_QUIT, REPLY_NONE);
+    sbuf_free(&s->cin);
+    session_enter(s, CLIENT_QUIT);
+}
+
+/*
+ * One row per verb (README "Architecture"): what the proxy requires
+ * before relaying it, what it does to the backend session, which reply
+ * it is owed, and its handler.  SV_WAITS verbs end a pipelining group for
+ * the proxy too: the next line is read after their reply (see
+ * session_expect_waits), because the reply changes how it is read.
+ */
+static const struct session_verb session_verbs[SMTP_VERB_COUNT] = {
+    [SMTP_VERB_UNKNOWN] = {SV_HELO_FIRST | SV_DIRTIES, EXPECT_OTHER,
+                           session_unknown_refusal, session_cmd_forward},
+    [SMTP_VERB_EHLO] = {SV_WAITS, EXPECT_EHLO, NULL, session_cmd_helo},
+    [SMTP_VERB_HELO] = {SV_WAITS, EXPECT_HELO, NULL, session_cmd_helo},
+    [SMTP_VERB_MAIL] = {SV_TLS_FIRST | SV_HELO_FIRST | SV_DIRTIES,
+                        EXPECT_OTHER, NULL, session_cmd_forward},
+    [SMTP_VERB_RCPT] = {SV_TLS_FIRST | SV_HELO_FIRST | SV_DIRTIES,
+                        EXPECT_OTHER, NULL, session_cmd_forward},
+    [SMTP_VERB_DATA] = {SV_TLS_FIRST | SV_HELO_FIRST | SV_DIRTIES | SV_WAITS,
+                        EXPECT_DATA, NULL, session_cmd_forward},
+    [SMTP_VERB_BDAT] = {SV_TLS_FIRST | SV_HELO_FIRST | SV_DIRTIES |
+                            SV_OWN_REFUSAL,
+                        EXPECT_BDAT, NULL, session_cmd_bdat},
+    [SMTP_VERB_RSET] = {0, EXPECT_OTHER, NULL, session_cmd_forward},
+    [SMTP_VERB_NOOP] = {0, EXPECT_OTHER, NULL, session_cmd_forward},
+    [SMTP_VERB_QUIT] = {0, EXPECT_QUIT, NULL, session_cmd_quit},
+    [SMTP_VERB_VRFY] = {SV_TLS_FIRST | SV_DIRTIES, EXPECT_OTHER, NULL,
+                        session_cmd_forward},
+    [SMTP_VERB_EXPN] = {SV_TLS_FIRST | SV_DIRTIES, EXPECT_OTHER, NULL,
+                        session_cmd_forward},
+    [SMTP_VERB_HELP] = {0, EXPECT_OTHER, NULL, session_cmd_forward},
+    [SMTP_VERB_STARTTLS] = {SV_LOCAL, EXPECT_STARTTLS,
+                            session_starttls_refusal, session_cmd_starttls},
+    [SMTP_VERB_AUTH] = {SV_TLS_FIRST | SV_HELO_FIRST | SV_DIRTIES | SV_WAITS,
+                        EXPECT_AUTH, session_auth_refusal,
+                        session_cmd_forward},
+    [SMTP_VERB_XCLIENT] = {SV_NEVER, EXPECT_LOCAL, NULL, NULL},
+    [SMTP_VERB_XFORWARD] = {SV_NEVER, EXPECT_LOCAL, NULL, NULL},
+    [SMTP_VERB_ETRN] = {SV_DIRTIES, EXPECT_OTHER, NULL, session_cmd_forward},
+};
+
+/* session_verb - verb's row (the unknown verb's for anything else). */
+const struct session_verb *session_verb(enum smtp_verb verb)
+{
+    return &session_verbs[(unsigned)verb < SMTP_VERB_COUNT ? verb
+                                                           : SMTP_VERB_UNKNOWN];
+}
+
+/* session_command - one command line from the client: a lookup in the
+ * verb table and a call. */
 static void session_command(struct session *s, const char *line, size_t len,
                             size_t total)
 {
     struct smtp_cmd cmd;
-    enum reply_id refusal;
-    uint64_t size;
-    bool last;
+    const struct session_verb *v;
+    struct session_line l = {line, len, total, REPLY_NONE};
 
     smtp_cmd_parse(line, len, &cmd);
     s->ncommands++;
     session_log_command(s, &cmd);
-    refusal = session_refusal(s, &cmd);
-    if (cmd.verb == SMTP_VERB_BDAT) {
-        if (smtp_bdat_parse(cmd.arg ? cmd.arg : "", cmd.arg_len, &size,
-                            &last) != 0) {
-            sbuf_consume(&s->cin, total);
-            session_local(s, REPLY_BDAT_SYNTAX);
-            return;
-        }
-        if (refusal == REPLY_NONE && !s->backend_chunking)
-            refusal = REPLY_NOT_IMPLEMENTED;   /* never let a backend
-                                                  without CHUNKING read a
-                                                  chunk as commands */
-        if (refusal != REPLY_NONE) {
-            /* the chunk follows anyway: read it and throw it away */
-            sbuf_consume(&s->cin, total);
-            s->bdat_left = size;
-            if (size > 0)
-                s->cmode = CLIENT_BDAT_SKIP;
-            session_local(s, refusal);
-            return;
-        }
-    }
-    if (refusal != REPLY_NONE) {
+    v = session_verb(cmd.verb);
+    l.refusal = session_refusal(s, v, &cmd);
+    if (l.refusal != REPLY_NONE && !(v->flags & SV_OWN_REFUSAL)) {
         sbuf_consume(&s->cin, total);
-        session_local(s, refusal);
+        session_local(s, l.refusal);
         return;
     }
-    switch (cmd.verb) {
-    case SMTP_VERB_EHLO:
-    case SMTP_VERB_HELO:
-        /* RFC 2920 3.1: EHLO and HELO end a group; what follows waits for
-         * the reply (it may change what the client may do) */
-        s->need_helo = false;
-        s->waiting = true;
-        session_remember_helo(s, &cmd);
-        s->client_esmtp = cmd.verb == SMTP_VERB_EHLO;
-        if (s->xclient_ok && !s->xclient_helo_sent) {
-            /* tell the backend the client's HELO name first; XCLIENT
-             * resets it to a fresh session, then this line is read again */
-            char x[300];
-            int xn = backend_xclient_helo(s, cmd.verb == SMTP_VERB_EHLO, x,
-                                          sizeof x);
-
-            s->xclient_helo_sent = true;
-            s->ncommands--;
-            session_forward(s, x, (size_t)xn - 2, (size_t)xn);
-            fifo_push(s, EXPECT_XCLIENT, REPLY_NONE);
-            return;
-        }
-        s->xclient_helo_sent = false;
-        if (cmd.verb == SMTP_VERB_EHLO && s->backend_helo_only) {
-            session_helo_fallback(s);
-            break;
-        }
-        session_forward(s, line, len, total);
-        fifo_push(s, cmd.verb == SMTP_VERB_EHLO ? EXPECT_EHLO : EXPECT_HELO,
-                  REPLY_NONE);
-        break;
-    case SMTP_VERB_NOOP:
-    case SMTP_VERB_RSET:
-    case SMTP_VERB_HELP:
-        session_forward(s, line, len, total);
-        fifo_push(s, EXPECT_OTHER, REPLY_NONE);
-        break;
-    case SMTP_VERB_STARTTLS:
-        sbuf_consume(&s->cin, total);
-        s->cmode = CLIENT_STARTTLS;
-        fifo_push(s, EXPECT_STARTTLS, REPLY_NONE);
-        fifo_flush_local(s);
-        return;
-    case SMTP_VERB_DATA:
-        s->backend_dirty = true;
-        s->waiting = true;   /* content must wait for the 354 */
-        session_forward(s, line, len, total);
-        fifo_push(s, EXPECT_DATA, REPLY_NONE);
-        break;
-    case SMTP_VERB_BDAT:
-        s->backend_dirty = true;
-        if (s->svc->trace_header && !s->bdat_in_message) {
-            /* the header is part of the first chunk: say so in its size */
-            char hdr[2048], cmdline[64];
-            size_t hn = session_trace_header(s, hdr, sizeof hdr);
-            int cn = snprintf(cmdline, sizeof cmdline, "BDAT %llu%s\r\n",
-                              (unsigned long long)(size + hn),
-                              last ? " LAST" : "");
-
-            session_forward(s, cmdline, (size_t)cn - 2, (size_t)cn);
-            conn_write(s->backend, hdr, hn);
-        } else {
-            /* rebuilt from the parsed values: the backend reads exactly
-             * what the proxy counted */
-            char cmdline[64];
-            int cn = snprintf(cmdline, sizeof cmdline, "BDAT %llu%s\r\n",
-                              (unsigned long long)size, last ? " LAST" : "");
-
-            session_forward(s, cmdline, (size_t)cn - 2, (size_t)cn);
-        }
-        s->bdat_in_message = !last;
-        fifo_push(s, last ? EXPECT_BDAT_LAST : EXPECT_BDAT, REPLY_NONE);
-        sbuf_consume(&s->cin, total);
-        s->bdat_left = size;
-        if (size > 0) {
-            s->cmode = CLIENT_BDAT;
-            s->data_start = uv_now(s->w->loop);
-            s->data_bytes = 0;
-            session_arm(s);
-        }
-        return;
-    case SMTP_VERB_AUTH:
-        s->backend_dirty = true;
-        s->waiting = true;   /* a 334 turns the next line into a response */
-        session_forward(s, line, len, total);
-        fifo_push(s, EXPECT_AUTH, REPLY_NONE);
-        break;
-    case SMTP_VERB_QUIT:
-        session_forward(s, line, len, total);
-        fifo_push(s, EXPECT_QUIT, REPLY_NONE);
-        sbuf_free(&s->cin);
-        s->cmode = CLIENT_QUIT;
-        return;
-    default:
-        s->backend_dirty = true;
-        session_forward(s, line, len, total);
-        fifo_push(s, EXPECT_OTHER, REPLY_NONE);
-        break;
-    }
-    sbuf_consume(&s->cin, total);
+    v->handle(s, &cmd, &l);
 }
 
 /* session_comment_text - peer text made safe inside an RFC 5322 comment:
@@ -758,14 +875,14 @@ static size_t session_trace_header(const struct session *s, char *out,
     } else {
         snprintf(client, sizeof client, "(no TLS)");
     }
-    if (s->backend_tls_desc[0] != '\0') {
+    if (s->b.tls_desc[0] != '\0') {
         char verify[100];
 
-        snprintf(tls_ver, sizeof tls_ver, "%s", s->backend_tls_desc);
+        snprintf(tls_ver, sizeof tls_ver, "%s", s->b.tls_desc);
         cipher = strchr(tls_ver, '/');
         if (cipher != NULL)
             *cipher++ = '\0';
-        session_comment_text(s->backend_verify, verify, sizeof verify);
+        session_comment_text(s->b.verify, verify, sizeof verify);
         snprintf(backend, sizeof backend,
                  "(backend %s:%s policy %s using %s with cipher %s; "
                  "certificate %s)",
@@ -792,6 +909,21 @@ static size_t session_trace_header(const struct session *s, char *out,
 }
 
 /*
+ * session_backend_restart - a fresh backend session, whose greeting is
+ * not relayed: after the client's STARTTLS (the backend saw plaintext
+ * transaction state) or after a refused message (it was cut off in the
+ * middle).  What was held from the old backend session goes.
+ */
+static void session_backend_restart(struct session *s)
+{
+    free(s->held_helo);
+    s->held_helo = NULL;
+    s->backend_dirty = false;
+    s->backend_refresh = true;
+    backend_restart(&s->b, false);
+}
+
+/*
  * session_reject_message - "bare_newline = reject" found a bare CR or LF
  * or a NUL (event names which; reply is what the client gets at the end):
  * the backend is cut off mid-message (it never sees an end-of-data, so it
@@ -804,11 +936,7 @@ static void session_reject_message(struct session *s, const char *event,
     log_event(&s->w->log, LOG_WARN, s->id, "event=%s action=reject", event);
     s->msg_rejected = true;
     s->reject_reply = (uint8_t)reply;
-    if (s->backend != NULL)
-        conn_close(s->backend);
-    s->backend = NULL;
-    s->bstate = BACKEND_IDLE;
-    sbuf_free(&s->bin);
+    backend_stop(&s->b);    /* it must not see the end of this message */
 }
 
 /*
@@ -825,12 +953,12 @@ static size_t session_data_direct(struct session *s, const char *p,
 
     if (s->cin.len > 0 || s->cmode != CLIENT_DATA || s->msg_rejected ||
         s->in_process || s->closing || !s->greeted ||
-        s->bstate != BACKEND_READY || s->backend == NULL ||
-        conn_pending(s->backend) >= CONN_HIGH_WATER)
+        s->b.state != BACKEND_READY || s->b.conn == NULL ||
+        conn_pending(s->b.conn) >= CONN_HIGH_WATER)
         return 0;
     n = smtp_data_filter_pass(&s->filter, p, len, &done);
     if (n > 0) {
-        conn_write(s->backend, p, n);
+        conn_write(s->b.conn, p, n);
         s->data_bytes += n;
     }
     return n;
@@ -846,12 +974,12 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
     if (s->msg_rejected) {
         n = smtp_data_filter(&s->filter, p, len, NULL, 0, &out_len, &done);
     } else {
-        if (conn_pending(s->backend) >= CONN_HIGH_WATER)
+        if (conn_pending(s->b.conn) >= CONN_HIGH_WATER)
             return false;
         /* what needs no rewriting (nearly all mail) goes out as it came */
         n = smtp_data_filter_pass(&s->filter, p, len, &done);
         if (n > 0) {
-            conn_write(s->backend, p, n);
+            conn_write(s->b.conn, p, n);
             sbuf_consume(&s->cin, n);
             s->data_bytes += n;
             return true;
@@ -883,13 +1011,13 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
                           s->msg_rejected ? "reject" : "normalize");
         }
         if (!s->msg_rejected)
-            conn_write(s->backend, out, out_len);
+            conn_write(s->b.conn, out, out_len);
     }
     sbuf_consume(&s->cin, n);
     s->data_bytes += n;
     if (!done)
         return true;
-    s->cmode = CLIENT_COMMAND;
+    session_enter(s, CLIENT_COMMAND);
     s->nnul += smtp_data_filter_nul_count(&s->filter);
     if (!s->msg_rejected) {
         fifo_push(s, EXPECT_END_OF_DATA, REPLY_NONE);
@@ -899,11 +1027,8 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
     session_local(s, (enum reply_id)s->reject_reply);
     if (s->closing)
         return false;
-    s->backend_refresh = true;
     s->backend_replay_helo = true;
-    s->backend_plain_retry = false;
-    s->backend_dirty = false;
-    backend_start(s);
+    session_backend_restart(s);
     return true;
 }
 
@@ -917,7 +1042,7 @@ static bool session_client_step(struct session *s)
     switch (s->cmode) {
     case CLIENT_COMMAND:
     case CLIENT_AUTH:
-        if (s->waiting || s->fifo_len >= SESSION_FIFO)
+        if (s->nwaiting > 0 || s->fifo_len >= SESSION_FIFO)
             return false;
         switch (smtp_line_find(p, len, s->svc->max_line_length, &line_len,
                                &total)) {
@@ -925,7 +1050,7 @@ static bool session_client_step(struct session *s)
             return false;
         case SMTP_LINE_TOO_LONG:
             log_event(&s->w->log, LOG_INFO, s->id, "event=line_too_long");
-            s->cmode = CLIENT_SKIP_LINE;
+            session_enter(s, CLIENT_SKIP_LINE);
             session_local(s, REPLY_LINE_TOO_LONG);
             return true;
         case SMTP_LINE_OK:
@@ -935,7 +1060,7 @@ static bool session_client_step(struct session *s)
             /* a line a backend could split differently (smuggling) */
             log_event(&s->w->log, LOG_INFO, s->id, "event=bare_newline_command");
             sbuf_consume(&s->cin, total);
-            s->cmode = CLIENT_COMMAND;
+            session_enter(s, CLIENT_COMMAND);
             session_local(s, REPLY_BARE_NEWLINE_COMMAND);
             return true;
         }
@@ -944,14 +1069,13 @@ static bool session_client_step(struct session *s)
              * line there, or drop it and read something else */
             log_event(&s->w->log, LOG_INFO, s->id, "event=nul_command");
             sbuf_consume(&s->cin, total);
-            s->cmode = CLIENT_COMMAND;
+            session_enter(s, CLIENT_COMMAND);
             session_local(s, REPLY_NUL_COMMAND);
             return true;
         }
         if (s->cmode == CLIENT_AUTH) {
             /* an AUTH response line: relayed, never parsed nor logged */
-            s->cmode = CLIENT_COMMAND;
-            s->waiting = true;
+            session_enter(s, CLIENT_COMMAND);
             session_forward(s, p, line_len, total);
             fifo_push(s, EXPECT_AUTH, REPLY_NONE);
             sbuf_consume(&s->cin, total);
@@ -964,16 +1088,16 @@ static bool session_client_step(struct session *s)
     case CLIENT_BDAT:
     case CLIENT_BDAT_SKIP:
         if (s->cmode == CLIENT_BDAT &&
-            conn_pending(s->backend) >= CONN_HIGH_WATER)
+            conn_pending(s->b.conn) >= CONN_HIGH_WATER)
             return false;
         n = len < s->bdat_left ? len : (size_t)s->bdat_left;
         if (s->cmode == CLIENT_BDAT)
-            conn_write(s->backend, p, n);
+            conn_write(s->b.conn, p, n);
         sbuf_consume(&s->cin, n);
         s->data_bytes += n;
         s->bdat_left -= n;
         if (s->bdat_left == 0)
-            s->cmode = CLIENT_COMMAND;
+            session_enter(s, CLIENT_COMMAND);
         return true;
     case CLIENT_SKIP_LINE: {
         const char *lf = memchr(p, '\n', len);
@@ -983,7 +1107,7 @@ static bool session_client_step(struct session *s)
             return false;
         }
         sbuf_consume(&s->cin, (size_t)(lf - p) + 1);
-        s->cmode = CLIENT_COMMAND;
+        session_enter(s, CLIENT_COMMAND);
         return true;
     }
     case CLIENT_STARTTLS:
@@ -993,9 +1117,8 @@ static bool session_client_step(struct session *s)
         return false;
     case CLIENT_HANDSHAKE:
     case CLIENT_QUIT:
+    case CLIENT_NMODES:
         sbuf_free(&s->cin);
-        return false;
-    case CLIENT_PROXY_HEADER:
         return false;
     }
     return false;
@@ -1033,7 +1156,7 @@ static void session_client_process(struct session *s)
     do {
         s->process_again = false;
         while (!s->closing && s->cin.len > 0 && s->greeted &&
-               ((s->bstate == BACKEND_READY && s->backend != NULL) ||
+               ((s->b.state == BACKEND_READY && s->b.conn != NULL) ||
                 (s->cmode == CLIENT_DATA && s->msg_rejected)) &&
                session_client_step(s))
             ;
@@ -1054,17 +1177,17 @@ static void session_flow(struct session *s)
 
     if (s->closing)
         return;
-    bp = s->backend != NULL ? conn_pending(s->backend) : 0;
+    bp = s->b.conn != NULL ? conn_pending(s->b.conn) : 0;
     cp = s->client != NULL ? conn_pending(s->client) : 0;
     if (s->client != NULL && s->cmode != CLIENT_QUIT) {
         if (s->cin.len >= SESSION_INBUF_MAX || bp >= CONN_HIGH_WATER) {
             conn_read_stop(s->client);
             s->client_paused = true;
-            if (s->backend != NULL)
-                conn_arm_drain(s->backend);
+            if (s->b.conn != NULL)
+                conn_arm_drain(s->b.conn);
         } else if (s->client_paused && bp >= CONN_LOW_WATER) {
             /* between the marks: resume when the backend has drained */
-            conn_arm_drain(s->backend);
+            conn_arm_drain(s->b.conn);
         } else if (bp < CONN_LOW_WATER) {
             if (s->client_paused) {
                 /* the rate is the client's only while we let it send */
@@ -1075,10 +1198,10 @@ static void session_flow(struct session *s)
             conn_read_start(s->client);
         }
     }
-    if (s->backend != NULL && s->bstate != BACKEND_IDLE &&
-        s->bstate != BACKEND_CONNECTING && s->bstate != BACKEND_RESOLVING) {
-        if (s->bin.len >= SESSION_INBUF_MAX || cp >= CONN_HIGH_WATER) {
-            conn_read_stop(s->backend);
+    if (s->b.conn != NULL && s->b.state != BACKEND_IDLE &&
+        s->b.state != BACKEND_CONNECTING && s->b.state != BACKEND_RESOLVING) {
+        if (s->b.in.len >= SESSION_INBUF_MAX || cp >= CONN_HIGH_WATER) {
+            conn_read_stop(s->b.conn);
             s->backend_paused = true;
             if (s->client != NULL)
                 conn_arm_drain(s->client);
@@ -1086,25 +1209,27 @@ static void session_flow(struct session *s)
             conn_arm_drain(s->client);
         } else if (cp < CONN_LOW_WATER) {
             s->backend_paused = false;
-            conn_read_start(s->backend);
+            conn_read_start(s->b.conn);
         }
     }
 }
 
 static void session_try_greet(struct session *s)
 {
-    if (s->greeted || s->closing || s->bstate != BACKEND_READY)
+    if (s->greeted || s->closing || s->b.state != BACKEND_READY)
         return;
     if (s->svc->client_implicit_tls && !s->client_tls)
         return;
     s->greeted = true;
-    conn_write(s->client, s->greeting, s->greeting_len);
+    conn_write(s->client, s->b.greeting, s->b.greeting_len);
     session_client_process(s);
 }
 
-/* session_backend_ready - called by backend.c when setup is done. */
-void session_backend_ready(struct session *s)
+/* session_on_backend_ready - the backend leg is set up (its events). */
+static void session_on_backend_ready(void *owner)
 {
+    struct session *s = owner;
+
     if (s->backend_refresh) {
         /* a fresh backend after the client's STARTTLS (the client is about
          * to send EHLO) or after a refused message (it is not: say its
@@ -1113,7 +1238,7 @@ void session_backend_ready(struct session *s)
         if (s->backend_replay_helo && s->helo_name[0] != '\0') {
             char line[300];
             int n = snprintf(line, sizeof line, "%s %s\r\n",
-                             s->backend_helo_only || !s->client_esmtp
+                             s->b.helo_only || !s->client_esmtp
                                  ? "HELO" : "EHLO",
                              s->helo_name);
 
@@ -1132,15 +1257,29 @@ void session_backend_ready(struct session *s)
 static void session_begin(struct session *s);
 
 /*
- * session_proxy_header - a trusted load balancer's PROXY header (v1 or v2)
- * says who the client is; from now on that address is used everywhere:
- * limits, profiles, logs, the trace header, what the backend is told.
+ * The accept phase of "client_proxy_protocol = yes": before the session
+ * begins, the client conn has these callbacks and its bytes are only a
+ * trusted load balancer's PROXY header (v1 or v2), which says who the
+ * client is.  From then on that address is used everywhere (limits,
+ * profiles, logs, the trace header, what the backend is told), and the
+ * conn is handed to the session's own callbacks.  The command deadline
+ * (command_timeout) runs from the accept.
  */
-static void session_proxy_header(struct session *s)
+static void proxy_header_on_data(struct conn *c, void *ud, const char *buf,
+                                 size_t len)
 {
+    struct session *s = ud;
     struct proxyproto_result r;
+    struct sbuf early;
     char esc[120];
 
+    if (s->closing)
+        return;
+    session_touch_client(s);
+    if (sbuf_append(&s->cin, buf, len) != 0) {
+        session_fail(s, REPLY_NONE, "error", "out of memory");
+        return;
+    }
     switch (proxyproto_parse((const unsigned char *)sbuf_ptr(&s->cin),
                              s->cin.len, &r)) {
     case PROXYPROTO_MORE:
@@ -1165,31 +1304,39 @@ static void session_proxy_header(struct session *s)
     }
     log_event(&s->w->log, LOG_INFO, s->id,
               "event=proxy_header version=%d client=%s via=%s", r.version,
-              s->client_addr, conn_peer(s->client));
+              s->client_addr, conn_peer(c));
     s->cmd_start = 0;
-    s->cmode = CLIENT_COMMAND;
+    conn_set_cbs(c, &client_cbs, s);
+    early = s->cin;          /* bytes behind the header: before our greeting */
+    memset(&s->cin, 0, sizeof s->cin);
     session_begin(s);
-    if (!s->closing && s->cin.len > 0) {
-        /* bytes behind the header came before our greeting */
-        struct sbuf early = s->cin;
-
-        memset(&s->cin, 0, sizeof s->cin);
-        client_on_data(s->client, s, sbuf_ptr(&early), early.len);
-        sbuf_free(&early);
-    }
+    if (!s->closing && early.len > 0)
+        session_client_input(s, sbuf_ptr(&early), early.len);
+    sbuf_free(&early);
 }
 
-static void client_on_data(struct conn *c, void *ud, const char *buf,
-                           size_t len)
+static void client_on_eof(struct conn *c, void *ud, int status);
+static void client_on_drain(struct conn *c, void *ud);
+static void client_on_close(struct conn *c, void *ud);
+
+static const struct conn_cbs proxy_header_cbs = {
+    .on_data = proxy_header_on_data,
+    .on_eof = client_on_eof,
+    .on_drain = client_on_drain,
+    .on_close = client_on_close,
+};
+
+/* session_client_input - bytes from the client. */
+static void session_client_input(struct session *s, const char *buf,
+                                 size_t len)
 {
-    struct session *s = ud;
     size_t n;
 
-    (void)c;
+
     if (s->closing)
         return;
     session_touch_client(s);
-    if (!s->greeted && s->cmode != CLIENT_PROXY_HEADER && !s->pregreet_seen) {
+    if (!s->greeted && !s->pregreet_seen) {
         /* RFC 5321 3.1: the client waits for the greeting.  One that talks
          * first is a spam engine or a confused device; Postfix's
          * postscreen refuses the same way. */
@@ -1209,14 +1356,6 @@ static void client_on_data(struct conn *c, void *ud, const char *buf,
                   "event=starttls_injection dropped=%zu", len);
         return;
     }
-    if (s->cmode == CLIENT_PROXY_HEADER) {
-        if (sbuf_append(&s->cin, buf, len) != 0) {
-            session_fail(s, REPLY_NONE, "error", "out of memory");
-            return;
-        }
-        session_proxy_header(s);
-        return;
-    }
     if (s->cmode == CLIENT_QUIT)
         return;
     n = session_data_direct(s, buf, len);
@@ -1225,6 +1364,13 @@ static void client_on_data(struct conn *c, void *ud, const char *buf,
         return;
     }
     session_client_process(s);
+}
+
+static void client_on_data(struct conn *c, void *ud, const char *buf,
+                           size_t len)
+{
+    (void)c;
+    session_client_input(ud, buf, len);
 }
 
 static void client_on_handshake(struct conn *c, void *ud, int status)
@@ -1254,7 +1400,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     log_event(&s->w->log, LOG_INFO, s->id,
               "event=client_tls tls=%s client_cert=\"%s\" client_cert_verify=%s",
               s->client_tls_desc, esc, verify);
-    s->cmode = CLIENT_COMMAND;
+    session_enter(s, CLIENT_COMMAND);
     if (!s->greeted) {
         session_try_greet(s);   /* implicit TLS */
         return;
@@ -1264,13 +1410,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     if (s->backend_dirty) {
         log_event(&s->w->log, LOG_INFO, s->id,
                   "event=backend_refresh reason=plaintext_transaction_state");
-        s->backend_dirty = false;
-        s->backend_refresh = true;
-        s->backend_plain_retry = false;
-        if (s->backend != NULL)
-            conn_close(s->backend);
-        s->backend = NULL;
-        backend_start(s);
+        session_backend_restart(s);
         return;
     }
     session_client_process(s);
@@ -1455,7 +1595,6 @@ static bool session_answer_repeat(struct session *s,
     log_event(&s->w->log, LOG_INFO, s->id,
               "event=backend_repeat_refused verb=%s code=%d "
               "action=earlier_reply", ehlo ? "EHLO" : "HELO", rep->code);
-    s->waiting = false;
     if (!ehlo)
         conn_write(s->client, line, session_one_line(s->held_helo, &held,
                                                      line));
@@ -1484,7 +1623,6 @@ static void session_relay(struct session *s, const char *p,
             session_helo_fallback(s);
             return;
         }
-        s->waiting = false;
         if (rep->code == 250) {
             s->backend_chunking =
                 (smtp_ehlo_caps(p, rep->len) & SMTP_CAP_CHUNKING) != 0;
@@ -1496,7 +1634,6 @@ static void session_relay(struct session *s, const char *p,
     case EXPECT_HELO_FALLBACK:
         if (session_answer_repeat(s, rep, true))
             return;
-        s->waiting = false;
         if (rep->code == 250) {
             session_hold_helo(s, p, rep->len, false);
             session_write_helo_as_ehlo(s, p, rep);
@@ -1506,14 +1643,12 @@ static void session_relay(struct session *s, const char *p,
     case EXPECT_HELO:
         if (session_answer_repeat(s, rep, false))
             return;
-        s->waiting = false;
         if (rep->code == 250)
             session_hold_helo(s, p, rep->len, false);
         break;
     case EXPECT_DATA:
-        s->waiting = false;
         if (rep->code == 354) {
-            s->cmode = CLIENT_DATA;
+            session_enter(s, CLIENT_DATA);
             smtp_data_filter_init(&s->filter,
                                   s->svc->bare_newline == BARE_NEWLINE_REJECT
                                       ? SMTP_BARE_REJECT : SMTP_BARE_NORMALIZE);
@@ -1523,7 +1658,7 @@ static void session_relay(struct session *s, const char *p,
                 char hdr[2048];
                 size_t hn = session_trace_header(s, hdr, sizeof hdr);
 
-                conn_write(s->backend, hdr, hn);
+                conn_write(s->b.conn, hdr, hn);
             }
             s->data_start = uv_now(s->w->loop);
             s->data_bytes = 0;
@@ -1538,16 +1673,14 @@ static void session_relay(struct session *s, const char *p,
                   "event=message_reply code=%d", rep->code);
         break;
     case EXPECT_AUTH:
-        s->waiting = false;
         if (rep->code == 334)
-            s->cmode = CLIENT_AUTH;
+            session_enter(s, CLIENT_AUTH);
         break;
     case EXPECT_QUIT:
         conn_write(s->client, p, rep->len);
         session_close(s, REPLY_NONE);
         return;
     case EXPECT_XCLIENT:
-        s->waiting = false;
         if (rep->code != 220)
             log_event(&s->w->log, LOG_WARN, s->id,
                       "event=xclient_refused code=%d", rep->code);
@@ -1558,12 +1691,12 @@ static void session_relay(struct session *s, const char *p,
         if (rep->code >= 400)
             log_event(&s->w->log, LOG_WARN, s->id,
                       "event=backend_replay_refused code=%d", rep->code);
-        else if (rep->code == 250 && s->client_esmtp && !s->backend_helo_only)
+        else if (rep->code == 250 && s->client_esmtp && !s->b.helo_only)
             s->backend_chunking =
                 (smtp_ehlo_caps(p, rep->len) & SMTP_CAP_CHUNKING) != 0;
         if (rep->code == 250)
             session_hold_helo(s, p, rep->len,
-                              s->client_esmtp && !s->backend_helo_only);
+                              s->client_esmtp && !s->b.helo_only);
         return;
     default:
         break;
@@ -1580,53 +1713,47 @@ static void session_backend_process(struct session *s)
     struct expect *e;
     char esc[200];
 
-    while (!s->closing && s->bin.len > 0) {
-        r = smtp_reply_scan(sbuf_ptr(&s->bin), s->bin.len, SESSION_REPLY_LINE,
+    while (!s->closing && s->b.in.len > 0) {
+        r = smtp_reply_scan(sbuf_ptr(&s->b.in), s->b.in.len, SESSION_REPLY_LINE,
                             SESSION_REPLY_LINES, &rep);
         if (r == SMTP_REPLY_MORE)
             break;
         e = fifo_head(s);
         if (r == SMTP_REPLY_BAD || e == NULL || e->kind == EXPECT_LOCAL ||
             e->kind == EXPECT_STARTTLS) {
-            log_escape(esc, sizeof esc, sbuf_ptr(&s->bin),
-                       s->bin.len < 80 ? s->bin.len : 80);
+            log_escape(esc, sizeof esc, sbuf_ptr(&s->b.in),
+                       s->b.in.len < 80 ? s->b.in.len : 80);
             log_event(&s->w->log, LOG_WARN, s->id,
                       "event=backend_garbage kind=%s data=\"%s\"",
                       r == SMTP_REPLY_BAD ? "not_a_reply" : "unsolicited", esc);
             session_close(s, REPLY_BACKEND_PROTOCOL);
             return;
         }
-        session_relay(s, sbuf_ptr(&s->bin), &rep);
-        sbuf_consume(&s->bin, rep.len);
+        session_relay(s, sbuf_ptr(&s->b.in), &rep);
+        sbuf_consume(&s->b.in, rep.len);
         fifo_flush_local(s);
     }
     if (!s->closing)
         session_client_process(s);
 }
 
-/* session_backend_data - bytes from the backend, in setup or relaying. */
-void session_backend_data(struct conn *c, void *ud, const char *buf,
-                          size_t len)
-{
-    struct session *s = ud;
+/* ---- the backend leg's events (backend.h) ---------------------------------- */
 
-    if (s->closing || c != s->backend)
+static void session_on_backend_input(void *owner, bool relaying)
+{
+    struct session *s = owner;
+
+    if (s->closing)
         return;
-    session_touch_backend(s);
-    if (sbuf_append(&s->bin, buf, len) != 0) {
-        session_fail(s, REPLY_BACKEND_LOST, "error", "out of memory");
-        return;
-    }
-    if (s->bstate != BACKEND_READY)
-        backend_setup_input(s);
-    else
+    if (relaying)
         session_backend_process(s);
     session_flow(s);
 }
 
-/* session_backend_eof - the relaying backend went away. */
-void session_backend_eof(struct session *s, int status)
+/* session_on_backend_lost - the relaying backend went away. */
+static void session_on_backend_lost(void *owner, int status)
 {
+    struct session *s = owner;
     struct expect *e = fifo_head(s);
 
     if (e != NULL && e->kind == EXPECT_QUIT) {
@@ -1635,13 +1762,49 @@ void session_backend_eof(struct session *s, int status)
     }
     session_fail(s, REPLY_BACKEND_LOST, "backend_lost",
                  status == 0 ? "connection closed by backend"
-                             : conn_error(s->backend));
+                             : conn_error(s->b.conn));
 }
 
-void session_backend_drain(struct session *s)
+static void session_on_backend_drain(void *owner)
 {
-    session_client_process(s);
+    session_client_process(owner);
 }
+
+static void session_on_backend_refuse(void *owner, enum reply_id reply,
+                                      const char *event, const char *why)
+{
+    session_fail(owner, reply, event, why);
+}
+
+static bool session_on_backend_enforce(void *owner, const char *rule,
+                                       const char *detail)
+{
+    return session_enforce(owner, rule, detail);
+}
+
+static void session_on_backend_arm(void *owner)
+{
+    session_arm(owner);
+}
+
+static void session_on_backend_ref(void *owner, int delta)
+{
+    if (delta > 0)
+        session_ref(owner);
+    else
+        session_unref(owner);
+}
+
+static const struct backend_events session_backend_events = {
+    .ready = session_on_backend_ready,
+    .input = session_on_backend_input,
+    .lost = session_on_backend_lost,
+    .drain = session_on_backend_drain,
+    .refuse = session_on_backend_refuse,
+    .enforce = session_on_backend_enforce,
+    .arm = session_on_backend_arm,
+    .ref = session_on_backend_ref,
+};
 
 /* ---- accept --------------------------------------------------------------- */
 
@@ -1728,18 +1891,18 @@ static void session_begin(struct session *s)
     }
 
     if (svc->client_implicit_tls) {
-        s->cmode = CLIENT_HANDSHAKE;
+        session_enter(s, CLIENT_HANDSHAKE);
         s->hs_start = uv_now(s->w->loop);
         if (conn_start_tls_server(s->client, session_server_ctx(s)) != 0) {
             session_close(s, REPLY_NONE);
             return;
         }
     } else {
-        s->cmode = CLIENT_COMMAND;
+        session_enter(s, CLIENT_COMMAND);
         conn_read_start(s->client);
     }
     session_arm(s);
-    backend_start(s);
+    backend_start(&s->b, false);
 }
 
 void session_accept(struct worker *w, size_t svc_index, int fd)
@@ -1756,15 +1919,22 @@ void session_accept(struct worker *w, size_t svc_index, int fd)
     s->tls = &w->tls[svc_index];
     s->id = worker_next_sid(w);
     s->started_ms = uv_now(w->loop);
-    s->last_client = s->last_backend = s->started_ms;
+    s->last_client = s->b.last = s->started_ms;
     uv_timer_init(w->loop, &s->timer);
     s->timer.data = s;
+    backend_init(&s->b, w, w->loop, &w->log, s->svc, s->tls->client,
+                 w->cfg->hostname, worker_backend_session(w, svc_index), s->id,
+                 &(struct backend_client){&s->client_sa, &s->client_dst,
+                                          s->client_addr},
+                 &session_backend_events, s);
     s->next = w->sessions;
     if (w->sessions != NULL)
         w->sessions->prev = s;
     w->sessions = s;
 
-    s->client = conn_new(w, &client_cbs, s);
+    /* with a PROXY header to come, the conn starts in the accept phase */
+    s->client = conn_new(w, s->svc->client_proxy_protocol ? &proxy_header_cbs
+                                                          : &client_cbs, s);
     if (s->client == NULL) {
         close(fd);
         session_close(s, REPLY_NONE);
@@ -1790,7 +1960,6 @@ void session_accept(struct worker *w, size_t svc_index, int fd)
             session_close(s, REPLY_NONE);
             return;
         }
-        s->cmode = CLIENT_PROXY_HEADER;
         s->cmd_start = s->started_ms;
         conn_read_start(s->client);
         session_arm(s);
