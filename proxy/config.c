@@ -995,6 +995,23 @@ static const struct {
                     "does not check yet" },
 };
 
+/* config_list_repeats - is items[i] one of items[0..i-1] (case
+ * insensitive)?  Then the reason is in why. */
+static bool config_list_repeats(char **items, size_t i, char *why,
+                                size_t why_len)
+{
+    char q[CONFIG_QUOTE_BUF];
+
+    for (size_t j = 0; j < i; j++) {
+        if (strcasecmp(items[i], items[j]) == 0) {
+            snprintf(why, why_len, "%s listed twice",
+                     config_quote(q, sizeof q, items[i]));
+            return true;
+        }
+    }
+    return false;
+}
+
 /* config_parse_keywords - "ehlo_pass": EHLO keywords, none repeated and
  * none the proxy must keep to itself; stored upper case in one block. */
 static int config_parse_keywords(const char *value, char ***out,
@@ -1028,13 +1045,8 @@ static int config_parse_keywords(const char *value, char ***out,
                 goto out;
             }
         }
-        for (j = 0; j < i; j++) {
-            if (strcasecmp(items[i], items[j]) == 0) {
-                snprintf(why, why_len, "%s listed twice",
-                         config_quote(q, sizeof q, items[i]));
-                goto out;
-            }
-        }
+        if (config_list_repeats(items, i, why, why_len))
+            goto out;
         bytes += strlen(items[i]) + 1;
     }
     list = malloc(n * sizeof *list + bytes);
@@ -1065,7 +1077,7 @@ static int config_check_profile_names(const char *value, char *why,
                                       size_t why_len)
 {
     char q[CONFIG_QUOTE_BUF];
-    size_t n, i, j;
+    size_t n, i;
     char *copy, **items;
     int r = -1;
 
@@ -1078,13 +1090,8 @@ static int config_check_profile_names(const char *value, char *why,
                      config_quote(q, sizeof q, items[i]));
             goto out;
         }
-        for (j = 0; j < i; j++) {
-            if (strcasecmp(items[i], items[j]) == 0) {
-                snprintf(why, why_len, "%s listed twice",
-                         config_quote(q, sizeof q, items[i]));
-                goto out;
-            }
-        }
+        if (config_list_repeats(items, i, why, why_len))
+            goto out;
     }
     r = 0;
 out:
