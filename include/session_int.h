@@ -1,7 +1,10 @@
 /*
- * session_int.h - the inside of a session, shared by its two halves:
- * session.c (the relay between the legs) and backend.c (setting up the
- * backend leg).  Nothing else includes this.
+ * session_int.h - the inside of a session, shared by its three files:
+ * session.c (lifetime, deadlines, the FIFO of owed replies, both legs'
+ * callbacks), session_cmd.c (what the client sends) and session_relay.c
+ * (what the backend answers).  The backend leg is an object of its own
+ * (backend.h) that never sees this.  Nothing else includes this file but
+ * the unit test of the session's tables.
  */
 #ifndef STARTTLS_PROXY_SESSION_INT_H
 #define STARTTLS_PROXY_SESSION_INT_H
@@ -55,7 +58,7 @@ enum expect_kind {
 };
 
 /*
- * The verb table (session.c): one row per verb.  The flags are checked in
+ * The verb table (session_cmd.c): one row per verb.  The flags are checked in
  * this order by session_refusal; SV_OWN_REFUSAL handlers get the refusal
  * and deal with it themselves (a refused BDAT chunk is still read).
  */
@@ -100,7 +103,7 @@ const struct session_verb *session_verb(enum smtp_verb verb);
 bool session_expect_waits(enum expect_kind kind);
 
 /* session_mode_name, session_transition_ok - the client mode machine;
- * every change goes through session_enter (session.c). */
+ * every change goes through session_enter (session_cmd.c). */
 const char *session_mode_name(enum client_mode mode);
 bool session_transition_ok(enum client_mode from, enum client_mode to);
 
@@ -201,5 +204,38 @@ struct session {
     char client_addr[64];
     char client_tls_desc[80];
 };
+
+
+/* ---- the parts of a session, shared among its three files ---------------- */
+
+/* session.c: lifetime, deadlines, the FIFO of owed replies, flow
+ * control, both legs' callbacks */
+void session_arm(struct session *s);
+void session_backend_restart(struct session *s);
+void session_close(struct session *s, enum reply_id reply);
+void session_count_error(struct session *s, int code);
+bool session_enforce(struct session *s, const char *rule, const char *detail);
+void session_fail(struct session *s, enum reply_id reply, const char *event,
+                  const char *why);
+void session_fifo_flush_local(struct session *s);
+struct expect *session_fifo_head(struct session *s);
+void session_fifo_pop(struct session *s);
+void session_fifo_push(struct session *s, enum expect_kind kind,
+                       enum reply_id reply);
+void session_flow(struct session *s);
+void session_local(struct session *s, enum reply_id id);
+bool session_waiting_for_backend(const struct session *s);
+
+/* session_cmd.c: the client mode, command lines and message content */
+void session_enter(struct session *s, enum client_mode mode);
+void session_client_process(struct session *s);
+size_t session_data_direct(struct session *s, const char *p, size_t len);
+void session_forward(struct session *s, const char *line, size_t len,
+                     size_t total);
+void session_helo_fallback(struct session *s);
+
+/* session_relay.c: backend replies to the client, the trace header */
+void session_backend_process(struct session *s);
+size_t session_trace_header(const struct session *s, char *out, size_t cap);
 
 #endif
