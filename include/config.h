@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "netaddr.h"
+
 #define CONFIG_DEFAULT_PATH "/etc/starttls-proxy/starttls-proxy.ini"
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
@@ -39,12 +41,6 @@ enum client_address {
 };
 
 enum client_cert { CLIENT_CERT_NONE = 0, CLIENT_CERT_ASK, CLIENT_CERT_REQUIRE };
-
-/* an address range: "10.1.2.0/24", "2001:db8::/32", "192.0.2.7" (/32) */
-struct cidr {
-    struct sockaddr_storage addr;  /* family set; port 0; host bits zero */
-    unsigned prefix;               /* 0..32 or 0..128 */
-};
 
 /*
  * TLS settings of one leg.  Strings are OpenSSL's syntax and are checked

@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "conn.h"
 #include "log.h"
+#include "netaddr.h"
 #include "proxyproto.h"
 #include "smtp.h"
 #include "tls.h"
@@ -91,8 +92,6 @@ static void backend_send(struct backend_leg *b, const char *line)
 
 static void backend_give_up(struct backend_leg *b, enum reply_id reply,
                             const char *event, const char *why);
-static void backend_xclient_addr(const struct sockaddr_storage *ss,
-                                 char *addr, size_t addr_len, int *port);
 static void backend_connect(struct backend_leg *b);
 static void backend_resolve(struct backend_leg *b);
 static void backend_tls_begin(struct backend_leg *b);
@@ -139,12 +138,11 @@ static void backend_enter(struct backend_leg *b, enum backend_state st)
         break;
     case BACKEND_XCLIENT: {
         char addr[64];
-        int port;
 
-        backend_xclient_addr(b->client.addr, addr, sizeof addr, &port);
+        netaddr_xclient(b->client.addr, addr, sizeof addr);
         snprintf(line, sizeof line,
-                 "XCLIENT ADDR=%s PORT=%d NAME=[UNAVAILABLE]\r\n", addr,
-                 port);
+                 "XCLIENT ADDR=%s PORT=%u NAME=[UNAVAILABLE]\r\n", addr,
+                 netaddr_port(b->client.addr));
         backend_send(b, line);
         break;
     }
@@ -468,30 +466,6 @@ static void backend_xtext(const char *in, char *out, size_t cap)
         }
     }
     out[o] = '\0';
-}
-
-/* backend_xclient_addr - the client's address in XCLIENT's syntax. */
-static void backend_xclient_addr(const struct sockaddr_storage *ss,
-                                 char *addr, size_t addr_len, int *port)
-{
-    char host[INET6_ADDRSTRLEN] = "";
-
-    *port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-
-        uv_ip4_name(a, host, sizeof host);
-        snprintf(addr, addr_len, "%s", host);
-        *port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-
-        uv_ip6_name(a, host, sizeof host);
-        snprintf(addr, addr_len, "IPV6:%s", host);
-        *port = ntohs(a->sin6_port);
-    } else {
-        snprintf(addr, addr_len, "[UNAVAILABLE]");
-    }
 }
 
 /* backend_xclient_helo - see backend.h. */

@@ -651,21 +651,8 @@ static int config_parse_addr(char *s, struct listen_addr *out, char *why,
 static bool config_addr_equal(const struct listen_addr *a,
                               const struct listen_addr *b)
 {
-    if (a->addr.ss_family != b->addr.ss_family)
-        return false;
-    if (a->addr.ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr;
-        const struct sockaddr_in *y = (const struct sockaddr_in *)&b->addr;
-
-        return x->sin_port == y->sin_port &&
-               x->sin_addr.s_addr == y->sin_addr.s_addr;
-    } else {
-        const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->addr;
-        const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)&b->addr;
-
-        return x->sin6_port == y->sin6_port &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-    }
+    return netaddr_same_host(&a->addr, &b->addr) &&
+           netaddr_port(&a->addr) == netaddr_port(&b->addr);
 }
 
 /* config_list_split - a comma-separated list: *copy gets a copy of value
@@ -875,14 +862,7 @@ static int config_parse_cidr(char *s, struct cidr *out, char *why,
 /* config_cidr_equal - the same range. */
 static bool config_cidr_equal(const struct cidr *a, const struct cidr *b)
 {
-    if (a->addr.ss_family != b->addr.ss_family || a->prefix != b->prefix)
-        return false;
-    if (a->addr.ss_family == AF_INET)
-        return ((const struct sockaddr_in *)&a->addr)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)&b->addr)->sin_addr.s_addr;
-    return memcmp(&((const struct sockaddr_in6 *)&a->addr)->sin6_addr,
-                  &((const struct sockaddr_in6 *)&b->addr)->sin6_addr,
-                  sizeof(struct in6_addr)) == 0;
+    return a->prefix == b->prefix && netaddr_same_host(&a->addr, &b->addr);
 }
 
 /* config_parse_cidrs - a comma-separated list of address ranges, none

@@ -23,6 +23,7 @@
 #include <openssl/err.h>
 #include <uv.h>
 
+#include "netaddr.h"
 #include "sbuf.h"
 #include "tls.h"
 #include "worker.h"
@@ -607,23 +608,11 @@ static void conn_fill_peer(struct conn *c)
 {
     struct sockaddr_storage ss;
     int len = sizeof ss;
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
 
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
         return;
     c->peer_addr = ss;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        uv_ip4_name(a, host, sizeof host);
-        port = ntohs(a->sin_port);
-        snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        uv_ip6_name(a, host, sizeof host);
-        port = ntohs(a->sin6_port);
-        snprintf(c->peer, sizeof c->peer, "[%s]:%d", host, port);
-    }
+    netaddr_text(&ss, c->peer, sizeof c->peer);
 }
 
 int conn_open(struct conn *c, int fd)

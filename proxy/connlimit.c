@@ -4,6 +4,7 @@
  * zero, so the table holds only addresses with live connections.
  */
 #include "connlimit.h"
+#include "netaddr.h"
 
 #include <netinet/in.h>
 #include <stdint.h>
@@ -61,17 +62,6 @@ void connlimit_free(struct connlimit *cl)
     free(cl);
 }
 
-/* connlimit_key - the address as 16 bytes (IPv4 mapped into IPv6). */
-static void connlimit_key(const struct sockaddr *sa, unsigned char key[16])
-{
-    memset(key, 0, 16);
-    if (sa->sa_family == AF_INET) {
-        key[10] = key[11] = 0xff;
-        memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-    } else if (sa->sa_family == AF_INET6) {
-        memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-    }
-}
 
 static size_t connlimit_hash(size_t svc, const unsigned char key[16])
 {
@@ -106,7 +96,7 @@ enum connlimit_result connlimit_acquire(struct connlimit *cl, size_t svc,
     unsigned char key[16];
     struct connlimit_entry **pp, *e;
 
-    connlimit_key(addr, key);
+    netaddr_key(addr, key);
     uv_mutex_lock(&cl->lock);
     pp = connlimit_find(cl, svc, key);
     e = *pp;
@@ -138,7 +128,7 @@ void connlimit_release(struct connlimit *cl, size_t svc,
     unsigned char key[16];
     struct connlimit_entry **pp, *e;
 
-    connlimit_key(addr, key);
+    netaddr_key(addr, key);
     uv_mutex_lock(&cl->lock);
     pp = connlimit_find(cl, svc, key);
     e = *pp;

@@ -18,6 +18,7 @@
 
 #include "connlimit.h"
 #include "log.h"
+#include "netaddr.h"
 #include "proxyproto.h"
 #include "session.h"
 #include "session_int.h"
@@ -25,25 +26,6 @@
 static void session_client_input(struct session *s, const char *buf,
                                  size_t len);
 static const struct conn_cbs client_cbs;
-
-/* session_format_addr - "ip:port" or "[ip6]:port". */
-static void session_format_addr(const struct sockaddr_storage *ss, char *out,
-                                size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-
-        uv_ip4_name(a, host, sizeof host);
-        snprintf(out, len, "%s:%d", host, ntohs(a->sin_port));
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-
-        uv_ip6_name(a, host, sizeof host);
-        snprintf(out, len, "[%s]:%d", host, ntohs(a->sin6_port));
-    }
-}
 
 /* session_server_ctx - the client leg's TLS context (the profile's own
  * when it changes TLS settings). */
@@ -562,7 +544,7 @@ static void proxy_header_on_data(struct conn *c, void *ud, const char *buf,
     if (r.kind == PROXYPROTO_KIND_PROXY) {
         s->client_sa = r.src;
         s->client_dst = r.dst;
-        session_format_addr(&s->client_sa, s->client_addr,
+        netaddr_text(&s->client_sa, s->client_addr,
                             sizeof s->client_addr);
     }
     log_event(&s->w->log, LOG_INFO, s->id,
@@ -789,42 +771,6 @@ static const struct backend_events session_backend_events = {
 
 /* ---- accept --------------------------------------------------------------- */
 
-/* session_cidr_match - is addr inside one of the ranges? */
-static bool session_cidr_match(const struct cidr *c, size_t n,
-                               const struct sockaddr_storage *addr)
-{
-    const unsigned char *a;
-    size_t alen;
-
-    if (addr->ss_family == AF_INET) {
-        a = (const unsigned char *)&((const struct sockaddr_in *)addr)->sin_addr;
-        alen = 4;
-    } else if (addr->ss_family == AF_INET6) {
-        a = (const unsigned char *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
-        alen = 16;
-    } else {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const unsigned char *b;
-        unsigned bits = c[i].prefix, k;
-
-        if (c[i].addr.ss_family != addr->ss_family)
-            continue;
-        b = alen == 4
-            ? (const unsigned char *)&((const struct sockaddr_in *)&c[i].addr)->sin_addr
-            : (const unsigned char *)&((const struct sockaddr_in6 *)&c[i].addr)->sin6_addr;
-        for (k = 0; bits >= 8; k++, bits -= 8)
-            if (a[k] != b[k])
-                break;
-        if (bits >= 8)
-            continue;
-        if (bits == 0 || ((a[k] ^ b[k]) & (0xff00u >> bits) & 0xff) == 0)
-            return true;
-    }
-    return false;
-}
-
 /*
  * session_begin - the client's address is known (from the socket or a
  * trusted PROXY header): choose its profile, count it against the limits,
@@ -841,7 +787,7 @@ static void session_begin(struct session *s)
     for (size_t i = 0; i < svc->nprofiles; i++) {
         const struct profile *p = svc->profiles[i];
 
-        if (!session_cidr_match(p->sources, p->nsources, &s->client_sa))
+        if (!netaddr_in_cidrs(p->sources, p->nsources, &s->client_sa))
             continue;
         s->profile = i;
         if (p->has_client_tls)
@@ -934,7 +880,7 @@ void session_accept(struct worker *w, size_t svc_index, int fd)
     if (s->svc->client_proxy_protocol) {
         /* a load balancer in front says who the client is, but only one
          * we trust may */
-        if (!session_cidr_match(s->svc->trusted_proxies,
+        if (!netaddr_in_cidrs(s->svc->trusted_proxies,
                                 s->svc->ntrusted_proxies, &s->client_sa)) {
             log_event(&w->log, LOG_WARN, s->id,
                       "event=proxy_header_refused reason=untrusted_peer");

@@ -12,94 +12,31 @@
 
 #include "log.h"
 #include "session_int.h"
+#include "trace.h"
 
-/* session_comment_text - peer text made safe inside an RFC 5322 comment:
- * printable ASCII only, no parentheses or backslashes, capped. */
-static void session_comment_text(const char *in, char *out, size_t cap)
-{
-    size_t o = 0;
-
-    for (; *in != '\0' && o + 1 < cap; in++) {
-        unsigned char c = (unsigned char)*in;
-
-        out[o++] = (c < 0x20 || c > 0x7e || c == '(' || c == ')' ||
-                    c == '\\') ? '?' : (char)c;
-    }
-    out[o] = '\0';
-}
-
-/*
- * session_trace_header - "trace_header = yes": one Received: header
- * (RFC 5321 4.4, RFC 5322 3.6.7) that records both legs: who the client
- * is and how it reached us (protocol, cipher, certificate), and how we
- * reached the backend (policy, protocol, cipher, verification).  Returns
- * its length in out, 0 when it does not fit.
- */
+/* session_trace_header - "trace_header = yes": the Received: header
+ * (trace.h) from what the session knows.  0 when it does not fit. */
 size_t session_trace_header(const struct session *s, char *out, size_t cap)
 {
     static const char *const policy[] = {"none", "may", "encrypt", "verify"};
-    char helo[128], subject[200], addr[INET6_ADDRSTRLEN + 8] = "unknown";
-    char host[INET6_ADDRSTRLEN] = "", client[400], backend[300], date[64];
-    char tls_ver[96] = "", *cipher;
-    time_t now = time(NULL);
-    struct tm tm;
-    int n;
+    const struct trace_facts f = {
+        .helo = s->helo_name,
+        .client = &s->client_sa,
+        .esmtp = s->client_esmtp,
+        .client_tls = s->client_tls ? s->client_tls_desc : NULL,
+        .client_cert = s->client_cert_subject,
+        .client_verify = s->client_cert_verify,
+        .by = s->w->cfg->hostname,
+        .id = s->id,
+        .backend_host = s->svc->backend_host,
+        .backend_port = s->svc->backend_port,
+        .backend_policy = policy[s->svc->backend_tls],
+        .backend_tls = s->b.tls_desc[0] != '\0' ? s->b.tls_desc : NULL,
+        .backend_verify = s->b.verify,
+        .when = time(NULL),
+    };
 
-    session_comment_text(s->helo_name[0] ? s->helo_name : "unknown", helo,
-                         sizeof helo);
-    if (s->client_sa.ss_family == AF_INET) {
-        uv_ip4_name((const struct sockaddr_in *)&s->client_sa, host, sizeof host);
-        snprintf(addr, sizeof addr, "[%s]", host);
-    } else if (s->client_sa.ss_family == AF_INET6) {
-        uv_ip6_name((const struct sockaddr_in6 *)&s->client_sa, host, sizeof host);
-        snprintf(addr, sizeof addr, "[IPv6:%s]", host);
-    }
-    if (s->client_tls) {
-        snprintf(tls_ver, sizeof tls_ver, "%s", s->client_tls_desc);
-        cipher = strchr(tls_ver, '/');
-        if (cipher != NULL)
-            *cipher++ = '\0';
-        session_comment_text(s->client_cert_subject ? s->client_cert_subject
-                                                    : "none",
-                             subject, sizeof subject);
-        snprintf(client, sizeof client,
-                 "(using %s with cipher %s; client certificate %s, %s)",
-                 tls_ver, cipher ? cipher : "?", subject,
-                 s->client_cert_verify ? s->client_cert_verify : "none");
-    } else {
-        snprintf(client, sizeof client, "(no TLS)");
-    }
-    if (s->b.tls_desc[0] != '\0') {
-        char verify[100];
-
-        snprintf(tls_ver, sizeof tls_ver, "%s", s->b.tls_desc);
-        cipher = strchr(tls_ver, '/');
-        if (cipher != NULL)
-            *cipher++ = '\0';
-        session_comment_text(s->b.verify, verify, sizeof verify);
-        snprintf(backend, sizeof backend,
-                 "(backend %s:%s policy %s using %s with cipher %s; "
-                 "certificate %s)",
-                 s->svc->backend_host, s->svc->backend_port,
-                 policy[s->svc->backend_tls], tls_ver, cipher ? cipher : "?",
-                 verify);
-    } else {
-        snprintf(backend, sizeof backend, "(backend %s:%s policy %s; no TLS)",
-                 s->svc->backend_host, s->svc->backend_port,
-                 policy[s->svc->backend_tls]);
-    }
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    n = snprintf(out, cap,
-                 "Received: from %s (%s)\r\n"
-                 "\t%s\r\n"
-                 "\tby %s (starttls-proxy) with %s%s id %016llx\r\n"
-                 "\t%s;\r\n"
-                 "\t%s\r\n",
-                 helo, addr, client, s->w->cfg->hostname,
-                 s->client_esmtp ? "ESMTP" : "SMTP", s->client_tls ? "S" : "",
-                 (unsigned long long)s->id, backend, date);
-    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    return trace_header(&f, out, cap);
 }
 
 /* ---- backend side (relay) ------------------------------------------------- */
