@@ -57,26 +57,30 @@ void log_event(const struct logger *lg, enum log_level level, uint64_t sid,
     fflush(lg->out);
 }
 
-/* log_escape - see log.h. */
+/* log_escape_plain - a byte that stands for itself in a log value */
+static int log_escape_plain(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '\\' && c != '"' && c != '=';
+}
+
+/* log_escape - see log.h.  What fits goes in whole; otherwise as much as
+ * leaves room for "..." and the NUL, never half an escape. */
 char *log_escape(char *dst, size_t cap, const char *src, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
+    size_t o = 0, whole = 0, room;
 
     if (cap == 0)
         return dst;
+    for (size_t i = 0; i < len; i++)
+        whole += log_escape_plain((unsigned char)src[i]) ? 1 : 4;
+    room = whole < cap ? cap - 1 : (cap >= 4 ? cap - 4 : 0);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)src[i];
-        int plain = c > 0x20 && c < 0x7f && c != '\\' && c != '"' && c != '=';
-        size_t need = plain ? 1 : 4;
+        int plain = log_escape_plain(c);
 
-        if (o + need + 1 > cap || (i + 1 < len && o + need + 4 > cap)) {
-            if (o + 4 <= cap) {
-                memcpy(dst + o, "...", 3);
-                o += 3;
-            }
+        if (o + (plain ? 1 : 4) > room)
             break;
-        }
         if (plain) {
             dst[o++] = (char)c;
         } else {
@@ -85,6 +89,10 @@ char *log_escape(char *dst, size_t cap, const char *src, size_t len)
             dst[o++] = hex[c >> 4];
             dst[o++] = hex[c & 15];
         }
+    }
+    if (whole >= cap && cap >= 4) {
+        memcpy(dst + o, "...", 3);
+        o += 3;
     }
     dst[o] = '\0';
     return dst;
