@@ -23,7 +23,7 @@
 #include "sbuf.h"
 
 struct conn;
-struct worker;
+struct conn_loop;
 struct logger;
 struct tls_service;
 struct ssl_session_st;
@@ -84,7 +84,7 @@ struct backend_client {
 
 struct backend_leg {
     /* fixed by backend_init */
-    struct worker *w;                 /* for conn_new only */
+    struct conn_loop *conns;          /* where its conns are made */
     uv_loop_t *loop;
     struct logger *log;
     const struct service *svc;
@@ -123,8 +123,9 @@ struct backend_leg {
 };
 
 /* backend_init - b serves a session of service svc; nothing starts yet. */
-void backend_init(struct backend_leg *b, struct worker *w, uv_loop_t *loop,
-                  struct logger *log, const struct service *svc,
+void backend_init(struct backend_leg *b, struct conn_loop *conns,
+                  uv_loop_t *loop, struct logger *log,
+                  const struct service *svc,
                   SSL_CTX *client_ctx, const char *hostname,
                   struct ssl_session_st **resume, uint64_t sid,
                   const struct backend_client *client,

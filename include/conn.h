@@ -19,9 +19,9 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <openssl/ssl.h>
+#include <uv.h>
 
 struct conn;
-struct worker;
 
 /* pending output above CONN_HIGH_WATER: the owner should stop feeding */
 #define CONN_HIGH_WATER (256 * 1024)
@@ -43,8 +43,38 @@ struct conn_cbs {
     void (*on_close)(struct conn *c, void *ud);
 };
 
+#define CONN_READ_BUF 65536      /* one socket read */
+#define CONN_PLAIN_BUF 16384     /* one TLS record's plaintext */
+
+/*
+ * struct conn_loop - what the conns of one event loop share: the TLS
+ * output buffer (one conn's bytes at a time; while a read or write
+ * callback runs, what its session writes waits there and goes out in one
+ * write at the end: the cork) and the read scratch space.  Its owner (the
+ * loop's context) only embeds it; conn.c alone reads or writes it.
+ */
+struct conn_loop {
+    uv_loop_t *loop;
+    unsigned cork;
+    char *obuf;
+    size_t olen, ocap;
+    struct conn *oowner;         /* whose bytes obuf holds, or NULL */
+    struct conn *failed;         /* failures to report at the uncork */
+    char rbuf[CONN_READ_BUF];
+    char pbuf[CONN_PLAIN_BUF];
+};
+
+/* conn_loop_init, conn_loop_release - set up cl for loop; free its
+ * buffer once the loop has run dry. */
+void conn_loop_init(struct conn_loop *cl, uv_loop_t *loop);
+void conn_loop_release(struct conn_loop *cl);
+
+/* conn_loop_idle - no output is held (true between callbacks). */
+bool conn_loop_idle(const struct conn_loop *cl);
+
 /* conn_new - a conn on w's loop, not yet connected.  NULL on failure. */
-struct conn *conn_new(struct worker *w, const struct conn_cbs *cbs, void *ud);
+struct conn *conn_new(struct conn_loop *cl, const struct conn_cbs *cbs,
+                      void *ud);
 
 /* conn_set_cbs - hand the conn to another set of callbacks. */
 void conn_set_cbs(struct conn *c, const struct conn_cbs *cbs, void *ud);
@@ -90,8 +120,6 @@ size_t conn_pending(const struct conn *c);
  * An owner that keeps the other leg paused between the marks needs it.
  */
 void conn_arm_drain(struct conn *c);
-bool conn_closing(const struct conn *c);
-bool conn_tls_active(const struct conn *c);   /* handshake completed */
 SSL *conn_ssl(const struct conn *c);           /* NULL before TLS */
 /* conn_error - text of the last TLS error, "" when none. */
 const char *conn_error(const struct conn *c);

@@ -10,9 +10,11 @@
 
 #include <stddef.h>
 
+#include <uv.h>
+
 #include "config.h"
 
-struct worker;
+struct logger;
 struct listener;
 
 /*
@@ -36,20 +38,20 @@ int listener_socket(const struct listen_addr *addr, char *err, size_t err_len);
  * listener_accept_cb - a new connection for service svc_index: fd is an
  * accepted, non-blocking socket that the callee owns from now on.
  */
-typedef void (*listener_accept_cb)(struct worker *w, size_t svc_index,
-                                   int fd);
+typedef void (*listener_accept_cb)(void *ud, size_t svc_index, int fd);
 
 /*
- * listener_open - accept on fd (from listener_socket) in w's loop for
- * service number svc_index, handing each connection to on_accept.  Out of
+ * listener_open - accept on fd (from listener_socket) in loop for
+ * service number svc_index, handing each connection to on_accept(ud).  Out of
  * descriptors it stops accepting for a moment instead of retrying at once
  * (logged as event=accept_paused, then event=accept_resumed).  Returns
  * NULL with a message in err; fd is closed then.
  */
-struct listener *listener_open(struct worker *w, size_t svc_index,
+struct listener *listener_open(uv_loop_t *loop, struct logger *log,
+                               size_t svc_index,
                                const struct listen_addr *addr, int fd,
-                               listener_accept_cb on_accept, char *err,
-                               size_t err_len);
+                               listener_accept_cb on_accept, void *ud,
+                               char *err, size_t err_len);
 
 /* listener_close - stop accepting; the memory goes in the close callback. */
 void listener_close(struct listener *l);

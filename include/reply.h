@@ -44,8 +44,6 @@ enum reply_id {
 /* reply_code - the three-digit code of a reply (0 for REPLY_NONE). */
 int reply_code(enum reply_id id);
 
-/* reply_closes - true for replies after which the connection is closed. */
-int reply_closes(enum reply_id id);
 
 /*
  * reply_format - write the reply line with CRLF into out.  hostname is

@@ -8,20 +8,17 @@
 
 #include "reply.h"
 
-struct worker;
-struct session;
+struct loop_ctx;
 
 /*
- * session_accept - a session for the accepted connection fd (owned by the
- * session from now on) of service svc_index; starts its backend leg.
- * Failures are logged and end only this session.
+ * session_accept - a session on ctx's loop for the accepted connection fd
+ * (owned by the session from now on) of service svc_index; starts its
+ * backend leg.  Failures are logged and end only this session.
  */
-void session_accept(struct worker *w, size_t svc_index, int fd);
+void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd);
 
-/* session_shutdown - end s: send reply (if not REPLY_NONE) and close. */
-void session_shutdown(struct session *s, enum reply_id reply);
-
-/* session_next - the next session in its worker's list (for shutdown). */
-struct session *session_next(const struct session *s);
+/* session_shutdown_all - end every session of ctx with reply (if not
+ * REPLY_NONE).  They are freed as their handles close. */
+void session_shutdown_all(struct loop_ctx *ctx, enum reply_id reply);
 
 #endif

@@ -21,7 +21,7 @@
 #include "sbuf.h"
 #include "smtp.h"
 #include "tls.h"
-#include "worker.h"
+#include "loop.h"
 
 
 /* Where the client side of the relay is. */
@@ -119,12 +119,12 @@ struct expect {
 #define SESSION_REPLY_LINES 200
 
 struct session {
-    struct worker *w;
+    struct loop_ctx *ctx;             /* the loop it runs on */
     const struct service *svc;
     const struct tls_service *tls;
     size_t svc_index;
     uint64_t id;
-    struct session *prev, *next;      /* the worker's list */
+    struct session *prev, *next;      /* ctx->sessions (session.c) */
     unsigned refs;                    /* handles still open */
     bool closing;
     uint64_t started_ms;
@@ -183,7 +183,7 @@ struct session {
     size_t profile;                   /* svc->profiles index; SIZE_MAX */
     enum client_tls client_policy;    /* svc's, or the profile's */
     bool plaintext_auth;
-    bool limits_held;                 /* counted in w->limits */
+    bool limits_held;                 /* counted in ctx->limits */
     unsigned nerrors;
     bool xclient_helo_sent;           /* ... and HELO= for this EHLO */
     bool pregreet_seen;

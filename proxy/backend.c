@@ -193,15 +193,16 @@ static void backend_give_up(struct backend_leg *b, enum reply_id reply,
 /* ---- lifetime ------------------------------------------------------------- */
 
 /* backend_init - see backend.h. */
-void backend_init(struct backend_leg *b, struct worker *w, uv_loop_t *loop,
-                  struct logger *log, const struct service *svc,
+void backend_init(struct backend_leg *b, struct conn_loop *conns,
+                  uv_loop_t *loop, struct logger *log,
+                  const struct service *svc,
                   SSL_CTX *client_ctx, const char *hostname,
                   struct ssl_session_st **resume, uint64_t sid,
                   const struct backend_client *client,
                   const struct backend_events *ev, void *owner)
 {
     memset(b, 0, sizeof *b);
-    b->w = w;
+    b->conns = conns;
     b->loop = loop;
     b->log = log;
     b->svc = svc;
@@ -218,7 +219,7 @@ void backend_init(struct backend_leg *b, struct worker *w, uv_loop_t *loop,
 
 static void backend_connect(struct backend_leg *b)
 {
-    struct conn *c = conn_new(b->w, &backend_cbs, b);
+    struct conn *c = conn_new(b->conns, &backend_cbs, b);
 
     if (c == NULL) {
         backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_error",

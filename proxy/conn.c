@@ -8,7 +8,7 @@
  * TLS reads and writes through two small BIOs of our own instead of
  * memory BIOs: the read BIO hands OpenSSL the bytes of the socket read in
  * progress where they are (only a partial record at the end is kept, in
- * conn->left), and the write BIO appends to the worker's output buffer,
+ * conn->left), and the write BIO appends to the loop's output buffer,
  * which one conn at a time fills and which is sent from directly.  So a
  * session holds no ciphertext buffer while it idles, and bulk data is
  * copied once less on each side.
@@ -26,7 +26,6 @@
 #include "netaddr.h"
 #include "sbuf.h"
 #include "tls.h"
-#include "worker.h"
 
 enum conn_state {
     CONN_NEW,        /* handle initialised, no peer yet */
@@ -44,7 +43,7 @@ enum conn_tls {
 
 struct conn {
     uv_tcp_t tcp;
-    struct worker *w;
+    struct conn_loop *cl;   /* what the conns of its loop share */
     const struct conn_cbs *cbs;
     void *ud;
     enum conn_state state;
@@ -63,6 +62,8 @@ struct conn {
     bool eof_pending;      /* TCP EOF seen while TLS data was still held */
     bool above_high;
     bool failed;           /* on_eof with an error was already reported */
+    bool fail_deferred;    /* on the loop's list of failures to report */
+    struct conn *next_failed;
     uv_connect_t creq;
     uv_shutdown_t sreq;
     struct sockaddr_storage peer_addr;
@@ -78,26 +79,53 @@ struct conn_wreq {
 };
 
 static void conn_pump(struct conn *c);
-static void conn_cork(struct worker *w);
-static void conn_uncork(struct worker *w);
+static void conn_cork(struct conn_loop *cl);
+static void conn_uncork(struct conn_loop *cl);
+
+/* conn_loop_init - see conn.h. */
+void conn_loop_init(struct conn_loop *cl, uv_loop_t *loop)
+{
+    cl->loop = loop;
+    cl->cork = 0;
+    cl->obuf = NULL;
+    cl->olen = cl->ocap = 0;
+    cl->oowner = NULL;
+    cl->failed = NULL;
+}
+
+/* conn_loop_release - see conn.h. */
+void conn_loop_release(struct conn_loop *cl)
+{
+    free(cl->obuf);
+    cl->obuf = NULL;
+    cl->olen = cl->ocap = 0;
+    cl->oowner = NULL;
+}
+
+/* conn_loop_idle - see conn.h. */
+bool conn_loop_idle(const struct conn_loop *cl)
+{
+    return cl->oowner == NULL || cl->olen == 0;
+}
 
 static bool conn_alive(const struct conn *c)
 {
     return c->state == CONN_OPEN;
 }
 
-struct conn *conn_new(struct worker *w, const struct conn_cbs *cbs, void *ud)
+struct conn *conn_new(struct conn_loop *cl, const struct conn_cbs *cbs,
+                      void *ud)
 {
     struct conn *c = calloc(1, sizeof *c);
 
     if (c == NULL)
         return NULL;
-    if (uv_tcp_init(w->loop, &c->tcp) != 0) {
+    if (uv_tcp_init(cl->loop, &c->tcp) != 0) {
         free(c);
         return NULL;
     }
     c->tcp.data = c;
-    c->w = w;
+    c->cl = cl;
     c->cbs = cbs;
     c->ud = ud;
     c->state = CONN_NEW;
@@ -132,9 +160,9 @@ void conn_close(struct conn *c)
     if (c->state == CONN_CLOSING)
         return;
     c->state = CONN_CLOSING;
-    if (c->w->oowner == c) {        /* its unsent output is dropped */
-        c->w->oowner = NULL;
-        c->w->olen = 0;
+    if (c->cl->oowner == c) {        /* its unsent output is dropped */
+        c->cl->oowner = NULL;
+        c->cl->olen = 0;
     }
     uv_close((uv_handle_t *)&c->tcp, conn_on_close);
 }
@@ -175,9 +203,9 @@ static void conn_on_write(uv_write_t *req, int status)
         return;
     }
     /* the owner refills from its buffers here: coalesce that too */
-    conn_cork(c->w);
+    conn_cork(c->cl);
     conn_check_drain(c);
-    conn_uncork(c->w);
+    conn_uncork(c->cl);
 }
 
 /*
@@ -224,14 +252,14 @@ static int conn_send(struct conn *c, const char *buf, size_t len)
 /* conn_flush_tls - put what TLS wrote for c on the wire. */
 static int conn_flush_tls(struct conn *c)
 {
-    struct worker *w = c->w;
-    size_t n = w->olen;
+    struct conn_loop *cl = c->cl;
+    size_t n = cl->olen;
 
-    if (w->oowner != c || n == 0)
+    if (cl->oowner != c || n == 0)
         return 0;
-    w->oowner = NULL;
-    w->olen = 0;
-    return conn_send(c, w->obuf, n);
+    cl->oowner = NULL;
+    cl->olen = 0;
+    return conn_send(c, cl->obuf, n);
 }
 
 /* ---- the BIOs ------------------------------------------------------------ */
@@ -273,33 +301,42 @@ static int conn_bio_read(BIO *b, char *out, size_t len, size_t *got)
     return 1;
 }
 
-/* conn_bio_write - append to the worker's output buffer, after sending
- * what another conn left there. */
+/*
+ * conn_bio_write - append to the loop's output buffer, after sending what
+ * another conn left there.  If that cannot be sent (out of memory), the
+ * other conn's failure is reported when the callback in progress ends:
+ * a write on one conn never closes another under its owner's feet.
+ */
 static int conn_bio_write(BIO *b, const char *data, size_t len,
                           size_t *written)
 {
     struct conn *c = BIO_get_data(b), *o;
-    struct worker *w = c->w;
+    struct conn_loop *cl = c->cl;
 
     BIO_clear_retry_flags(b);
-    o = w->oowner;
-    if (o != c && o != NULL && conn_flush_tls(o) != 0)
-        conn_close(o);   /* out of memory: its session sees it close */
-    if (w->olen + len > w->ocap) {
-        size_t cap = w->ocap ? w->ocap : 16384;
+    o = cl->oowner;
+    if (o != c && o != NULL && conn_flush_tls(o) != 0 && !o->fail_deferred) {
+        /* o's stream lost bytes: o fails, but at the end of the callback
+         * in progress (conn_uncork), not inside c's write */
+        o->fail_deferred = true;
+        o->next_failed = cl->failed;
+        cl->failed = o;
+    }
+    if (cl->olen + len > cl->ocap) {
+        size_t cap = cl->ocap ? cl->ocap : 16384;
         char *p;
 
-        while (cap < w->olen + len)
+        while (cap < cl->olen + len)
             cap *= 2;
-        p = realloc(w->obuf, cap);
+        p = realloc(cl->obuf, cap);
         if (p == NULL)
             return 0;
-        w->obuf = p;
-        w->ocap = cap;
+        cl->obuf = p;
+        cl->ocap = cap;
     }
-    memcpy(w->obuf + w->olen, data, len);
-    w->olen += len;
-    w->oowner = c;
+    memcpy(cl->obuf + cl->olen, data, len);
+    cl->olen += len;
+    cl->oowner = c;
     *written = len;
     return 1;
 }
@@ -318,8 +355,8 @@ static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr, bool rd)
             return (long)(c->left.len + c->in_len);
         return 0;
     case BIO_CTRL_WPENDING:
-        if (!rd && c->w->oowner == c)
-            return (long)c->w->olen;
+        if (!rd && c->cl->oowner == c)
+            return (long)c->cl->olen;
         return 0;
     case BIO_CTRL_FLUSH:
         return 1;
@@ -373,29 +410,39 @@ static int conn_keep_left(struct conn *c)
  * the wire when the callback is done: one write system call per callback
  * instead of one per record.
  */
-static void conn_cork(struct worker *w)
+static void conn_cork(struct conn_loop *cl)
 {
-    w->cork++;
+    cl->cork++;
 }
 
-static void conn_uncork(struct worker *w)
+static void conn_uncork(struct conn_loop *cl)
 {
     struct conn *c;
 
-    if (--w->cork > 0 || (c = w->oowner) == NULL)
+    if (--cl->cork > 0)
         return;
     /* a conn closed meanwhile dropped its output (conn_close) */
-    if (conn_flush_tls(c) != 0)
+    if ((c = cl->oowner) != NULL) {
+        if (conn_flush_tls(c) != 0)
+            conn_fail(c, -1, "out of memory");
+        else
+            conn_check_drain(c);   /* all of it may have left at once */
+    }
+    /* failures met inside another conn's write (conn_bio_write); a conn
+     * closed since is not alive, and not yet freed (its close callback
+     * runs after this one) */
+    while ((c = cl->failed) != NULL) {
+        cl->failed = c->next_failed;
+        c->fail_deferred = false;
         conn_fail(c, -1, "out of memory");
-    else
-        conn_check_drain(c);   /* all of it may have left at once */
+    }
 }
 
 /* conn_output - TLS wrote into the output buffer: send it, or hold it
  * until the callback in progress ends. */
 static int conn_output(struct conn *c)
 {
-    if (c->w->cork > 0)
+    if (c->cl->cork > 0)
         return 0;
     return conn_flush_tls(c);
 }
@@ -497,9 +544,9 @@ static void conn_pump(struct conn *c)
 
             if (!empty) {
                 ERR_clear_error();
-                r = SSL_read_ex(c->ssl, c->w->pbuf, sizeof c->w->pbuf, &n);
+                r = SSL_read_ex(c->ssl, c->cl->pbuf, sizeof c->cl->pbuf, &n);
                 if (r == 1) {
-                    c->cbs->on_data(c, c->ud, c->w->pbuf, n);
+                    c->cbs->on_data(c, c->ud, c->cl->pbuf, n);
                     continue;
                 }
             }
@@ -530,8 +577,8 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     struct conn *c = h->data;
 
     (void)suggested;
-    b->base = c->w->rbuf;
-    b->len = sizeof c->w->rbuf;
+    b->base = c->cl->rbuf;
+    b->len = sizeof c->cl->rbuf;
 }
 
 static void conn_on_read_data(struct conn *c, ssize_t n, const uv_buf_t *b);
@@ -539,11 +586,11 @@ static void conn_on_read_data(struct conn *c, ssize_t n, const uv_buf_t *b);
 static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
-    struct worker *w = c->w;
+    struct conn_loop *cl = c->cl;
 
-    conn_cork(w);
+    conn_cork(cl);
     conn_on_read_data(c, n, b);
-    conn_uncork(w);   /* c may be closed, never freed, by now */
+    conn_uncork(cl);   /* c may be closed, never freed, by now */
 }
 
 static void conn_on_read_data(struct conn *c, ssize_t n, const uv_buf_t *b)
@@ -660,24 +707,24 @@ int conn_connect(struct conn *c, const struct sockaddr *addr)
 /* conn_tls_setup - put ssl on c's BIOs; ssl is owned by c. */
 static int conn_tls_setup(struct conn *c, SSL *ssl)
 {
-    BIO *r = NULL, *w = NULL;
+    BIO *r = NULL, *cl = NULL;
 
     c->ssl = ssl;
     uv_once(&conn_bio_once, conn_bio_init);
     if (conn_rbio_meth != NULL && conn_wbio_meth != NULL) {
         r = BIO_new(conn_rbio_meth);
-        w = BIO_new(conn_wbio_meth);
+        cl = BIO_new(conn_wbio_meth);
     }
-    if (r == NULL || w == NULL) {
+    if (r == NULL || cl == NULL) {
         BIO_free(r);
-        BIO_free(w);
+        BIO_free(cl);
         return -1;
     }
     BIO_set_data(r, c);
-    BIO_set_data(w, c);
-    SSL_set_bio(ssl, r, w);
+    BIO_set_data(cl, c);
+    SSL_set_bio(ssl, r, cl);
     c->rbio = r;
-    c->wbio = w;
+    c->wbio = cl;
     c->tls = CONN_TLS_HANDSHAKE;
     return 0;
 }
@@ -747,23 +794,13 @@ void conn_close_flush(struct conn *c)
 
 size_t conn_pending(const struct conn *c)
 {
-    return c->pending + (c->w->oowner == c ? c->w->olen : 0);
+    return c->pending + (c->cl->oowner == c ? c->cl->olen : 0);
 }
 
 void conn_arm_drain(struct conn *c)
 {
     if (conn_pending(c) >= CONN_LOW_WATER)
         c->above_high = true;
-}
-
-bool conn_closing(const struct conn *c)
-{
-    return c->state == CONN_CLOSING || c->state == CONN_DRAINING;
-}
-
-bool conn_tls_active(const struct conn *c)
-{
-    return c->tls == CONN_TLS_UP;
 }
 
 SSL *conn_ssl(const struct conn *c)

@@ -15,7 +15,6 @@
 #include <uv.h>
 
 #include "log.h"
-#include "worker.h"
 
 /* listener_socket - see listener.h. */
 int listener_socket(const struct listen_addr *addr, char *err, size_t err_len)
@@ -87,10 +86,12 @@ struct listener {
     uv_poll_t poll;
     uv_timer_t pause;
     int fd;
-    struct worker *w;
+    uv_loop_t *loop;
+    struct logger *log;
     size_t svc_index;
     const struct listen_addr *addr;
     listener_accept_cb on_accept;
+    void *ud;
     unsigned handles;              /* open libuv handles: poll, pause */
     bool paused;
     uint64_t paused_at;            /* uv_now() when the pause began */
@@ -114,8 +115,8 @@ static void listener_pause(struct listener *l, int err)
     uv_poll_stop(&l->poll);
     l->paused = true;
     if (l->pauses++ == 0) {
-        l->paused_at = uv_now(l->w->loop);
-        log_event(&l->w->log, LOG_WARN, 0,
+        l->paused_at = uv_now(l->loop);
+        log_event(l->log, LOG_WARN, 0,
                   "event=accept_paused listen=%s error=\"%s\" retry_ms=%d",
                   l->addr->text, strerror(err), LISTENER_PAUSE_MS);
     }
@@ -128,7 +129,7 @@ static void listener_on_readable(uv_poll_t *h, int status, int events)
 
     (void)events;
     if (status < 0) {
-        log_event(&l->w->log, LOG_WARN, 0,
+        log_event(l->log, LOG_WARN, 0,
                   "event=accept_error listen=%s error=\"%s\"", l->addr->text,
                   uv_strerror(status));
         return;
@@ -151,28 +152,29 @@ static void listener_on_readable(uv_poll_t *h, int status, int events)
             case EAGAIN:
                 return;
             default:
-                log_event(&l->w->log, LOG_WARN, 0,
+                log_event(l->log, LOG_WARN, 0,
                           "event=accept_error listen=%s error=\"%s\"",
                           l->addr->text, strerror(errno));
                 return;
             }
         }
         if (l->pauses > 0) {
-            log_event(&l->w->log, LOG_INFO, 0,
+            log_event(l->log, LOG_INFO, 0,
                       "event=accept_resumed listen=%s paused_ms=%llu",
                       l->addr->text,
-                      (unsigned long long)(uv_now(l->w->loop) - l->paused_at));
+                      (unsigned long long)(uv_now(l->loop) - l->paused_at));
             l->pauses = 0;
         }
-        l->on_accept(l->w, l->svc_index, fd);
+        l->on_accept(l->ud, l->svc_index, fd);
     }
 }
 
 /* listener_open - see listener.h. */
-struct listener *listener_open(struct worker *w, size_t svc_index,
+struct listener *listener_open(uv_loop_t *loop, struct logger *log,
+                               size_t svc_index,
                                const struct listen_addr *addr, int fd,
-                               listener_accept_cb on_accept, char *err,
-                               size_t err_len)
+                               listener_accept_cb on_accept, void *ud,
+                               char *err, size_t err_len)
 {
     struct listener *l = calloc(1, sizeof *l);
     int r;
@@ -182,13 +184,15 @@ struct listener *listener_open(struct worker *w, size_t svc_index,
         snprintf(err, err_len, "%s: cannot set up listener", addr->text);
         return NULL;
     }
-    l->w = w;
+    l->loop = loop;
+    l->log = log;
     l->fd = fd;
     l->svc_index = svc_index;
     l->addr = addr;
     l->on_accept = on_accept;
+    l->ud = ud;
     l->poll.data = l->pause.data = l;
-    r = uv_poll_init(w->loop, &l->poll, fd);
+    r = uv_poll_init(loop, &l->poll, fd);
     if (r != 0) {
         close(fd);
         free(l);
@@ -196,7 +200,7 @@ struct listener *listener_open(struct worker *w, size_t svc_index,
                  uv_strerror(r));
         return NULL;
     }
-    uv_timer_init(w->loop, &l->pause);
+    uv_timer_init(loop, &l->pause);
     l->handles = 2;
     r = uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
     if (r != 0) {

@@ -9,51 +9,50 @@
 struct reply_def {
     const char *code;     /* "421 4.4.1" */
     int with_host;        /* text starts with our host name */
-    int closes;
     const char *text;
 };
 
 static const struct reply_def reply_table[REPLY_COUNT] = {
-    [REPLY_STARTTLS_GO] = {"220 2.0.0", 0, 0, "Ready to start TLS"},
-    [REPLY_BACKEND_UNAVAILABLE] = {"421 4.4.1", 1, 1,
+    [REPLY_STARTTLS_GO] = {"220 2.0.0", 0, "Ready to start TLS"},
+    [REPLY_BACKEND_UNAVAILABLE] = {"421 4.4.1", 1,
         "Service not available, backend unreachable; try again later"},
-    [REPLY_BACKEND_LOST] = {"421 4.4.2", 1, 1,
+    [REPLY_BACKEND_LOST] = {"421 4.4.2", 1,
         "Connection to backend lost; try again later"},
-    [REPLY_TIMEOUT] = {"421 4.4.2", 1, 1, "Error: timeout exceeded"},
-    [REPLY_BACKEND_TLS_REQUIRED] = {"421 4.7.0", 1, 1,
+    [REPLY_TIMEOUT] = {"421 4.4.2", 1, "Error: timeout exceeded"},
+    [REPLY_BACKEND_TLS_REQUIRED] = {"421 4.7.0", 1,
         "TLS to the backend is required but could not be established; try again later"},
-    [REPLY_BACKEND_PROTOCOL] = {"421 4.3.0", 1, 1,
+    [REPLY_BACKEND_PROTOCOL] = {"421 4.3.0", 1,
         "Backend protocol error; try again later"},
-    [REPLY_SHUTDOWN] = {"421 4.3.2", 1, 1, "Service shutting down"},
-    [REPLY_LINE_TOO_LONG] = {"500 5.5.2", 0, 0, "Error: line too long"},
-    [REPLY_STARTTLS_SYNTAX] = {"501 5.5.4", 0, 0, "Syntax: STARTTLS"},
-    [REPLY_BDAT_SYNTAX] = {"501 5.5.4", 0, 0, "Syntax: BDAT size [LAST]"},
-    [REPLY_NOT_IMPLEMENTED] = {"502 5.5.1", 0, 0,
+    [REPLY_SHUTDOWN] = {"421 4.3.2", 1, "Service shutting down"},
+    [REPLY_LINE_TOO_LONG] = {"500 5.5.2", 0, "Error: line too long"},
+    [REPLY_STARTTLS_SYNTAX] = {"501 5.5.4", 0, "Syntax: STARTTLS"},
+    [REPLY_BDAT_SYNTAX] = {"501 5.5.4", 0, "Syntax: BDAT size [LAST]"},
+    [REPLY_NOT_IMPLEMENTED] = {"502 5.5.1", 0,
         "Error: command not implemented"},
-    [REPLY_STARTTLS_UNAVAILABLE] = {"502 5.5.1", 0, 0,
+    [REPLY_STARTTLS_UNAVAILABLE] = {"502 5.5.1", 0,
         "Error: STARTTLS not available"},
-    [REPLY_NEED_HELO] = {"503 5.5.1", 0, 0, "Error: send EHLO/HELO first"},
-    [REPLY_MUST_STARTTLS] = {"530 5.7.0", 0, 0,
+    [REPLY_NEED_HELO] = {"503 5.5.1", 0, "Error: send EHLO/HELO first"},
+    [REPLY_MUST_STARTTLS] = {"530 5.7.0", 0,
         "Must issue a STARTTLS command first"},
-    [REPLY_AUTH_NEEDS_TLS] = {"538 5.7.11", 0, 0,
+    [REPLY_AUTH_NEEDS_TLS] = {"538 5.7.11", 0,
         "Encryption required for requested authentication mechanism"},
-    [REPLY_TLS_ACTIVE] = {"554 5.5.1", 0, 0, "Error: TLS already active"},
-    [REPLY_PREGREET] = {"554 5.5.0", 1, 1, "SMTP protocol synchronization error"},
-    [REPLY_TOO_MANY_ERRORS] = {"421 4.7.0", 1, 1, "Error: too many errors"},
-    [REPLY_TOO_MANY_CONNECTIONS] = {"421 4.7.0", 1, 1,
+    [REPLY_TLS_ACTIVE] = {"554 5.5.1", 0, "Error: TLS already active"},
+    [REPLY_PREGREET] = {"554 5.5.0", 1, "SMTP protocol synchronization error"},
+    [REPLY_TOO_MANY_ERRORS] = {"421 4.7.0", 1, "Error: too many errors"},
+    [REPLY_TOO_MANY_CONNECTIONS] = {"421 4.7.0", 1,
         "Error: too many connections; try again later"},
-    [REPLY_TOO_MANY_FROM_ADDRESS] = {"421 4.7.0", 1, 1,
+    [REPLY_TOO_MANY_FROM_ADDRESS] = {"421 4.7.0", 1,
         "Error: too many connections from your address; try again later"},
-    [REPLY_BARE_NEWLINE_COMMAND] = {"500 5.5.2", 0, 0,
+    [REPLY_BARE_NEWLINE_COMMAND] = {"500 5.5.2", 0,
         "Error: bare CR or LF in command line"},
-    [REPLY_BARE_NEWLINE_MESSAGE] = {"550 5.5.2", 0, 0,
+    [REPLY_BARE_NEWLINE_MESSAGE] = {"550 5.5.2", 0,
         "Message contains bare CR or LF"},
-    [REPLY_PROXY_HEADER] = {"421 4.7.0", 1, 1,
+    [REPLY_PROXY_HEADER] = {"421 4.7.0", 1,
         "Error: bad or missing PROXY protocol header"},
-    [REPLY_NUL_COMMAND] = {"500 5.5.2", 0, 0,
+    [REPLY_NUL_COMMAND] = {"500 5.5.2", 0,
         "Error: NUL byte in command line"},
-    [REPLY_NUL_MESSAGE] = {"550 5.6.0", 0, 0, "Message contains NUL bytes"},
-    [REPLY_UNKNOWN_COMMAND] = {"502 5.5.2", 0, 0,
+    [REPLY_NUL_MESSAGE] = {"550 5.6.0", 0, "Message contains NUL bytes"},
+    [REPLY_UNKNOWN_COMMAND] = {"502 5.5.2", 0,
         "Error: command not recognized"},
 };
 
@@ -65,11 +64,6 @@ int reply_code(enum reply_id id)
         return 0;
     c = reply_table[id].code;
     return (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
-}
-
-int reply_closes(enum reply_id id)
-{
-    return id > REPLY_NONE && id < REPLY_COUNT && reply_table[id].closes;
 }
 
 /* reply_format - see reply.h. */

@@ -36,11 +36,6 @@ static SSL_CTX *session_server_ctx(const struct session *s)
 
 /* ---- lifetime ----------------------------------------------------------- */
 
-struct session *session_next(const struct session *s)
-{
-    return s->next;
-}
-
 static void session_ref(struct session *s)
 {
     s->refs++;
@@ -49,16 +44,16 @@ static void session_ref(struct session *s)
 static void session_on_timer_close(uv_handle_t *h)
 {
     struct session *s = h->data;
-    struct worker *w = s->w;
+    struct loop_ctx *ctx = s->ctx;
 
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
-        w->sessions = s->next;
+        ctx->sessions = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
     if (s->limits_held)
-        connlimit_release(w->limits, s->svc_index,
+        connlimit_release(ctx->limits, s->svc_index,
                           (const struct sockaddr *)&s->client_sa);
     sbuf_free(&s->cin);
     backend_free(&s->b);
@@ -159,7 +154,7 @@ void session_arm(struct session *s)
     if (s->closing)
         return;
     d = session_deadline(s, &what);
-    now = uv_now(s->w->loop);
+    now = uv_now(s->ctx->loop);
     uv_timer_start(&s->timer, session_on_timer, d > now ? d - now : 0, 0);
 }
 
@@ -176,11 +171,11 @@ static void session_on_timer(uv_timer_t *t)
             conn_close(s->b.conn);
         return;
     }
-    if (session_deadline(s, &what) > uv_now(s->w->loop)) {
+    if (session_deadline(s, &what) > uv_now(s->ctx->loop)) {
         session_arm(s);   /* activity moved the deadline on */
         return;
     }
-    log_event(&s->w->log, LOG_INFO, s->id, "event=timeout waiting_for=%s",
+    log_event(&s->ctx->log, LOG_INFO, s->id, "event=timeout waiting_for=%s",
               what);
     if (strcmp(what, "backend_tls_handshake") == 0) {
         backend_handshake_timeout(&s->b);   /* "may": retried in plaintext */
@@ -197,7 +192,7 @@ static void session_on_timer(uv_timer_t *t)
  */
 static void session_touch_client(struct session *s)
 {
-    s->last_client = uv_now(s->w->loop);
+    s->last_client = uv_now(s->ctx->loop);
 }
 
 static void session_summary(struct session *s)
@@ -207,7 +202,7 @@ static void session_summary(struct session *s)
     const char *cert = s->client_cert_subject ? s->client_cert_subject : "";
 
     log_escape(subject, sizeof subject, cert, strlen(cert));
-    log_event(&s->w->log, LOG_INFO, s->id,
+    log_event(&s->ctx->log, LOG_INFO, s->id,
               "event=summary client=%s service=%s profile=%s client_tls=%s "
               "client_cert=\"%s\" backend=%s:%s backend_tls=%s "
               "backend_verify=%s commands=%u messages=%u errors=%u "
@@ -225,13 +220,13 @@ static void session_summary(struct session *s)
                                         ? smtp_data_filter_nul_count(&s->filter)
                                         : 0)),
               s->b.nconnections,
-              (unsigned long long)(uv_now(s->w->loop) - s->started_ms));
+              (unsigned long long)(uv_now(s->ctx->loop) - s->started_ms));
 }
 
 static void session_write_reply(struct session *s, enum reply_id id)
 {
     char line[512];
-    size_t n = reply_format(id, s->w->cfg->hostname, line, sizeof line);
+    size_t n = reply_format(id, s->ctx->cfg->hostname, line, sizeof line);
 
     if (n > 0 && s->client != NULL)
         conn_write(s->client, line, n);
@@ -249,7 +244,7 @@ bool session_enforce(struct session *s, const char *rule, const char *detail)
     if (s->svc->enforce)
         return true;
     log_escape(esc, sizeof esc, detail ? detail : "", detail ? strlen(detail) : 0);
-    log_event(&s->w->log, LOG_WARN, s->id,
+    log_event(&s->ctx->log, LOG_WARN, s->id,
               "event=policy would_refuse=%s detail=\"%s\"", rule, esc);
     return false;
 }
@@ -293,9 +288,13 @@ void session_close(struct session *s, enum reply_id reply)
         uv_close((uv_handle_t *)&s->timer, session_on_timer_close);
 }
 
-void session_shutdown(struct session *s, enum reply_id reply)
+/* session_shutdown_all - see session.h. */
+void session_shutdown_all(struct loop_ctx *ctx, enum reply_id reply)
 {
-    session_close(s, reply);
+    /* a closed session leaves the list only in its timer's close
+     * callback, later: the walk is safe */
+    for (struct session *s = ctx->sessions; s != NULL; s = s->next)
+        session_close(s, reply);
 }
 
 /* session_fail - log why, then close with reply. */
@@ -305,7 +304,7 @@ void session_fail(struct session *s, enum reply_id reply, const char *event,
     char esc[200];
 
     log_escape(esc, sizeof esc, why, strlen(why));
-    log_event(&s->w->log, LOG_WARN, s->id, "event=%s reason=\"%s\"", event,
+    log_event(&s->ctx->log, LOG_WARN, s->id, "event=%s reason=\"%s\"", event,
               esc);
     session_close(s, reply);
 }
@@ -357,12 +356,12 @@ static void session_start_client_tls(struct session *s)
 {
     session_write_reply(s, REPLY_STARTTLS_GO);
     if (s->cin.len > 0) {
-        log_event(&s->w->log, LOG_WARN, s->id,
+        log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", s->cin.len);
         sbuf_free(&s->cin);
     }
     session_enter(s, CLIENT_HANDSHAKE);
-    s->hs_start = uv_now(s->w->loop);
+    s->hs_start = uv_now(s->ctx->loop);
     session_arm(s);
     if (conn_start_tls_server(s->client, session_server_ctx(s)) != 0)
         session_fail(s, REPLY_NONE, "client_tls_failed", "cannot start TLS");
@@ -437,7 +436,7 @@ void session_flow(struct session *s)
             if (s->client_paused) {
                 /* the rate is the client's only while we let it send */
                 s->client_paused = false;
-                s->data_start = uv_now(s->w->loop);
+                s->data_start = uv_now(s->ctx->loop);
                 s->data_bytes = 0;
             }
             conn_read_start(s->client);
@@ -532,7 +531,7 @@ static void proxy_header_on_data(struct conn *c, void *ud, const char *buf,
     case PROXYPROTO_BAD:
         log_escape(esc, sizeof esc, sbuf_ptr(&s->cin),
                    s->cin.len < 40 ? s->cin.len : 40);
-        log_event(&s->w->log, LOG_WARN, s->id,
+        log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=proxy_header_refused reason=malformed data=\"%s\"",
                   esc);
         session_close(s, REPLY_PROXY_HEADER);
@@ -547,7 +546,7 @@ static void proxy_header_on_data(struct conn *c, void *ud, const char *buf,
         netaddr_text(&s->client_sa, s->client_addr,
                             sizeof s->client_addr);
     }
-    log_event(&s->w->log, LOG_INFO, s->id,
+    log_event(&s->ctx->log, LOG_INFO, s->id,
               "event=proxy_header version=%d client=%s via=%s", r.version,
               s->client_addr, conn_peer(c));
     s->cmd_start = 0;
@@ -589,7 +588,7 @@ static void session_client_input(struct session *s, const char *buf,
 
         s->pregreet_seen = true;
         log_escape(esc, sizeof esc, buf, len < 120 ? len : 120);
-        log_event(&s->w->log, LOG_WARN, s->id,
+        log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=pregreet bytes=%zu data=\"%s\"", len, esc);
         if (session_enforce(s, "pregreet", "client spoke before greeting")) {
             session_close(s, REPLY_PREGREET);
@@ -597,7 +596,7 @@ static void session_client_input(struct session *s, const char *buf,
         }
     }
     if (s->cmode == CLIENT_STARTTLS) {
-        log_event(&s->w->log, LOG_WARN, s->id,
+        log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", len);
         return;
     }
@@ -627,7 +626,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
         return;
     if (status != 0) {
         log_escape(esc, sizeof esc, conn_error(c), strlen(conn_error(c)));
-        log_event(&s->w->log, LOG_WARN, s->id,
+        log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=client_tls_failed error=\"%s\"", esc);
         conn_close(c);
         session_close(s, REPLY_NONE);
@@ -642,7 +641,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     if (strcmp(verify, "none") != 0 && s->client_cert_verify == NULL)
         s->client_cert_verify = strdup(verify);
     log_escape(esc, sizeof esc, subject, strlen(subject));
-    log_event(&s->w->log, LOG_INFO, s->id,
+    log_event(&s->ctx->log, LOG_INFO, s->id,
               "event=client_tls tls=%s client_cert=\"%s\" client_cert_verify=%s",
               s->client_tls_desc, esc, verify);
     session_enter(s, CLIENT_COMMAND);
@@ -653,7 +652,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     /* RFC 3207 4.2: forget what was learnt in plaintext */
     s->need_helo = true;
     if (s->backend_dirty) {
-        log_event(&s->w->log, LOG_INFO, s->id,
+        log_event(&s->ctx->log, LOG_INFO, s->id,
                   "event=backend_refresh reason=plaintext_transaction_state");
         session_backend_restart(s);
         return;
@@ -668,7 +667,7 @@ static void client_on_eof(struct conn *c, void *ud, int status)
     (void)c;
     if (s->closing)
         return;
-    log_event(&s->w->log, LOG_INFO, s->id,
+    log_event(&s->ctx->log, LOG_INFO, s->id,
               "event=client_closed status=%s in_message=%s",
               status == 0 ? "eof" : uv_strerror(status),
               s->cmode == CLIENT_DATA || s->cmode == CLIENT_BDAT ? "yes" : "no");
@@ -794,12 +793,12 @@ static void session_begin(struct session *s)
             s->client_policy = p->client_tls;
         if (p->has_client_plaintext_auth)
             s->plaintext_auth = p->client_plaintext_auth;
-        log_event(&s->w->log, LOG_INFO, s->id, "event=profile name=%s",
+        log_event(&s->ctx->log, LOG_INFO, s->id, "event=profile name=%s",
                   p->name);
         break;
     }
 
-    lim = connlimit_acquire(s->w->limits, s->svc_index,
+    lim = connlimit_acquire(s->ctx->limits, s->svc_index,
                             (const struct sockaddr *)&s->client_sa,
                             svc->max_connections, svc->max_connections_per_ip,
                             !svc->enforce);
@@ -808,7 +807,7 @@ static void session_begin(struct session *s)
         const char *which = lim == CONNLIMIT_SERVICE_FULL
                                 ? "max_connections" : "max_connections_per_ip";
 
-        log_event(&s->w->log, LOG_WARN, s->id, "event=limit limit=%s", which);
+        log_event(&s->ctx->log, LOG_WARN, s->id, "event=limit limit=%s", which);
         if (session_enforce(s, which, s->client_addr)) {
             session_close(s, lim == CONNLIMIT_SERVICE_FULL
                                  ? REPLY_TOO_MANY_CONNECTIONS
@@ -819,7 +818,7 @@ static void session_begin(struct session *s)
 
     if (svc->client_implicit_tls) {
         session_enter(s, CLIENT_HANDSHAKE);
-        s->hs_start = uv_now(s->w->loop);
+        s->hs_start = uv_now(s->ctx->loop);
         if (conn_start_tls_server(s->client, session_server_ctx(s)) != 0) {
             session_close(s, REPLY_NONE);
             return;
@@ -832,7 +831,7 @@ static void session_begin(struct session *s)
     backend_start(&s->b, false);
 }
 
-void session_accept(struct worker *w, size_t svc_index, int fd)
+void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
 {
     struct session *s = calloc(1, sizeof *s);
 
@@ -840,28 +839,31 @@ void session_accept(struct worker *w, size_t svc_index, int fd)
         close(fd);
         return;
     }
-    s->w = w;
-    s->svc = &w->cfg->services[svc_index];
+    s->ctx = ctx;
+    s->svc = &ctx->cfg->services[svc_index];
     s->svc_index = svc_index;
-    s->tls = &w->tls[svc_index];
-    s->id = worker_next_sid(w);
-    s->started_ms = uv_now(w->loop);
+    s->tls = &ctx->tls[svc_index];
+    s->id = loop_next_sid(ctx);
+    s->started_ms = uv_now(ctx->loop);
     s->last_client = s->b.last = s->started_ms;
-    uv_timer_init(w->loop, &s->timer);
+    uv_timer_init(ctx->loop, &s->timer);
     s->timer.data = s;
-    backend_init(&s->b, w, w->loop, &w->log, s->svc, s->tls->client,
-                 w->cfg->hostname, worker_backend_session(w, svc_index), s->id,
+    backend_init(&s->b, &ctx->conns, ctx->loop, &ctx->log, s->svc,
+                 s->tls->client, ctx->cfg->hostname,
+                 loop_backend_session(ctx, svc_index), s->id,
                  &(struct backend_client){&s->client_sa, &s->client_dst,
                                           s->client_addr},
                  &session_backend_events, s);
-    s->next = w->sessions;
-    if (w->sessions != NULL)
-        w->sessions->prev = s;
-    w->sessions = s;
+    s->next = ctx->sessions;
+    if (ctx->sessions != NULL)
+        ctx->sessions->prev = s;
+    ctx->sessions = s;
 
     /* with a PROXY header to come, the conn starts in the accept phase */
-    s->client = conn_new(w, s->svc->client_proxy_protocol ? &proxy_header_cbs
-                                                          : &client_cbs, s);
+    s->client = conn_new(&ctx->conns,
+                         s->svc->client_proxy_protocol ? &proxy_header_cbs
+                                                       : &client_cbs,
+                         s);
     if (s->client == NULL) {
         close(fd);
         session_close(s, REPLY_NONE);
@@ -875,14 +877,14 @@ void session_accept(struct worker *w, size_t svc_index, int fd)
     s->client_sa = *conn_peer_addr(s->client);
     conn_local_addr(s->client, &s->client_dst);
     snprintf(s->client_addr, sizeof s->client_addr, "%s", conn_peer(s->client));
-    log_event(&w->log, LOG_INFO, s->id, "event=connect client=%s service=%s",
+    log_event(&ctx->log, LOG_INFO, s->id, "event=connect client=%s service=%s",
               s->client_addr, s->svc->name);
     if (s->svc->client_proxy_protocol) {
         /* a load balancer in front says who the client is, but only one
          * we trust may */
         if (!netaddr_in_cidrs(s->svc->trusted_proxies,
                                 s->svc->ntrusted_proxies, &s->client_sa)) {
-            log_event(&w->log, LOG_WARN, s->id,
+            log_event(&ctx->log, LOG_WARN, s->id,
                       "event=proxy_header_refused reason=untrusted_peer");
             session_close(s, REPLY_NONE);
             return;

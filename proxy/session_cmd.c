@@ -60,14 +60,14 @@ void session_enter(struct session *s, enum client_mode mode)
     if (s->cmode == mode)
         return;
     if (!session_transition_ok(s->cmode, mode)) {
-        log_event(&s->w->log, LOG_ERROR, s->id,
+        log_event(&s->ctx->log, LOG_ERROR, s->id,
                   "event=state_illegal machine=client from=%s to=%s",
                   session_mode_name(s->cmode), session_mode_name(mode));
 #ifdef STATE_CHECKS
         abort();
 #endif
     }
-    log_event(&s->w->log, LOG_DEBUG, s->id, "event=state from=%s to=%s",
+    log_event(&s->ctx->log, LOG_DEBUG, s->id, "event=state from=%s to=%s",
               session_mode_name(s->cmode), session_mode_name(mode));
     s->cmode = mode;
 }
@@ -172,7 +172,7 @@ static void session_log_command(struct session *s, const struct smtp_cmd *cmd)
     char esc[160];
     size_t n = cmd->arg_len;
 
-    if (!log_enabled(&s->w->log, LOG_DEBUG))
+    if (!log_enabled(&s->ctx->log, LOG_DEBUG))
         return;
     if (cmd->verb == SMTP_VERB_AUTH && cmd->arg != NULL) {
         /* the mechanism only: an initial response is a secret */
@@ -180,7 +180,7 @@ static void session_log_command(struct session *s, const struct smtp_cmd *cmd)
         n = sp ? (size_t)(sp - cmd->arg) : cmd->arg_len;
     }
     log_escape(esc, sizeof esc, cmd->arg ? cmd->arg : "", n);
-    log_event(&s->w->log, LOG_DEBUG, s->id, "event=command verb=%s arg=\"%s\"",
+    log_event(&s->ctx->log, LOG_DEBUG, s->id, "event=command verb=%s arg=\"%s\"",
               smtp_verb_name(cmd->verb), esc);
 }
 
@@ -325,7 +325,7 @@ static void session_cmd_bdat(struct session *s, const struct smtp_cmd *cmd,
     s->bdat_left = size;
     if (size > 0) {
         session_enter(s, CLIENT_BDAT);
-        s->data_start = uv_now(s->w->loop);
+        s->data_start = uv_now(s->ctx->loop);
         s->data_bytes = 0;
         session_arm(s);
     }
@@ -419,7 +419,7 @@ static void session_command(struct session *s, const char *line, size_t len,
 static void session_reject_message(struct session *s, const char *event,
                                    enum reply_id reply)
 {
-    log_event(&s->w->log, LOG_WARN, s->id, "event=%s action=reject", event);
+    log_event(&s->ctx->log, LOG_WARN, s->id, "event=%s action=reject", event);
     s->msg_rejected = true;
     s->reject_reply = (uint8_t)reply;
     backend_stop(&s->b);    /* it must not see the end of this message */
@@ -452,7 +452,7 @@ size_t session_data_direct(struct session *s, const char *p, size_t len)
 /* session_data_step - message content through the smuggling filter. */
 static bool session_data_step(struct session *s, const char *p, size_t len)
 {
-    char *out = s->w->fbuf;
+    char *out = s->ctx->scratch;
     size_t n, out_len;
     bool done;
 
@@ -469,7 +469,7 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
             s->data_bytes += n;
             return true;
         }
-        n = smtp_data_filter(&s->filter, p, len, out, sizeof s->w->fbuf,
+        n = smtp_data_filter(&s->filter, p, len, out, sizeof s->ctx->scratch,
                              &out_len, &done);
         if (smtp_data_filter_bare_seen(&s->filter) && !s->bare_logged) {
             s->bare_logged = true;
@@ -479,7 +479,7 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
                 session_reject_message(s, "bare_newline_message",
                                        REPLY_BARE_NEWLINE_MESSAGE);
             else
-                log_event(&s->w->log, LOG_INFO, s->id,
+                log_event(&s->ctx->log, LOG_INFO, s->id,
                           "event=bare_newline_message action=%s",
                           s->msg_rejected ? "reject" : "normalize");
         }
@@ -491,7 +491,7 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
                 !s->msg_rejected && session_enforce(s, "nul_byte", "message"))
                 session_reject_message(s, "nul_message", REPLY_NUL_MESSAGE);
             else
-                log_event(&s->w->log, LOG_INFO, s->id,
+                log_event(&s->ctx->log, LOG_INFO, s->id,
                           "event=nul_message action=%s",
                           s->msg_rejected ? "reject" : "normalize");
         }
@@ -534,7 +534,7 @@ static bool session_client_step(struct session *s)
         case SMTP_LINE_MORE:
             return false;
         case SMTP_LINE_TOO_LONG:
-            log_event(&s->w->log, LOG_INFO, s->id, "event=line_too_long");
+            log_event(&s->ctx->log, LOG_INFO, s->id, "event=line_too_long");
             session_enter(s, CLIENT_SKIP_LINE);
             session_local(s, REPLY_LINE_TOO_LONG);
             return true;
@@ -543,7 +543,7 @@ static bool session_client_step(struct session *s)
         }
         if (smtp_line_has_bare_cr_lf(p, line_len, total)) {
             /* a line a backend could split differently (smuggling) */
-            log_event(&s->w->log, LOG_INFO, s->id, "event=bare_newline_command");
+            log_event(&s->ctx->log, LOG_INFO, s->id, "event=bare_newline_command");
             sbuf_consume(&s->cin, total);
             session_enter(s, CLIENT_COMMAND);
             session_local(s, REPLY_BARE_NEWLINE_COMMAND);
@@ -552,7 +552,7 @@ static bool session_client_step(struct session *s)
         if (memchr(p, '\0', line_len) != NULL) {
             /* RFC 5321 2.3.8: no NUL in a command; a backend may cut the
              * line there, or drop it and read something else */
-            log_event(&s->w->log, LOG_INFO, s->id, "event=nul_command");
+            log_event(&s->ctx->log, LOG_INFO, s->id, "event=nul_command");
             sbuf_consume(&s->cin, total);
             session_enter(s, CLIENT_COMMAND);
             session_local(s, REPLY_NUL_COMMAND);
@@ -596,7 +596,7 @@ static bool session_client_step(struct session *s)
         return true;
     }
     case CLIENT_STARTTLS:
-        log_event(&s->w->log, LOG_WARN, s->id,
+        log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", len);
         sbuf_free(&s->cin);
         return false;
@@ -623,7 +623,7 @@ static void session_command_clock(struct session *s)
     if (!partial) {
         s->cmd_start = 0;
     } else if (s->cmd_start == 0) {
-        s->cmd_start = uv_now(s->w->loop);
+        s->cmd_start = uv_now(s->ctx->loop);
         session_arm(s);
     }
 }

@@ -26,7 +26,7 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap)
         .client_tls = s->client_tls ? s->client_tls_desc : NULL,
         .client_cert = s->client_cert_subject,
         .client_verify = s->client_cert_verify,
-        .by = s->w->cfg->hostname,
+        .by = s->ctx->cfg->hostname,
         .id = s->id,
         .backend_host = s->svc->backend_host,
         .backend_port = s->svc->backend_port,
@@ -84,7 +84,7 @@ static void session_write_ehlo(struct session *s, const char *p, size_t len,
     char *out;
 
     session_ehlo_opts(s, &opts);
-    if (!s->ehlo_drop_logged && log_enabled(&s->w->log, LOG_DEBUG)) {
+    if (!s->ehlo_drop_logged && log_enabled(&s->ctx->log, LOG_DEBUG)) {
         opts.dropped = dropped;
         opts.dropped_cap = sizeof dropped;
     }
@@ -100,7 +100,7 @@ static void session_write_ehlo(struct session *s, const char *p, size_t len,
     if (opts.dropped != NULL && dropped[0] != '\0') {
         s->ehlo_drop_logged = true;
         log_escape(esc, sizeof esc, dropped, strlen(dropped));
-        log_event(&s->w->log, LOG_DEBUG, s->id,
+        log_event(&s->ctx->log, LOG_DEBUG, s->id,
                   "event=ehlo_dropped keywords=%s", esc);
     }
 }
@@ -176,7 +176,7 @@ static bool session_answer_repeat(struct session *s,
         smtp_reply_scan(s->held_helo, s->held_helo_len, SESSION_REPLY_LINE,
                         SESSION_REPLY_LINES, &held) != SMTP_REPLY_OK)
         return false;
-    log_event(&s->w->log, LOG_INFO, s->id,
+    log_event(&s->ctx->log, LOG_INFO, s->id,
               "event=backend_repeat_refused verb=%s code=%d "
               "action=earlier_reply", ehlo ? "EHLO" : "HELO", rep->code);
     if (!ehlo)
@@ -202,7 +202,7 @@ static void session_relay(struct session *s, const char *p,
             return;
         if (rep->code == 500 || rep->code == 502) {
             /* a HELO-only server: keep the client's EHLO working */
-            log_event(&s->w->log, LOG_INFO, s->id,
+            log_event(&s->ctx->log, LOG_INFO, s->id,
                       "event=backend_helo_only code=%d", rep->code);
             session_helo_fallback(s);
             return;
@@ -244,7 +244,7 @@ static void session_relay(struct session *s, const char *p,
 
                 conn_write(s->b.conn, hdr, hn);
             }
-            s->data_start = uv_now(s->w->loop);
+            s->data_start = uv_now(s->ctx->loop);
             s->data_bytes = 0;
             session_arm(s);
         }
@@ -253,7 +253,7 @@ static void session_relay(struct session *s, const char *p,
     case EXPECT_BDAT_LAST:
         if (rep->code >= 200 && rep->code < 300)
             s->nmessages++;
-        log_event(&s->w->log, LOG_INFO, s->id,
+        log_event(&s->ctx->log, LOG_INFO, s->id,
                   "event=message_reply code=%d", rep->code);
         break;
     case EXPECT_AUTH:
@@ -266,14 +266,14 @@ static void session_relay(struct session *s, const char *p,
         return;
     case EXPECT_XCLIENT:
         if (rep->code != 220)
-            log_event(&s->w->log, LOG_WARN, s->id,
+            log_event(&s->ctx->log, LOG_WARN, s->id,
                       "event=xclient_refused code=%d", rep->code);
         return;
     case EXPECT_SILENT:
         /* our own EHLO or HELO to a fresh backend; the client asked
          * nothing */
         if (rep->code >= 400)
-            log_event(&s->w->log, LOG_WARN, s->id,
+            log_event(&s->ctx->log, LOG_WARN, s->id,
                       "event=backend_replay_refused code=%d", rep->code);
         else if (rep->code == 250 && s->client_esmtp && !s->b.helo_only)
             s->backend_chunking =
@@ -307,7 +307,7 @@ void session_backend_process(struct session *s)
             e->kind == EXPECT_STARTTLS) {
             log_escape(esc, sizeof esc, sbuf_ptr(&s->b.in),
                        s->b.in.len < 80 ? s->b.in.len : 80);
-            log_event(&s->w->log, LOG_WARN, s->id,
+            log_event(&s->ctx->log, LOG_WARN, s->id,
                       "event=backend_garbage kind=%s data=\"%s\"",
                       r == SMTP_REPLY_BAD ? "not_a_reply" : "unsolicited", esc);
             session_close(s, REPLY_BACKEND_PROTOCOL);

@@ -9,35 +9,28 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/ssl.h>
-
 #include "listener.h"
 #include "session.h"
+
+/* worker_on_accept - a listener's new connection becomes a session. */
+static void worker_on_accept(void *ud, size_t svc_index, int fd)
+{
+    struct worker *w = ud;
+
+    session_accept(&w->ctx, svc_index, fd);
+}
 
 void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
                  const struct tls_service *tls, struct connlimit *limits,
                  unsigned id)
 {
-    memset(w, 0, offsetof(struct worker, rbuf));
     w->loop = loop;
-    w->cfg = cfg;
-    w->tls = tls;
-    w->limits = limits;
-    w->id = id;
-    w->log.level = cfg->log_level;
-    w->log.out = stderr;
-    /* without it the backend leg just does full handshakes */
-    w->backend_sess = calloc(cfg->nservices ? cfg->nservices : 1,
-                             sizeof *w->backend_sess);
+    w->listeners = NULL;
+    w->nlisteners = 0;
+    w->stopping = false;
+    w->exit_status = 0;
+    loop_ctx_init(&w->ctx, loop, cfg, tls, limits, id);
     loop->data = w;
-}
-
-/* worker_backend_session - see worker.h. */
-SSL_SESSION **worker_backend_session(struct worker *w, size_t svc_index)
-{
-    if (w->backend_sess == NULL || svc_index >= w->cfg->nservices)
-        return NULL;
-    return &w->backend_sess[svc_index];
 }
 
 /* worker_listen - see worker.h. */
@@ -45,8 +38,8 @@ int worker_listen(struct worker *w, const int *fds, char *err, size_t err_len)
 {
     size_t total = 0, i, j, k = 0;
 
-    for (i = 0; i < w->cfg->nservices; i++)
-        total += w->cfg->services[i].nlisten;
+    for (i = 0; i < w->ctx.cfg->nservices; i++)
+        total += w->ctx.cfg->services[i].nlisten;
     w->listeners = calloc(total, sizeof *w->listeners);
     if (w->listeners == NULL) {
         snprintf(err, err_len, "out of memory");
@@ -54,12 +47,14 @@ int worker_listen(struct worker *w, const int *fds, char *err, size_t err_len)
             close(fds[k]);
         return -1;
     }
-    for (i = 0; i < w->cfg->nservices; i++) {
-        const struct service *svc = &w->cfg->services[i];
+    for (i = 0; i < w->ctx.cfg->nservices; i++) {
+        const struct service *svc = &w->ctx.cfg->services[i];
 
         for (j = 0; j < svc->nlisten; j++, k++) {
-            struct listener *l = listener_open(w, i, &svc->listen[j], fds[k],
-                                               session_accept, err, err_len);
+            struct listener *l = listener_open(w->loop, &w->ctx.log, i,
+                                               &svc->listen[j], fds[k],
+                                               worker_on_accept, w, err,
+                                               err_len);
             if (l == NULL) {
                 for (k++; k < total; k++)
                     close(fds[k]);
@@ -75,8 +70,6 @@ int worker_listen(struct worker *w, const int *fds, char *err, size_t err_len)
 /* worker_stop - see worker.h. */
 void worker_stop(struct worker *w)
 {
-    struct session *s, *next;
-
     if (w->stopping)
         return;
     w->stopping = true;
@@ -85,15 +78,7 @@ void worker_stop(struct worker *w)
     free(w->listeners);
     w->listeners = NULL;
     w->nlisteners = 0;
-    for (s = w->sessions; s != NULL; s = next) {
-        next = session_next(s);
-        session_shutdown(s, REPLY_SHUTDOWN);
-    }
-}
-
-uint64_t worker_next_sid(struct worker *w)
-{
-    return ((uint64_t)(w->id + 1) << 48) | ++w->next_sid;
+    session_shutdown_all(&w->ctx, REPLY_SHUTDOWN);
 }
 
 static void worker_on_stop(uv_async_t *a)
@@ -117,15 +102,7 @@ static void worker_thread(void *arg)
 /* worker_release - see worker.h. */
 void worker_release(struct worker *w)
 {
-    if (w->backend_sess != NULL)
-        for (size_t i = 0; i < w->cfg->nservices; i++)
-            SSL_SESSION_free(w->backend_sess[i]);
-    free(w->backend_sess);
-    w->backend_sess = NULL;
-    free(w->obuf);
-    w->obuf = NULL;
-    w->olen = w->ocap = 0;
-    w->oowner = NULL;
+    loop_ctx_release(&w->ctx);
 }
 
 /* worker_start - see worker.h. */

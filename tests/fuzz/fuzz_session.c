@@ -1323,7 +1323,7 @@ static void fz_on_guard(uv_timer_t *t)
             f->stopped ? FZ_STOP_GRACE_MS : FZ_GUARD_MS,
             f->stopped ? "worker_stop()" : "the start",
             f->cl.open ? "open" : "closed", f->nbconns,
-            f->w->sessions != NULL ? "left" : "none");
+            f->w->ctx.sessions != NULL ? "left" : "none");
     uv_walk(&f->loop, fz_walk_print, NULL);
     abort();
 }
@@ -1365,7 +1365,7 @@ static void fz_on_idle(uv_idle_t *h)
 
     if (f->torn_down)
         return;
-    if (!f->cl.open && f->nbconns == 0 && f->w->sessions == NULL) {
+    if (!f->cl.open && f->nbconns == 0 && f->w->ctx.sessions == NULL) {
         fz_teardown(f);
         return;
     }
@@ -1424,7 +1424,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(f->limits != NULL);
     f->w = &fz_worker;
     worker_init(f->w, &f->loop, f->v->cfg, f->v->tls, f->limits, 0);
-    f->w->log.out = fz_log;
+    f->w->ctx.log.out = fz_log;
 
     /* the proxy's listener, on a fresh port */
     lfd = listener_socket(&fz_laddr, err, sizeof err);
@@ -1469,8 +1469,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uv_walk(&f->loop, fz_walk_print, NULL);
         FUZZ_CHECK(0);
     }
-    FUZZ_CHECK(f->torn_down && f->w->sessions == NULL && f->nbconns == 0);
-    FUZZ_CHECK(f->w->oowner == NULL || f->w->olen == 0);
+    FUZZ_CHECK(f->torn_down && f->w->ctx.sessions == NULL && f->nbconns == 0);
+    FUZZ_CHECK(conn_loop_idle(&f->w->ctx.conns));
     worker_release(f->w);
     connlimit_free(f->limits);
     if (fz_debug)

@@ -43,7 +43,7 @@ static const struct verb_case verb_cases[] = {
     { SMTP_VERB_BDAT, TLS | HELO | DIRTY | SV_OWN_REFUSAL, EXPECT_BDAT, false,
       true },
     /* what a clean backend session may see before the client's STARTTLS
-     * without being replaced (DESIGN: EHLO/HELO/NOOP/RSET/HELP) */
+     * without being replaced (README "How it works", step 5) */
     { SMTP_VERB_RSET, 0, EXPECT_OTHER, false, true },
     { SMTP_VERB_NOOP, 0, EXPECT_OTHER, false, true },
     { SMTP_VERB_HELP, 0, EXPECT_OTHER, false, true },

@@ -1,0 +1,63 @@
+/*
+ * loop.h - the per-loop context: what every session of one event loop
+ * shares, and nothing else.
+ *
+ * One per worker thread.  The config and the TLS contexts are shared,
+ * immutable, with every other loop; the connection limits are shared
+ * too (they lock); everything else here belongs to this loop alone, so
+ * nothing on the hot path takes a lock.  Each member has one owner: the
+ * session list is session.c's, the conns' shared buffers conn.c's.
+ */
+#ifndef STARTTLS_PROXY_LOOP_H
+#define STARTTLS_PROXY_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+
+struct session;
+struct connlimit;
+struct tls_service;
+struct ssl_session_st;
+
+#define LOOP_SCRATCH 16384
+
+struct loop_ctx {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    const struct tls_service *tls;   /* indexed like cfg->services */
+    struct connlimit *limits;        /* shared by all loops (locked) */
+    struct logger log;
+    unsigned id;                     /* the worker's number */
+    uint64_t next_sid;
+    struct session *sessions;        /* live sessions (session.c's) */
+    /* the newest resumable TLS session of each service's backend leg
+     * (indexed like cfg->services; NULL array: no resumption) */
+    struct ssl_session_st **backend_sess;
+    struct conn_loop conns;          /* conn.c's */
+    /* scratch: filled and consumed within one callback, never kept
+     * (session_cmd.c: filtered message content) */
+    char scratch[LOOP_SCRATCH];
+};
+
+/* loop_ctx_init - set up ctx on loop (ctx need not be zeroed). */
+void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
+                   const struct config *cfg, const struct tls_service *tls,
+                   struct connlimit *limits, unsigned id);
+
+/* loop_ctx_release - free what ctx holds once its loop has run dry. */
+void loop_ctx_release(struct loop_ctx *ctx);
+
+/* loop_next_sid - a new session id, unique within the process. */
+uint64_t loop_next_sid(struct loop_ctx *ctx);
+
+/* loop_backend_session - where service svc_index's backend TLS session
+ * is kept on this loop, or NULL. */
+struct ssl_session_st **loop_backend_session(struct loop_ctx *ctx,
+                                             size_t svc_index);
+
+#endif
