@@ -1,5 +1,5 @@
 /*
- * conn.c - a libuv TCP stream with optional TLS on memory BIOs.
+ * conn.c - a libuv TCP stream with optional TLS over two small BIOs of its own.
  *
  * The TLS glue is one pump (conn_pump): the handshake or SSL_read_ex runs
  * in a loop over the ciphertext just read, and whatever TLS produced goes
