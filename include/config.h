@@ -162,6 +162,11 @@ struct config {
     struct service *services;      /* at least one */
     size_t nservices;
     unsigned workers;              /* event loops (threads); 0: one per CPU */
+    unsigned drain_timeout;        /* seconds a stop waits for messages in
+                                      flight; default 30, 0..3600 */
+    char *user;                    /* drop to this user; NULL: see main.c */
+    char *group;                   /* ... and group; NULL: the user's */
+    char *chroot_dir;              /* chroot here after loading; NULL */
     struct profile *profiles;      /* every [profile NAME] section */
     size_t nprofiles;
 };

@@ -21,4 +21,9 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd);
  * REPLY_NONE).  They are freed as their handles close. */
 void session_shutdown_all(struct loop_ctx *ctx, enum reply_id reply);
 
+/* session_drain_all - a graceful stop: sessions with no message in
+ * flight end now with 421 4.3.2; the others when the backend has
+ * answered that message (the client gets the answer, then the 421). */
+void session_drain_all(struct loop_ctx *ctx);
+
 #endif

@@ -127,6 +127,8 @@ struct session {
     struct session *prev, *next;      /* ctx->sessions (session.c) */
     unsigned refs;                    /* handles still open */
     bool closing;
+    bool draining;                    /* stopping: the message in flight
+                                         ends it (session_drain_all) */
     uint64_t started_ms;
 
     /* client leg */
@@ -225,6 +227,7 @@ void session_fifo_push(struct session *s, enum expect_kind kind,
 void session_flow(struct session *s);
 void session_local(struct session *s, enum reply_id id);
 bool session_waiting_for_backend(const struct session *s);
+bool session_in_message(const struct session *s);
 
 /* session_cmd.c: the client mode, command lines and message content */
 void session_enter(struct session *s, enum client_mode mode);

@@ -24,10 +24,24 @@ struct worker {
     uv_loop_t own_loop;              /* the loop, when worker_run owns it */
     uv_thread_t thread;
     uv_async_t stop_async;           /* another thread asks us to stop */
+    uv_mutex_t stop_lock;            /* guards the next three */
+    bool stop_open;                  /* stop_async may be sent to */
+    int stop_request;                /* enum worker_stop_mode asked for */
+    uv_async_t *done;                /* sent when the thread ends, or NULL */
+    bool finished;                   /* ... and it has (under stop_lock) */
+    uv_timer_t drain_timer;          /* a graceful stop's clock */
+    uint64_t drain_deadline;
+    bool draining, drain_forced;
     struct listener **listeners;
     size_t nlisteners;
     bool stopping;
     int exit_status;                 /* 0: the loop closed cleanly */
+};
+
+enum worker_stop_mode {
+    WORKER_RUN,
+    WORKER_DRAIN,     /* stop accepting, let messages in flight end */
+    WORKER_NOW        /* stop accepting, end every session */
 };
 
 /* worker_init - set up w on loop; accepts on nothing yet. */
@@ -45,14 +59,26 @@ int worker_listen(struct worker *w, const int *fds, char *err,
 
 /*
  * worker_start - run w in a thread of its own, with its own loop, accepting
- * on fds.  Returns -1 with a message in err when the thread cannot start.
+ * on fds; done (if not NULL) is sent when the thread ends.  Returns -1
+ * with a message in err when the thread cannot start.
  */
 int worker_start(struct worker *w, const struct config *cfg,
                  const struct tls_service *tls, struct connlimit *limits,
-                 unsigned id, const int *fds, char *err, size_t err_len);
+                 unsigned id, const int *fds, uv_async_t *done, char *err,
+                 size_t err_len);
 
-/* worker_request_stop - from any thread: make w stop (worker_stop). */
-void worker_request_stop(struct worker *w);
+/*
+ * worker_request_stop - from any thread: make w stop, at once
+ * (WORKER_NOW: worker_stop) or gracefully (WORKER_DRAIN: no new sessions;
+ * sessions without a message in flight end now with 421 4.3.2, the
+ * others after the backend's answer to it, and every one within
+ * drain_timeout).  A drain can be turned into a stop at once; a request
+ * after the thread ended is ignored.
+ */
+void worker_request_stop(struct worker *w, enum worker_stop_mode mode);
+
+/* worker_finished - has w's thread ended (safe from any thread)? */
+bool worker_finished(struct worker *w);
 
 /* worker_join - wait for w's thread to end; returns 0 if its loop closed
  * cleanly. */

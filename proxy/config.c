@@ -28,15 +28,18 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <netinet/in.h>
 #include <openssl/tls1.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "smtp.h"
@@ -61,6 +64,10 @@ enum key_id {
     K_HOSTNAME,
     K_LOG_LEVEL,
     K_WORKERS,
+    K_DRAIN_TIMEOUT,
+    K_USER,
+    K_GROUP,
+    K_CHROOT,
     K_LISTEN,
     K_BACKEND,
     K_CLIENT_TLS,
@@ -124,6 +131,7 @@ enum key_type {
     KT_UINT,      /* unsigned within [min, max] */
     KT_INT,       /* int within [min, max], or one of names (-1...) */
     KT_TOKEN,     /* an OpenSSL list: printable ASCII, no blanks: char * */
+    KT_ACCOUNT,   /* a user or group name: char * */
     KT_LISTEN,    /* struct listen_addr * at off, size_t count at off2 */
     KT_HOSTPORT,  /* host char * at off, port char * at off2 */
     KT_PATHS,     /* comma list into one member (at .member) of the
@@ -253,6 +261,11 @@ static const struct key_def key_table[K_COUNT] = {
               .names = log_level_names, .def = "info"),
     PROXY_KEY(K_WORKERS, "workers", KT_INT, workers,
               .min = 0, .max = 256, .names = workers_names, .def = "auto"),
+    PROXY_KEY(K_DRAIN_TIMEOUT, "drain_timeout", KT_UINT, drain_timeout,
+              .min = 0, .max = 3600, .def = "30"),
+    PROXY_KEY(K_USER, "user", KT_ACCOUNT, user, .def = NULL),
+    PROXY_KEY(K_GROUP, "group", KT_ACCOUNT, group, .def = NULL),
+    PROXY_KEY(K_CHROOT, "chroot", KT_PATH, chroot_dir, .def = NULL),
     SERVICE_KEY(K_LISTEN, "listen", KT_LISTEN, listen,
                 .off2 = offsetof(struct service, nlisten)),
     SERVICE_KEY(K_BACKEND, "backend", KT_HOSTPORT, backend_host,
@@ -1133,6 +1146,20 @@ static int config_set(const struct key_def *k, const char *value, void *base,
             return -1;
         }
         goto string;
+    case KT_ACCOUNT:
+        /* POSIX portable user names: letters, digits, '.', '_', '-', not
+         * starting with '-' */
+        for (i = 0; value[i] != '\0' && i < 33; i++)
+            if (!isalnum((unsigned char)value[i]) && value[i] != '.' &&
+                value[i] != '_' && value[i] != '-')
+                break;
+        if (i == 0 || i > 32 || value[i] != '\0' || value[0] == '-') {
+            snprintf(why, why_len, "%s is not a user or group name "
+                     "(letters, digits, '.', '_' and '-', at most 32)",
+                     config_quote(q, sizeof q, value));
+            return -1;
+        }
+        goto string;
     case KT_UINT:
         return config_parse_uint(value, k->min, k->max, (unsigned *)field,
                                  why, why_len);
@@ -1247,6 +1274,7 @@ static void config_free_fields(void *base, enum key_scope scope)
         case KT_DOMAIN:
         case KT_NAME:
         case KT_TOKEN:
+        case KT_ACCOUNT:
             free(*(char **)field);
             *(char **)field = NULL;
             break;
@@ -1887,6 +1915,30 @@ static void config_check_profile(struct parser *p, size_t i)
                      pr->name);
 }
 
+/* config_check_account - user, group and chroot name what exists (the
+ * privilege drop itself is main.c's). */
+static void config_check_account(struct parser *p)
+{
+    struct config *cfg = p->cfg;
+    char q[CONFIG_QUOTE_BUF];
+    struct stat st;
+
+    if (cfg->user != NULL && getpwnam(cfg->user) == NULL)
+        config_error(p, p->proxy.line[K_USER], "user %s does not exist",
+                     config_quote(q, sizeof q, cfg->user));
+    if (cfg->group != NULL && getgrnam(cfg->group) == NULL)
+        config_error(p, p->proxy.line[K_GROUP], "group %s does not exist",
+                     config_quote(q, sizeof q, cfg->group));
+    if (cfg->group != NULL && cfg->user == NULL && !p->proxy.bad[K_GROUP])
+        config_error(p, p->proxy.line[K_GROUP], "group needs user");
+    if (cfg->chroot_dir != NULL &&
+        (cfg->chroot_dir[0] != '/' || stat(cfg->chroot_dir, &st) != 0 ||
+         !S_ISDIR(st.st_mode)))
+        config_error(p, p->proxy.line[K_CHROOT],
+                     "chroot %s is not an absolute path to a directory",
+                     config_quote(q, sizeof q, cfg->chroot_dir));
+}
+
 /* config_check - rules that need the whole file. */
 static void config_check(struct parser *p)
 {
@@ -1913,6 +1965,7 @@ static void config_check(struct parser *p)
             }
         }
     }
+    config_check_account(p);
     if (cfg->nservices == 0)
         config_error(p, 0, "no service defined");
     for (i = 0; i < cfg->nprofiles; i++)

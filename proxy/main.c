@@ -3,9 +3,12 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -27,8 +30,11 @@ struct runtime {
     unsigned nworkers;
     struct logger log;
     uv_signal_t sigterm;
+    uv_signal_t sigquit;
     uv_signal_t sigint;
     uv_signal_t ignored[3];          /* SIGHUP, SIGUSR1, SIGUSR2 */
+    uv_async_t worker_done;          /* a worker thread has ended */
+    bool draining;                   /* a graceful stop is under way */
 };
 
 /* signals that must never end the proxy (their default action would) */
@@ -80,18 +86,38 @@ static void main_free(struct runtime *rt)
     config_free(rt->cfg);
 }
 
+/*
+ * main_on_signal - SIGTERM and SIGQUIT stop gracefully (drain_timeout
+ * bounds it); SIGINT, or a second SIGTERM or SIGQUIT, stops at once.
+ */
 static void main_on_signal(uv_signal_t *h, int signum)
 {
     struct runtime *rt = h->data;
+    bool now = signum == SIGINT || rt->draining;
 
-    log_event(&rt->log, LOG_INFO, 0, "event=stopping signal=%s",
-              signum == SIGTERM ? "TERM" : "INT");
+    log_event(&rt->log, LOG_INFO, 0, "event=stopping signal=%s mode=%s",
+              signum == SIGTERM ? "TERM" : signum == SIGQUIT ? "QUIT" : "INT",
+              now ? "now" : "drain");
+    rt->draining = true;
     for (unsigned i = 0; i < rt->nworkers; i++)
-        worker_request_stop(&rt->workers[i]);
+        worker_request_stop(&rt->workers[i], now ? WORKER_NOW : WORKER_DRAIN);
+}
+
+/* main_on_worker_done - when every worker thread has ended, the main
+ * loop closes its handles and runs dry. */
+static void main_on_worker_done(uv_async_t *a)
+{
+    struct runtime *rt = a->data;
+
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (!worker_finished(&rt->workers[i]))
+            return;
     uv_close((uv_handle_t *)&rt->sigterm, NULL);
+    uv_close((uv_handle_t *)&rt->sigquit, NULL);
     uv_close((uv_handle_t *)&rt->sigint, NULL);
     for (size_t i = 0; i < 3; i++)
         uv_close((uv_handle_t *)&rt->ignored[i], NULL);
+    uv_close((uv_handle_t *)&rt->worker_done, NULL);
 }
 
 /*
@@ -127,6 +153,77 @@ static unsigned long main_raise_nofile(void)
         (void)getrlimit(RLIMIT_NOFILE, &rl);
     }
     return (unsigned long)rl.rlim_cur;
+}
+
+#define MAIN_DEFAULT_USER "starttls-proxy"
+
+/*
+ * main_drop_privileges - once every socket is bound and every certificate,
+ * key and CA file read: chroot (if asked), then the user's group and
+ * user, with no supplementary groups (setgid before setuid), and a check
+ * that root cannot be regained.  Without "user", a proxy started as root
+ * becomes the user starttls-proxy if it exists, and otherwise stays root
+ * with a warning.  Returns -1 with a message in err.
+ */
+static int main_drop_privileges(const struct config *cfg,
+                                const struct logger *log, char *err,
+                                size_t err_len)
+{
+    const char *name = cfg->user ? cfg->user : MAIN_DEFAULT_USER;
+    struct passwd *pw;
+    struct group *gr;
+    gid_t gid;
+
+    if (geteuid() != 0) {
+        if (cfg->user != NULL || cfg->chroot_dir != NULL)
+            log_event(log, LOG_WARN, 0, "event=privileges action=none "
+                      "reason=\"not started as root\" uid=%lu",
+                      (unsigned long)geteuid());
+        return 0;
+    }
+    pw = getpwnam(name);
+    if (pw == NULL) {
+        if (cfg->user != NULL) {
+            snprintf(err, err_len, "user %s does not exist", name);
+            return -1;
+        }
+        log_event(log, LOG_WARN, 0, "event=privileges action=none "
+                  "reason=\"running as root: set user in [proxy], or create "
+                  "the user %s\"", MAIN_DEFAULT_USER);
+        if (cfg->chroot_dir == NULL)
+            return 0;
+    }
+    gid = pw != NULL ? pw->pw_gid : 0;
+    if (cfg->group != NULL) {
+        if ((gr = getgrnam(cfg->group)) == NULL) {
+            snprintf(err, err_len, "group %s does not exist", cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (cfg->chroot_dir != NULL &&
+        (chroot(cfg->chroot_dir) != 0 || chdir("/") != 0)) {
+        snprintf(err, err_len, "chroot %s: %s", cfg->chroot_dir,
+                 strerror(errno));
+        return -1;
+    }
+    if (pw == NULL)
+        return 0;                /* chroot only, still root (warned) */
+    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        snprintf(err, err_len, "cannot become user %s: %s", name,
+                 strerror(errno));
+        return -1;
+    }
+    if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+        snprintf(err, err_len, "root could be regained after becoming %s",
+                 name);
+        return -1;
+    }
+    log_event(log, LOG_INFO, 0, "event=privileges user=%s uid=%lu gid=%lu "
+              "chroot=%s", name, (unsigned long)pw->pw_uid,
+              (unsigned long)gid, cfg->chroot_dir ? cfg->chroot_dir : "none");
+    return 0;
 }
 
 /*
@@ -214,6 +311,7 @@ int main(int argc, char **argv)
      */
     sigemptyset(&handled_signals);
     sigaddset(&handled_signals, SIGTERM);
+    sigaddset(&handled_signals, SIGQUIT);
     sigaddset(&handled_signals, SIGINT);
     for (size_t i = 0; i < 3; i++)
         sigaddset(&handled_signals, main_ignored_signals[i]);
@@ -229,8 +327,16 @@ int main(int argc, char **argv)
     fds = main_sockets(rt.cfg, rt.nworkers, &per_worker, err, sizeof err);
     rt.workers = calloc(rt.nworkers, sizeof *rt.workers);
     rt.limits = connlimit_new(rt.cfg->nservices);
+    if (fds != NULL &&
+        main_drop_privileges(rt.cfg, &rt.log, err, sizeof err) != 0) {
+        for (size_t k = 0; k < rt.nworkers * per_worker; k++)
+            close(fds[k]);
+        free(fds);
+        fds = NULL;
+    }
     if (fds == NULL || rt.workers == NULL || rt.limits == NULL ||
-        uv_loop_init(&loop) != 0) {
+        uv_loop_init(&loop) != 0 ||
+        uv_async_init(&loop, &rt.worker_done, main_on_worker_done) != 0) {
         fprintf(stderr, "%s: %s\n", path, fds == NULL ? err : "out of memory");
         free(rt.workers);
         free(fds);
@@ -239,8 +345,9 @@ int main(int argc, char **argv)
         return 1;
     }
     for (; started < rt.nworkers; started++) {
-        if (worker_start(&rt.workers[started], rt.cfg, rt.tls, rt.limits, started,
-                         fds + started * per_worker, err, sizeof err) != 0) {
+        if (worker_start(&rt.workers[started], rt.cfg, rt.tls, rt.limits,
+                         started, fds + started * per_worker, &rt.worker_done,
+                         err, sizeof err) != 0) {
             fprintf(stderr, "%s: %s\n", path, err);
             for (size_t k = (started + 1) * per_worker;
                  k < rt.nworkers * per_worker; k++)
@@ -250,11 +357,14 @@ int main(int argc, char **argv)
         }
     }
     free(fds);
+    rt.worker_done.data = &rt;
     if (rc == 0) {
         uv_signal_init(&loop, &rt.sigterm);
+        uv_signal_init(&loop, &rt.sigquit);
         uv_signal_init(&loop, &rt.sigint);
-        rt.sigterm.data = rt.sigint.data = &rt;
+        rt.sigterm.data = rt.sigquit.data = rt.sigint.data = &rt;
         uv_signal_start(&rt.sigterm, main_on_signal, SIGTERM);
+        uv_signal_start(&rt.sigquit, main_on_signal, SIGQUIT);
         uv_signal_start(&rt.sigint, main_on_signal, SIGINT);
         for (size_t i = 0; i < 3; i++) {
             uv_signal_init(&loop, &rt.ignored[i]);
@@ -282,7 +392,9 @@ int main(int argc, char **argv)
     } else {
         rt.nworkers = started;
         for (unsigned i = 0; i < started; i++)
-            worker_request_stop(&rt.workers[i]);
+            worker_request_stop(&rt.workers[i], WORKER_NOW);
+        uv_close((uv_handle_t *)&rt.worker_done, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
     }
     for (unsigned i = 0; i < rt.nworkers; i++)
         if (worker_join(&rt.workers[i]) != 0)

@@ -288,6 +288,41 @@ void session_close(struct session *s, enum reply_id reply)
         uv_close((uv_handle_t *)&s->timer, session_on_timer_close);
 }
 
+/* session_in_message - a message is under way: the DATA command, its
+ * content, or its end waits for the backend, or BDAT chunks have begun. */
+bool session_in_message(const struct session *s)
+{
+    if (s->cmode == CLIENT_DATA || s->cmode == CLIENT_BDAT ||
+        s->bdat_in_message)
+        return true;
+    for (unsigned i = 0; i < s->fifo_len; i++) {
+        uint8_t k = s->fifo[(s->fifo_head + i) % SESSION_FIFO].kind;
+
+        if (k == EXPECT_DATA || k == EXPECT_END_OF_DATA ||
+            k == EXPECT_BDAT || k == EXPECT_BDAT_LAST)
+            return true;
+    }
+    return false;
+}
+
+/* session_drain_all - see session.h. */
+void session_drain_all(struct loop_ctx *ctx)
+{
+    unsigned kept = 0;
+
+    for (struct session *s = ctx->sessions; s != NULL; s = s->next) {
+        if (s->closing || s->draining)
+            continue;
+        if (session_in_message(s)) {
+            s->draining = true;
+            kept++;
+        } else {
+            session_close(s, REPLY_SHUTDOWN);
+        }
+    }
+    log_event(&ctx->log, LOG_INFO, 0, "event=draining in_message=%u", kept);
+}
+
 /* session_shutdown_all - see session.h. */
 void session_shutdown_all(struct loop_ctx *ctx, enum reply_id reply)
 {

@@ -529,6 +529,8 @@ static bool session_client_step(struct session *s)
     case CLIENT_AUTH:
         if (s->nwaiting > 0 || s->fifo_len >= SESSION_FIFO)
             return false;
+        if (s->draining && !s->bdat_in_message)
+            return false;    /* stopping: only the message in flight */
         switch (smtp_line_find(p, len, s->svc->max_line_length, &line_len,
                                &total)) {
         case SMTP_LINE_MORE:

@@ -287,6 +287,9 @@ static void session_relay(struct session *s, const char *p,
     }
     conn_write(s->client, p, rep->len);
     session_count_error(s, rep->code);
+    if (s->draining && !s->closing && !session_in_message(s))
+        session_close(s, REPLY_SHUTDOWN);  /* the message the stop waited
+                                              for has its answer */
 }
 
 /* session_backend_process - relay complete replies from bin. */

@@ -29,6 +29,12 @@ void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
     w->nlisteners = 0;
     w->stopping = false;
     w->exit_status = 0;
+    w->stop_open = false;
+    w->stop_request = WORKER_RUN;
+    w->done = NULL;
+    w->finished = false;
+    w->draining = w->drain_forced = false;
+    uv_mutex_init(&w->stop_lock);
     loop_ctx_init(&w->ctx, loop, cfg, tls, limits, id);
     loop->data = w;
 }
@@ -67,26 +73,90 @@ int worker_listen(struct worker *w, const int *fds, char *err, size_t err_len)
     return 0;
 }
 
+/* worker_close_listeners - accept no more. */
+static void worker_close_listeners(struct worker *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++)
+        listener_close(w->listeners[i]);
+    free(w->listeners);
+    w->listeners = NULL;
+    w->nlisteners = 0;
+}
+
 /* worker_stop - see worker.h. */
 void worker_stop(struct worker *w)
 {
     if (w->stopping)
         return;
     w->stopping = true;
-    for (size_t i = 0; i < w->nlisteners; i++)
-        listener_close(w->listeners[i]);
-    free(w->listeners);
-    w->listeners = NULL;
-    w->nlisteners = 0;
+    worker_close_listeners(w);
     session_shutdown_all(&w->ctx, REPLY_SHUTDOWN);
+}
+
+/* worker_stop_done - nothing more to ask of this loop: close the stop
+ * handles, so that it runs dry when its last session has gone. */
+static void worker_stop_done(struct worker *w)
+{
+    uv_mutex_lock(&w->stop_lock);
+    w->stop_open = false;
+    uv_mutex_unlock(&w->stop_lock);
+    uv_close((uv_handle_t *)&w->stop_async, NULL);
+    if (w->draining)
+        uv_close((uv_handle_t *)&w->drain_timer, NULL);
+}
+
+/*
+ * worker_on_drain_tick - during a graceful stop, ten times a second:
+ * done when the last session has gone; at drain_timeout, the sessions
+ * still waiting for their message are ended too.
+ */
+static void worker_on_drain_tick(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+
+    if (w->ctx.sessions == NULL) {
+        log_event(&w->ctx.log, LOG_INFO, 0, "event=drained");
+        worker_stop_done(w);
+        return;
+    }
+    if (!w->drain_forced && uv_now(w->loop) >= w->drain_deadline) {
+        w->drain_forced = true;
+        log_event(&w->ctx.log, LOG_WARN, 0,
+                  "event=drain_timeout action=shutdown");
+        w->stopping = true;
+        session_shutdown_all(&w->ctx, REPLY_SHUTDOWN);
+    }
+}
+
+/* worker_drain - the graceful stop (WORKER_DRAIN). */
+static void worker_drain(struct worker *w)
+{
+    if (w->stopping || w->draining)
+        return;
+    w->draining = true;
+    worker_close_listeners(w);
+    session_drain_all(&w->ctx);
+    w->drain_deadline = uv_now(w->loop) +
+                        (uint64_t)w->ctx.cfg->drain_timeout * 1000;
+    uv_timer_init(w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+    uv_timer_start(&w->drain_timer, worker_on_drain_tick, 0, 100);
 }
 
 static void worker_on_stop(uv_async_t *a)
 {
     struct worker *w = a->data;
+    int mode;
 
+    uv_mutex_lock(&w->stop_lock);
+    mode = w->stop_request;
+    uv_mutex_unlock(&w->stop_lock);
+    if (mode == WORKER_DRAIN) {
+        worker_drain(w);
+        return;
+    }
     worker_stop(w);
-    uv_close((uv_handle_t *)a, NULL);
+    worker_stop_done(w);
 }
 
 /* worker_thread - the body of a worker thread: run the loop dry. */
@@ -97,6 +167,22 @@ static void worker_thread(void *arg)
     uv_run(w->loop, UV_RUN_DEFAULT);
     w->exit_status = uv_loop_close(w->loop) == 0 ? 0 : 1;
     worker_release(w);
+    uv_mutex_lock(&w->stop_lock);
+    w->finished = true;
+    if (w->done != NULL)
+        uv_async_send(w->done);   /* under the lock: see worker_finished */
+    uv_mutex_unlock(&w->stop_lock);
+}
+
+/* worker_finished - see worker.h. */
+bool worker_finished(struct worker *w)
+{
+    bool f;
+
+    uv_mutex_lock(&w->stop_lock);
+    f = w->finished;
+    uv_mutex_unlock(&w->stop_lock);
+    return f;
 }
 
 /* worker_release - see worker.h. */
@@ -108,11 +194,13 @@ void worker_release(struct worker *w)
 /* worker_start - see worker.h. */
 int worker_start(struct worker *w, const struct config *cfg,
                  const struct tls_service *tls, struct connlimit *limits,
-                 unsigned id, const int *fds, char *err, size_t err_len)
+                 unsigned id, const int *fds, uv_async_t *done, char *err,
+                 size_t err_len)
 {
     int r;
 
-    worker_init(w, &w->own_loop, cfg, tls, limits, id);   /* zeroes w first */
+    worker_init(w, &w->own_loop, cfg, tls, limits, id);
+    w->done = done;
     r = uv_loop_init(&w->own_loop);                /* keeps loop->data */
     if (r == 0)
         r = uv_async_init(w->loop, &w->stop_async, worker_on_stop);
@@ -121,7 +209,9 @@ int worker_start(struct worker *w, const struct config *cfg,
         return -1;
     }
     w->stop_async.data = w;
+    w->stop_open = true;
     if (worker_listen(w, fds, err, err_len) != 0) {
+        w->stop_open = false;
         uv_close((uv_handle_t *)&w->stop_async, NULL);
         uv_run(w->loop, UV_RUN_DEFAULT);
         uv_loop_close(w->loop);
@@ -132,6 +222,7 @@ int worker_start(struct worker *w, const struct config *cfg,
         snprintf(err, err_len, "cannot start worker thread: %s",
                  uv_strerror(r));
         worker_stop(w);
+        w->stop_open = false;
         uv_close((uv_handle_t *)&w->stop_async, NULL);
         uv_run(w->loop, UV_RUN_DEFAULT);
         uv_loop_close(w->loop);
@@ -140,13 +231,20 @@ int worker_start(struct worker *w, const struct config *cfg,
     return 0;
 }
 
-void worker_request_stop(struct worker *w)
+/* worker_request_stop - see worker.h. */
+void worker_request_stop(struct worker *w, enum worker_stop_mode mode)
 {
-    uv_async_send(&w->stop_async);
+    uv_mutex_lock(&w->stop_lock);
+    if (w->stop_open && (int)mode > w->stop_request) {
+        w->stop_request = mode;
+        uv_async_send(&w->stop_async);
+    }
+    uv_mutex_unlock(&w->stop_lock);
 }
 
 int worker_join(struct worker *w)
 {
     uv_thread_join(&w->thread);
+    uv_mutex_destroy(&w->stop_lock);
     return w->exit_status;
 }

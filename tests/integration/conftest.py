@@ -117,7 +117,7 @@ def proxy(proxy_bin, certs, tmp_path):
     running = []
 
     def start(backend_port=None, backend=None, extra_sections=None,
-              proxy_keys=None, **keys):
+              proxy_keys=None, preexec_fn=None, **keys):
         if backend is None:
             backend = "127.0.0.1:%d" % backend_port
         sections = {"proxy": {"hostname": "proxy.test",
@@ -129,7 +129,7 @@ def proxy(proxy_bin, certs, tmp_path):
         ports = [int(sec["listen"].rsplit(":", 1)[1])
                  for name, sec in sections.items() if name != "proxy"]
         p = ProxyProcess(proxy_bin, str(tmp_path), sections, ports,
-                         name="proxy%d" % len(running))
+                         name="proxy%d" % len(running), preexec_fn=preexec_fn)
         running.append(p)
         return p
     yield start

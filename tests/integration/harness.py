@@ -22,6 +22,7 @@ peer is a failure of the test environment, CI installs them.
 
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -82,11 +83,24 @@ def wait_for(pred, timeout=TIMEOUT, interval=0.05, what="condition"):
 # --------------------------------------------------------------------------
 # ports
 
+_PORT_LOW, _PORT_HIGH = 20000, 32000   # below the kernel's ephemeral range
+
+
 def free_port():
-    """free_port - a TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """free_port - a TCP port on 127.0.0.1 that nothing uses now.  Taken
+    below the ephemeral range (32768-60999 by default), so that no
+    outgoing connection of the suite, and no other program's listener on
+    port 0, can take it before the server the test starts binds it."""
+    for _ in range(200):
+        port = random.randrange(_PORT_LOW, _PORT_HIGH)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if ("127.0.0.1", port) not in listening_ports():
+            return port
+    raise AssertionError("no free port in %d-%d" % (_PORT_LOW, _PORT_HIGH))
 
 
 def listening_ports():
@@ -792,18 +806,25 @@ def write_ini(path, sections):
 class ProxyProcess:
     """ProxyProcess - one running starttls-proxy."""
 
-    def __init__(self, binary, workdir, sections, ports, name="proxy"):
+    def __init__(self, binary, workdir, sections, ports, name="proxy",
+                 preexec_fn=None):
         self.binary = binary
         self.ini = os.path.join(workdir, name + ".ini")
         self.logfile = os.path.join(workdir, name + ".log")
         self.ports = ports
         self.port = ports[0]
+        # SIGTERM waits for messages in flight up to drain_timeout: short
+        # here, so that every teardown ends within its 5 s
+        sections = dict(sections)
+        sections["proxy"] = dict(sections.get("proxy", {}))
+        sections["proxy"].setdefault("drain_timeout", 2)
         self.sections = sections
         write_ini(self.ini, sections)
         self.log_fd = open(self.logfile, "wb")
         self.proc = subprocess.Popen([binary, "-c", self.ini],
                                      stdin=subprocess.DEVNULL,
-                                     stdout=self.log_fd, stderr=self.log_fd)
+                                     stdout=self.log_fd, stderr=self.log_fd,
+                                     preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         try:
             for p in ports:
