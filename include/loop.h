@@ -35,6 +35,8 @@ struct loop_ctx {
     unsigned id;                     /* the worker's number */
     uint64_t next_sid;
     struct session *sessions;        /* live sessions (session.c's) */
+    unsigned long nsessions;         /* how many: written by this loop
+                                        only, read by others (atomic) */
     /* the newest resumable TLS session of each service's backend leg
      * (indexed like cfg->services; NULL array: no resumption) */
     struct ssl_session_st **backend_sess;

@@ -22,6 +22,7 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
     ctx->id = id;
     ctx->next_sid = 0;
     ctx->sessions = NULL;
+    ctx->nsessions = 0;
     /* without it the backend leg just does full handshakes */
     ctx->backend_sess = calloc(cfg->nservices ? cfg->nservices : 1,
                                sizeof *ctx->backend_sess);

@@ -2,6 +2,7 @@
  * main.c - command line, signals, the loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,6 +20,8 @@
 #include "connlimit.h"
 #include "listener.h"
 #include "log.h"
+#include "netaddr.h"
+#include "sdnotify.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -34,6 +37,8 @@ struct runtime {
     uv_signal_t sigint;
     uv_signal_t ignored[3];          /* SIGHUP, SIGUSR1, SIGUSR2 */
     uv_async_t worker_done;          /* a worker thread has ended */
+    uv_timer_t status_timer;         /* STATUS= for the service manager */
+    bool status_on;
     bool draining;                   /* a graceful stop is under way */
 };
 
@@ -86,6 +91,38 @@ static void main_free(struct runtime *rt)
     config_free(rt->cfg);
 }
 
+/* main_sessions - live sessions, all workers (each counts its own). */
+static unsigned long main_sessions(const struct runtime *rt)
+{
+    unsigned long n = 0;
+
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        n += __atomic_load_n(&rt->workers[i].ctx.nsessions, __ATOMIC_RELAXED);
+    return n;
+}
+
+/* main_notify - tell the service manager state, with our status line
+ * (a no-op without $NOTIFY_SOCKET). */
+static void main_notify(const struct runtime *rt, const char *state)
+{
+    char msg[256];
+
+    if (!sdnotify_enabled())
+        return;
+    snprintf(msg, sizeof msg, "%s%sSTATUS=%s, %lu sessions\nMAINPID=%ld",
+             state, state[0] ? "\n" : "",
+             rt->draining ? "stopping" : "accepting", main_sessions(rt),
+             (long)getpid());
+    if (sdnotify_send(msg) != 0)
+        log_event(&rt->log, LOG_WARN, 0, "event=notify_failed error=\"%s\"",
+                  strerror(errno));
+}
+
+static void main_on_status(uv_timer_t *t)
+{
+    main_notify(t->data, "");
+}
+
 /*
  * main_on_signal - SIGTERM and SIGQUIT stop gracefully (drain_timeout
  * bounds it); SIGINT, or a second SIGTERM or SIGQUIT, stops at once.
@@ -98,6 +135,8 @@ static void main_on_signal(uv_signal_t *h, int signum)
     log_event(&rt->log, LOG_INFO, 0, "event=stopping signal=%s mode=%s",
               signum == SIGTERM ? "TERM" : signum == SIGQUIT ? "QUIT" : "INT",
               now ? "now" : "drain");
+    if (!rt->draining)
+        main_notify(rt, "STOPPING=1");
     rt->draining = true;
     for (unsigned i = 0; i < rt->nworkers; i++)
         worker_request_stop(&rt->workers[i], now ? WORKER_NOW : WORKER_DRAIN);
@@ -118,6 +157,8 @@ static void main_on_worker_done(uv_async_t *a)
     for (size_t i = 0; i < 3; i++)
         uv_close((uv_handle_t *)&rt->ignored[i], NULL);
     uv_close((uv_handle_t *)&rt->worker_done, NULL);
+    if (rt->status_on)
+        uv_close((uv_handle_t *)&rt->status_timer, NULL);
 }
 
 /*
@@ -226,15 +267,55 @@ static int main_drop_privileges(const struct config *cfg,
     return 0;
 }
 
+/* Sockets handed over by the service manager (socket activation). */
+struct activated {
+    int n;                       /* fds 3 .. 3+n-1 */
+    char **names;                /* $LISTEN_FDNAMES, or NULL */
+    char *names_buf;
+    bool *used;
+};
+
+/* main_activated_fd - the passed socket that listens on a, or -1. */
+static int main_activated_fd(struct activated *act,
+                             const struct listen_addr *a)
+{
+    for (int i = 0; i < act->n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = SD_LISTEN_FDS_START + i, type, listening;
+        socklen_t olen = sizeof type;
+
+        if (act->used[i] ||
+            getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &olen) != 0 ||
+            type != SOCK_STREAM)
+            continue;
+        olen = sizeof listening;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen) != 0 ||
+            !listening)
+            continue;
+        if (netaddr_same_host(&ss, &a->addr) &&
+            netaddr_port(&ss) == netaddr_port(&a->addr)) {
+            act->used[i] = true;
+            return fd;
+        }
+    }
+    return -1;
+}
+
 /*
  * main_sockets - every listening socket, workers x addresses, bound before
- * any thread starts so that a bind error stops start-up cleanly.
+ * any thread starts so that a bind error stops start-up cleanly.  An
+ * address the service manager passed a socket for (act) uses that
+ * socket, shared by every worker; a passed socket no address wants is
+ * an error.
  */
 static int *main_sockets(const struct config *cfg, unsigned nworkers,
+                         struct activated *act, const struct logger *log,
                          size_t *per_worker, char *err, size_t err_len)
 {
     size_t n = 0, k = 0;
-    int *fds;
+    int *fds, passed;
 
     for (size_t i = 0; i < cfg->nservices; i++)
         n += cfg->services[i].nlisten;
@@ -248,11 +329,31 @@ static int *main_sockets(const struct config *cfg, unsigned nworkers,
             for (size_t j = 0; j < cfg->services[i].nlisten; j++) {
                 const struct listen_addr *a = &cfg->services[i].listen[j];
 
-                /* the address is ours alone: no other process (and no
-                 * other service here) listens there */
-                fds[k] = wi == 0 && listener_check_free(a, err, err_len) != 0
-                             ? -1
-                             : listener_socket(a, err, err_len);
+                if (wi == 0 && (passed = main_activated_fd(act, a)) >= 0) {
+                    (void)fcntl(passed, F_SETFL,
+                                fcntl(passed, F_GETFL) | O_NONBLOCK);
+                    log_event(log, LOG_INFO, 0, "event=socket_activation "
+                              "listen=%s fd=%d name=%s", a->text, passed,
+                              act->names && act->names[passed - 3]
+                                  ? act->names[passed - 3] : "none");
+                    fds[k++] = passed;
+                    continue;
+                }
+                if (wi > 0 && fds[k - n] < SD_LISTEN_FDS_START + act->n &&
+                    fds[k - n] >= SD_LISTEN_FDS_START) {
+                    /* every worker polls the one passed socket */
+                    fds[k] = fcntl(fds[k - n], F_DUPFD_CLOEXEC, 0);
+                    if (fds[k] < 0)
+                        snprintf(err, err_len, "%s: %s", a->text,
+                                 strerror(errno));
+                } else {
+                    /* the address is ours alone: no other process (and no
+                     * other service here) listens there */
+                    fds[k] = wi == 0 &&
+                                     listener_check_free(a, err, err_len) != 0
+                                 ? -1
+                                 : listener_socket(a, err, err_len);
+                }
                 if (fds[k] < 0) {
                     while (k-- > 0)
                         close(fds[k]);
@@ -261,6 +362,16 @@ static int *main_sockets(const struct config *cfg, unsigned nworkers,
                 }
                 k++;
             }
+    for (int i = 0; i < act->n; i++) {
+        if (!act->used[i]) {
+            snprintf(err, err_len, "socket activation: fd %d matches no "
+                     "listen address", SD_LISTEN_FDS_START + i);
+            while (k-- > 0)
+                close(fds[k]);
+            free(fds);
+            return NULL;
+        }
+    }
     *per_worker = n;
     return fds;
 }
@@ -276,6 +387,7 @@ int main(int argc, char **argv)
     size_t per_worker = 0;
     unsigned started = 0;
     unsigned long max_files;
+    struct activated act;
     int *fds;
 
     while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
@@ -324,7 +436,22 @@ int main(int argc, char **argv)
         rt.nworkers = 1;
 
     max_files = main_raise_nofile();
-    fds = main_sockets(rt.cfg, rt.nworkers, &per_worker, err, sizeof err);
+    memset(&act, 0, sizeof act);
+    act.n = sdnotify_listen_fds(&act.names, &act.names_buf);
+    if (act.n < 0) {
+        snprintf(err, sizeof err, "socket activation: bad LISTEN_FDS");
+        fds = NULL;
+    } else if (act.n > 0 &&
+               (act.used = calloc((size_t)act.n, sizeof *act.used)) == NULL) {
+        snprintf(err, sizeof err, "out of memory");
+        fds = NULL;
+    } else {
+        fds = main_sockets(rt.cfg, rt.nworkers, &act, &rt.log, &per_worker,
+                           err, sizeof err);
+    }
+    free(act.used);
+    free(act.names);
+    free(act.names_buf);
     rt.workers = calloc(rt.nworkers, sizeof *rt.workers);
     rt.limits = connlimit_new(rt.cfg->nservices);
     if (fds != NULL &&
@@ -388,6 +515,13 @@ int main(int argc, char **argv)
                   "max_files=%lu max_sessions=%lu",
                   STARTTLS_PROXY_VERSION, rt.cfg->hostname, rt.nworkers,
                   max_files, max_files > 64 ? (max_files - 64) / 2 : 0);
+        main_notify(&rt, "READY=1");
+        if (sdnotify_enabled()) {
+            uv_timer_init(&loop, &rt.status_timer);
+            rt.status_timer.data = &rt;
+            uv_timer_start(&rt.status_timer, main_on_status, 5000, 5000);
+            rt.status_on = true;
+        }
         uv_run(&loop, UV_RUN_DEFAULT);
     } else {
         rt.nworkers = started;

@@ -52,6 +52,7 @@ static void session_on_timer_close(uv_handle_t *h)
         ctx->sessions = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
+    __atomic_sub_fetch(&ctx->nsessions, 1, __ATOMIC_RELAXED);
     if (s->limits_held)
         connlimit_release(ctx->limits, s->svc_index,
                           (const struct sockaddr *)&s->client_sa);
@@ -893,6 +894,7 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
     if (ctx->sessions != NULL)
         ctx->sessions->prev = s;
     ctx->sessions = s;
+    __atomic_add_fetch(&ctx->nsessions, 1, __ATOMIC_RELAXED);
 
     /* with a PROXY header to come, the conn starts in the accept phase */
     s->client = conn_new(&ctx->conns,
