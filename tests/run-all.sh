@@ -21,7 +21,7 @@ PACKAGES=(
   libuv1-dev libssl-dev libinih-dev libcmocka-dev
   openssl ca-certificates
   postfix swaks libnet-ssleay-perl testssl.sh curl
-  stunnel4 nginx libnginx-mod-mail iproute2 debootstrap
+  stunnel4 nginx libnginx-mod-mail iproute2 debootstrap man-db systemd
   python3 python3-pytest python3-aiosmtpd
 )
 
