@@ -19,6 +19,7 @@
 #define CONFIG_DEFAULT_PATH "/etc/starttls-proxy/starttls-proxy.ini"
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum log_target { LOG_TO_STDERR = 0, LOG_TO_SYSLOG };
 
 enum client_tls { CLIENT_TLS_NONE = 0, CLIENT_TLS_MAY, CLIENT_TLS_ENCRYPT };
 
@@ -159,6 +160,7 @@ struct config {
     char *path;
     char *hostname;                /* default: gethostname() */
     enum log_level log_level;      /* default: info */
+    enum log_target log_target;    /* "log": default stderr */
     struct service *services;      /* at least one */
     size_t nservices;
     unsigned workers;              /* event loops (threads); 0: one per CPU */

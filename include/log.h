@@ -17,7 +17,8 @@
 
 struct logger {
     enum log_level level;
-    FILE *out;
+    FILE *out;          /* where lines go, unless to_syslog */
+    bool to_syslog;     /* "log = syslog": syslog(3), facility mail */
 };
 
 /* log_enabled - true when a message at level would be written. */

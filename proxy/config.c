@@ -63,6 +63,7 @@
 enum key_id {
     K_HOSTNAME,
     K_LOG_LEVEL,
+    K_LOG,
     K_WORKERS,
     K_DRAIN_TIMEOUT,
     K_USER,
@@ -176,6 +177,11 @@ static const struct enum_name log_level_names[] = {
     { NULL, 0 }
 };
 
+static const struct enum_name log_target_names[] = {
+    { "stderr", LOG_TO_STDERR }, { "syslog", LOG_TO_SYSLOG },
+    { NULL, 0 }
+};
+
 static const struct enum_name client_tls_names[] = {
     { "none", CLIENT_TLS_NONE }, { "may", CLIENT_TLS_MAY },
     { "encrypt", CLIENT_TLS_ENCRYPT },
@@ -259,6 +265,8 @@ static const struct key_def key_table[K_COUNT] = {
               .def = NULL),  /* gethostname(), in config_check() */
     PROXY_KEY(K_LOG_LEVEL, "log_level", KT_ENUM, log_level,
               .names = log_level_names, .def = "info"),
+    PROXY_KEY(K_LOG, "log", KT_ENUM, log_target, .names = log_target_names,
+              .def = "stderr"),
     PROXY_KEY(K_WORKERS, "workers", KT_INT, workers,
               .min = 0, .max = 256, .names = workers_names, .def = "auto"),
     PROXY_KEY(K_DRAIN_TIMEOUT, "drain_timeout", KT_UINT, drain_timeout,

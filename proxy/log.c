@@ -2,6 +2,7 @@
  * log.c - event lines on a stdio stream.
  */
 #include "log.h"
+#include "log_syslog.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -19,24 +20,30 @@ const char *log_level_name(enum log_level level)
     return "?";
 }
 
-/* log_event - format the line into one buffer so it is written at once. */
+/* log_event - format the line into one buffer so it is written at once;
+ * syslog adds the time itself. */
 void log_event(const struct logger *lg, enum log_level level, uint64_t sid,
                const char *fmt, ...)
 {
     char line[2048];
     struct timeval tv;
     struct tm tm;
-    size_t n;
+    size_t n = 0;
     int r;
     va_list ap;
 
     if (!log_enabled(lg, level))
         return;
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    r = snprintf(line + n, sizeof line - n, ".%03ldZ %s ",
-                 (long)(tv.tv_usec / 1000), log_level_name(level));
+    if (!lg->to_syslog) {
+        gettimeofday(&tv, NULL);
+        gmtime_r(&tv.tv_sec, &tm);
+        n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+        r = snprintf(line + n, sizeof line - n, ".%03ldZ ",
+                     (long)(tv.tv_usec / 1000));
+        if (r > 0)
+            n += (size_t)r;
+    }
+    r = snprintf(line + n, sizeof line - n, "%s ", log_level_name(level));
     if (r > 0)
         n += (size_t)r;
     if (sid != 0) {
@@ -52,6 +59,11 @@ void log_event(const struct logger *lg, enum log_level level, uint64_t sid,
         n += (size_t)r;
     if (n > sizeof line - 2)
         n = sizeof line - 2;
+    if (lg->to_syslog) {
+        line[n] = '\0';
+        log_syslog_write((int)level, line);
+        return;
+    }
     line[n++] = '\n';
     fwrite(line, 1, n, lg->out);
     fflush(lg->out);

@@ -19,6 +19,7 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
     ctx->limits = limits;
     ctx->log.level = cfg->log_level;
     ctx->log.out = stderr;
+    ctx->log.to_syslog = cfg->log_target == LOG_TO_SYSLOG;
     ctx->id = id;
     ctx->next_sid = 0;
     ctx->sessions = NULL;

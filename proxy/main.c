@@ -20,6 +20,7 @@
 #include "connlimit.h"
 #include "listener.h"
 #include "log.h"
+#include "log_syslog.h"
 #include "netaddr.h"
 #include "sdnotify.h"
 #include "tls.h"
@@ -430,6 +431,10 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &handled_signals, &old_mask);
     rt.log.level = rt.cfg->log_level;
     rt.log.out = stderr;
+    if (rt.cfg->log_target == LOG_TO_SYSLOG) {
+        log_syslog_open();          /* before any chroot */
+        rt.log.to_syslog = true;
+    }
     rt.nworkers = rt.cfg->workers ? rt.cfg->workers
                                   : (unsigned)uv_available_parallelism();
     if (rt.nworkers == 0)
