@@ -53,6 +53,10 @@ struct listener *listener_open(uv_loop_t *loop, struct logger *log,
                                listener_accept_cb on_accept, void *ud,
                                char *err, size_t err_len);
 
+/* listener_set_addr - the listener's address now lives at addr (the
+ * same address in a reloaded configuration). */
+void listener_set_addr(struct listener *l, const struct listen_addr *addr);
+
 /* listener_close - stop accepting; the memory goes in the close callback. */
 void listener_close(struct listener *l);
 

@@ -26,10 +26,31 @@ struct ssl_session_st;
 
 #define LOOP_SCRATCH 16384
 
+/*
+ * struct generation - one loaded configuration with its TLS contexts.
+ * A reload (SIGHUP) makes a new one; each session keeps the one it
+ * started with, so it finishes on it.  Counted: the main thread holds
+ * the current one, each worker its current one, each session its own;
+ * the last release frees it (from whichever thread).
+ */
+struct generation {
+    struct config *cfg;
+    struct tls_service *tls;         /* indexed like cfg->services */
+    unsigned long id;                /* 1, 2, ... */
+    unsigned long refs;              /* atomic */
+};
+
+/* generation_new - take cfg and tls (freed with it); one reference. */
+struct generation *generation_new(struct config *cfg, struct tls_service *tls,
+                                  unsigned long id);
+void generation_hold(struct generation *g);
+void generation_release(struct generation *g);
+
 struct loop_ctx {
     uv_loop_t *loop;
-    const struct config *cfg;
-    const struct tls_service *tls;   /* indexed like cfg->services */
+    struct generation *gen;          /* for new sessions (held) */
+    const struct config *cfg;        /* gen->cfg */
+    const struct tls_service *tls;   /* gen->tls */
     struct connlimit *limits;        /* shared by all loops (locked) */
     struct logger log;
     unsigned id;                     /* the worker's number */
@@ -46,10 +67,16 @@ struct loop_ctx {
     char scratch[LOOP_SCRATCH];
 };
 
-/* loop_ctx_init - set up ctx on loop (ctx need not be zeroed). */
+/* loop_ctx_init - set up ctx on loop (ctx need not be zeroed), with gen
+ * (a reference is taken). */
 void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
-                   const struct config *cfg, const struct tls_service *tls,
-                   struct connlimit *limits, unsigned id);
+                   struct generation *gen, struct connlimit *limits,
+                   unsigned id);
+
+/* loop_ctx_switch - new sessions use gen from now on (a reference is
+ * taken; the old one is released); kept backend TLS sessions are
+ * dropped: a changed CA or policy must not be bypassed by resuming. */
+void loop_ctx_switch(struct loop_ctx *ctx, struct generation *gen);
 
 /* loop_ctx_release - free what ctx holds once its loop has run dry. */
 void loop_ctx_release(struct loop_ctx *ctx);

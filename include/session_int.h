@@ -120,6 +120,8 @@ struct expect {
 
 struct session {
     struct loop_ctx *ctx;             /* the loop it runs on */
+    struct generation *gen;           /* the configuration it started on
+                                         (held until it ends) */
     const struct service *svc;
     const struct tls_service *tls;
     size_t svc_index;

@@ -29,6 +29,7 @@ struct worker {
     int stop_request;                /* enum worker_stop_mode asked for */
     uv_async_t *done;                /* sent when the thread ends, or NULL */
     bool finished;                   /* ... and it has (under stop_lock) */
+    struct generation *next_gen;     /* a reload to take (under stop_lock) */
     uv_timer_t drain_timer;          /* a graceful stop's clock */
     uint64_t drain_deadline;
     bool draining, drain_forced;
@@ -45,9 +46,8 @@ enum worker_stop_mode {
 };
 
 /* worker_init - set up w on loop; accepts on nothing yet. */
-void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
-                 const struct tls_service *tls, struct connlimit *limits,
-                 unsigned id);
+void worker_init(struct worker *w, uv_loop_t *loop, struct generation *gen,
+                 struct connlimit *limits, unsigned id);
 
 /*
  * worker_listen - accept on fds: one listening socket per configured
@@ -62,10 +62,13 @@ int worker_listen(struct worker *w, const int *fds, char *err,
  * on fds; done (if not NULL) is sent when the thread ends.  Returns -1
  * with a message in err when the thread cannot start.
  */
-int worker_start(struct worker *w, const struct config *cfg,
-                 const struct tls_service *tls, struct connlimit *limits,
-                 unsigned id, const int *fds, uv_async_t *done, char *err,
-                 size_t err_len);
+int worker_start(struct worker *w, struct generation *gen,
+                 struct connlimit *limits, unsigned id, const int *fds,
+                 uv_async_t *done, char *err, size_t err_len);
+
+/* worker_request_reload - from any thread: new sessions of w use gen
+ * (w takes its own reference) once w's loop has seen it. */
+void worker_request_reload(struct worker *w, struct generation *gen);
 
 /*
  * worker_request_stop - from any thread: make w stop, at once

@@ -224,6 +224,12 @@ static void listener_on_close(uv_handle_t *h)
     free(l);
 }
 
+/* listener_set_addr - see listener.h. */
+void listener_set_addr(struct listener *l, const struct listen_addr *addr)
+{
+    l->addr = addr;
+}
+
 void listener_close(struct listener *l)
 {
     if (uv_is_closing((uv_handle_t *)&l->poll))

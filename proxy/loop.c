@@ -8,14 +8,51 @@
 
 #include <openssl/ssl.h>
 
+#include "tls.h"
+
+/* generation_new - see loop.h. */
+struct generation *generation_new(struct config *cfg, struct tls_service *tls,
+                                  unsigned long id)
+{
+    struct generation *g = calloc(1, sizeof *g);
+
+    if (g == NULL)
+        return NULL;
+    g->cfg = cfg;
+    g->tls = tls;
+    g->id = id;
+    g->refs = 1;
+    return g;
+}
+
+void generation_hold(struct generation *g)
+{
+    __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
+}
+
+void generation_release(struct generation *g)
+{
+    if (g == NULL || __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    for (size_t i = 0; g->tls != NULL && i < g->cfg->nservices; i++)
+        tls_service_free(&g->tls[i]);
+    free(g->tls);
+    config_free(g->cfg);
+    free(g);
+}
+
 /* loop_ctx_init - see loop.h. */
 void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
-                   const struct config *cfg, const struct tls_service *tls,
-                   struct connlimit *limits, unsigned id)
+                   struct generation *gen, struct connlimit *limits,
+                   unsigned id)
 {
+    const struct config *cfg = gen->cfg;
+
+    generation_hold(gen);
     ctx->loop = loop;
+    ctx->gen = gen;
     ctx->cfg = cfg;
-    ctx->tls = tls;
+    ctx->tls = gen->tls;
     ctx->limits = limits;
     ctx->log.level = cfg->log_level;
     ctx->log.out = stderr;
@@ -30,15 +67,41 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
     conn_loop_init(&ctx->conns, loop);
 }
 
+/* loop_ctx_flush_backend_sessions - drop every kept backend session. */
+static void loop_ctx_flush_backend_sessions(struct loop_ctx *ctx)
+{
+    if (ctx->backend_sess == NULL)
+        return;
+    for (size_t i = 0; i < ctx->cfg->nservices; i++) {
+        SSL_SESSION_free(ctx->backend_sess[i]);
+        ctx->backend_sess[i] = NULL;
+    }
+}
+
+/* loop_ctx_switch - see loop.h.  A reload keeps the services (their
+ * number, names and addresses), so the per-service arrays stay valid. */
+void loop_ctx_switch(struct loop_ctx *ctx, struct generation *gen)
+{
+    struct generation *old = ctx->gen;
+
+    loop_ctx_flush_backend_sessions(ctx);
+    generation_hold(gen);
+    ctx->gen = gen;
+    ctx->cfg = gen->cfg;
+    ctx->tls = gen->tls;
+    ctx->log.level = gen->cfg->log_level;
+    generation_release(old);
+}
+
 /* loop_ctx_release - see loop.h. */
 void loop_ctx_release(struct loop_ctx *ctx)
 {
-    if (ctx->backend_sess != NULL)
-        for (size_t i = 0; i < ctx->cfg->nservices; i++)
-            SSL_SESSION_free(ctx->backend_sess[i]);
+    loop_ctx_flush_backend_sessions(ctx);
     free(ctx->backend_sess);
     ctx->backend_sess = NULL;
     conn_loop_release(&ctx->conns);
+    generation_release(ctx->gen);
+    ctx->gen = NULL;
 }
 
 /* loop_next_sid - see loop.h. */

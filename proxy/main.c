@@ -27,8 +27,10 @@
 #include "worker.h"
 
 struct runtime {
-    struct config *cfg;
-    struct tls_service *tls;
+    const char *path;                /* the configuration file */
+    struct generation *gen;          /* the current configuration */
+    struct config *cfg;              /* gen's */
+    struct tls_service *tls;         /* gen's */
     struct worker *workers;
     struct connlimit *limits;
     unsigned nworkers;
@@ -36,7 +38,7 @@ struct runtime {
     uv_signal_t sigterm;
     uv_signal_t sigquit;
     uv_signal_t sigint;
-    uv_signal_t ignored[3];          /* SIGHUP, SIGUSR1, SIGUSR2 */
+    uv_signal_t ignored[3];          /* SIGHUP (reload), SIGUSR1, SIGUSR2 */
     uv_async_t worker_done;          /* a worker thread has ended */
     uv_timer_t status_timer;         /* STATUS= for the service manager */
     bool status_on;
@@ -58,38 +60,128 @@ static void usage(FILE *out)
             CONFIG_DEFAULT_PATH);
 }
 
-/* main_load - config plus every service's TLS contexts. */
-static int main_load(const char *path, struct runtime *rt)
+/* main_free_loaded - what main_load_into made. */
+static void main_free_loaded(struct config *cfg, struct tls_service *tls)
 {
-    char err[8192];
+    if (tls != NULL && cfg != NULL)
+        for (size_t i = 0; i < cfg->nservices; i++)
+            tls_service_free(&tls[i]);
+    free(tls);
+    config_free(cfg);
+}
+
+/*
+ * main_load_into - the configuration plus every service's TLS contexts:
+ * everything -t checks.  On failure returns -1 with every problem, one
+ * "FILE:LINE: message" line each, in err, and *cfg and *tls freed.
+ */
+static int main_load_into(const char *path, struct config **cfg,
+                          struct tls_service **tls, char *err,
+                          size_t err_len)
+{
+    size_t used = 0;
     int bad = 0;
 
-    if (config_load(path, &rt->cfg, err, sizeof err) != 0) {
-        fputs(err, stderr);
+    *tls = NULL;
+    err[0] = '\0';
+    if (config_load(path, cfg, err, err_len) != 0) {
+        *cfg = NULL;
         return -1;
     }
-    rt->tls = calloc(rt->cfg->nservices, sizeof *rt->tls);
-    if (rt->tls == NULL) {
-        fprintf(stderr, "%s: out of memory\n", path);
+    *tls = calloc((*cfg)->nservices, sizeof **tls);
+    if (*tls == NULL) {
+        snprintf(err, err_len, "%s: out of memory\n", path);
+        main_free_loaded(*cfg, NULL);
+        *cfg = NULL;
         return -1;
     }
-    for (size_t i = 0; i < rt->cfg->nservices; i++) {
-        if (tls_service_init(rt->cfg, &rt->cfg->services[i], &rt->tls[i], err,
-                             sizeof err) != 0) {
-            fputs(err, stderr);
+    for (size_t i = 0; i < (*cfg)->nservices; i++) {
+        if (tls_service_init(*cfg, &(*cfg)->services[i], &(*tls)[i],
+                             err + used, err_len - used) != 0)
             bad = 1;
-        }
+        used += strlen(err + used);
     }
-    return bad ? -1 : 0;
+    if (bad) {
+        main_free_loaded(*cfg, *tls);
+        *cfg = NULL;
+        *tls = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* main_load - at start-up: main_load_into, problems on standard error. */
+static int main_load(const char *path, struct runtime *rt)
+{
+    static char err[16384];
+
+    if (main_load_into(path, &rt->cfg, &rt->tls, err, sizeof err) == 0)
+        return 0;
+    fputs(err, stderr);
+    return -1;
 }
 
 static void main_free(struct runtime *rt)
 {
-    if (rt->tls != NULL && rt->cfg != NULL)
-        for (size_t i = 0; i < rt->cfg->nservices; i++)
-            tls_service_free(&rt->tls[i]);
-    free(rt->tls);
-    config_free(rt->cfg);
+    if (rt->gen != NULL)
+        generation_release(rt->gen);     /* the cfg and tls are its */
+    else
+        main_free_loaded(rt->cfg, rt->tls);
+    rt->gen = NULL;
+    rt->cfg = NULL;
+    rt->tls = NULL;
+}
+
+/*
+ * main_reload_refusal - what a reload cannot change, since the workers'
+ * listeners and per-service state stay: the services (number, names,
+ * listen addresses), workers, log, user, group, chroot.  NULL when cfg
+ * can replace old.
+ */
+static const char *main_reload_refusal(const struct config *old,
+                                       const struct config *cfg)
+{
+    if (cfg->workers != old->workers)
+        return "workers cannot change by reload";
+    if (cfg->log_target != old->log_target)
+        return "log cannot change by reload";
+    if ((cfg->user == NULL) != (old->user == NULL) ||
+        (cfg->user != NULL && strcmp(cfg->user, old->user) != 0) ||
+        (cfg->group == NULL) != (old->group == NULL) ||
+        (cfg->group != NULL && strcmp(cfg->group, old->group) != 0) ||
+        (cfg->chroot_dir == NULL) != (old->chroot_dir == NULL) ||
+        (cfg->chroot_dir != NULL &&
+         strcmp(cfg->chroot_dir, old->chroot_dir) != 0))
+        return "user, group and chroot cannot change by reload";
+    if (cfg->nservices != old->nservices)
+        return "services cannot be added or removed by reload";
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct service *a = &old->services[i], *b = &cfg->services[i];
+
+        if (strcmp(a->name, b->name) != 0)
+            return "services cannot be added, removed or renamed by reload";
+        if (a->nlisten != b->nlisten)
+            return "listen addresses cannot change by reload";
+        for (size_t j = 0; j < a->nlisten; j++)
+            if (strcmp(a->listen[j].text, b->listen[j].text) != 0)
+                return "listen addresses cannot change by reload";
+    }
+    return NULL;
+}
+
+/* main_log_lines - each line of text as event=reload_error. */
+static void main_log_lines(const struct logger *log, const char *text)
+{
+    char esc[600];
+
+    while (*text != '\0') {
+        const char *nl = strchr(text, '\n');
+        size_t n = nl ? (size_t)(nl - text) : strlen(text);
+
+        log_escape(esc, sizeof esc, text, n);
+        log_event(log, LOG_ERROR, 0, "event=reload_error error=\"%s\"", esc);
+        text += n + (nl ? 1 : 0);
+    }
 }
 
 /* main_sessions - live sessions, all workers (each counts its own). */
@@ -122,6 +214,66 @@ static void main_notify(const struct runtime *rt, const char *state)
 static void main_on_status(uv_timer_t *t)
 {
     main_notify(t->data, "");
+}
+
+/*
+ * main_reload - SIGHUP: read the configuration and every certificate,
+ * key and CA file again, checked as -t checks them; on success new
+ * sessions use it (sessions in flight finish on theirs), on failure the
+ * problems are logged and the old one stays.
+ */
+static void main_reload(struct runtime *rt)
+{
+    static char err[16384];
+    struct config *cfg;
+    struct tls_service *tls;
+    struct generation *gen;
+    const char *why;
+    char state[96];
+
+    snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)(uv_hrtime() / 1000));
+    main_notify(rt, state);
+    if (main_load_into(rt->path, &cfg, &tls, err, sizeof err) != 0) {
+        main_log_lines(&rt->log, err);
+        log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
+                  "generation=%lu reason=\"configuration refused\"",
+                  rt->gen->id);
+        main_notify(rt, "READY=1");
+        return;
+    }
+    if ((why = main_reload_refusal(rt->cfg, cfg)) != NULL ||
+        (gen = generation_new(cfg, tls, rt->gen->id + 1)) == NULL) {
+        log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
+                  "generation=%lu reason=\"%s\"", rt->gen->id,
+                  why ? why : "out of memory");
+        main_free_loaded(cfg, tls);
+        main_notify(rt, "READY=1");
+        return;
+    }
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        worker_request_reload(&rt->workers[i], gen);
+    generation_release(rt->gen);
+    rt->gen = gen;
+    rt->cfg = cfg;
+    rt->tls = tls;
+    rt->log.level = cfg->log_level;
+    log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
+              "services=%zu", gen->id, cfg->nservices);
+    main_notify(rt, "READY=1");
+}
+
+static void main_on_hup(uv_signal_t *h, int signum)
+{
+    struct runtime *rt = h->data;
+
+    (void)signum;
+    if (rt->draining) {
+        log_event(&rt->log, LOG_WARN, 0,
+                  "event=reload result=failed reason=\"stopping\"");
+        return;
+    }
+    main_reload(rt);
 }
 
 /*
@@ -163,20 +315,15 @@ static void main_on_worker_done(uv_async_t *a)
 }
 
 /*
- * main_on_ignored - SIGHUP (what logrotate and service managers send to
- * reload), SIGUSR1 and SIGUSR2 are logged and otherwise ignored: by
- * default each would end the process.
+ * main_on_ignored - SIGUSR1 and SIGUSR2 are logged and otherwise
+ * ignored: by default each would end the process.
  */
 static void main_on_ignored(uv_signal_t *h, int signum)
 {
     struct runtime *rt = h->data;
 
-    if (signum == SIGHUP)
-        log_event(&rt->log, LOG_WARN, 0,
-                  "event=sighup action=ignored reason=\"reload not supported\"");
-    else
-        log_event(&rt->log, LOG_INFO, 0, "event=signal signal=%s "
-                  "action=ignored", signum == SIGUSR1 ? "USR1" : "USR2");
+    log_event(&rt->log, LOG_INFO, 0, "event=signal signal=%s "
+              "action=ignored", signum == SIGUSR1 ? "USR1" : "USR2");
 }
 
 /*
@@ -405,7 +552,13 @@ int main(int argc, char **argv)
         return 1;
     }
     memset(&rt, 0, sizeof rt);
+    rt.path = path;
     if (main_load(path, &rt) != 0) {
+        main_free(&rt);
+        return 1;
+    }
+    if ((rt.gen = generation_new(rt.cfg, rt.tls, 1)) == NULL) {
+        fprintf(stderr, "%s: out of memory\n", path);
         main_free(&rt);
         return 1;
     }
@@ -477,9 +630,9 @@ int main(int argc, char **argv)
         return 1;
     }
     for (; started < rt.nworkers; started++) {
-        if (worker_start(&rt.workers[started], rt.cfg, rt.tls, rt.limits,
-                         started, fds + started * per_worker, &rt.worker_done,
-                         err, sizeof err) != 0) {
+        if (worker_start(&rt.workers[started], rt.gen, rt.limits, started,
+                         fds + started * per_worker, &rt.worker_done, err,
+                         sizeof err) != 0) {
             fprintf(stderr, "%s: %s\n", path, err);
             for (size_t k = (started + 1) * per_worker;
                  k < rt.nworkers * per_worker; k++)
@@ -501,7 +654,9 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < 3; i++) {
             uv_signal_init(&loop, &rt.ignored[i]);
             rt.ignored[i].data = &rt;
-            uv_signal_start(&rt.ignored[i], main_on_ignored,
+            uv_signal_start(&rt.ignored[i],
+                            main_ignored_signals[i] == SIGHUP ? main_on_hup
+                                                              : main_on_ignored,
                             main_ignored_signals[i]);
         }
         /* a stop requested during start-up is handled now */

@@ -58,6 +58,7 @@ static void session_on_timer_close(uv_handle_t *h)
                           (const struct sockaddr *)&s->client_sa);
     sbuf_free(&s->cin);
     backend_free(&s->b);
+    generation_release(s->gen);
     free(s->held_helo);
     free(s->client_cert_subject);
     free(s->client_cert_verify);
@@ -876,6 +877,8 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
         return;
     }
     s->ctx = ctx;
+    s->gen = ctx->gen;          /* it finishes on this one, reload or not */
+    generation_hold(s->gen);
     s->svc = &ctx->cfg->services[svc_index];
     s->svc_index = svc_index;
     s->tls = &ctx->tls[svc_index];

@@ -20,9 +20,8 @@ static void worker_on_accept(void *ud, size_t svc_index, int fd)
     session_accept(&w->ctx, svc_index, fd);
 }
 
-void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
-                 const struct tls_service *tls, struct connlimit *limits,
-                 unsigned id)
+void worker_init(struct worker *w, uv_loop_t *loop, struct generation *gen,
+                 struct connlimit *limits, unsigned id)
 {
     w->loop = loop;
     w->listeners = NULL;
@@ -33,9 +32,10 @@ void worker_init(struct worker *w, uv_loop_t *loop, const struct config *cfg,
     w->stop_request = WORKER_RUN;
     w->done = NULL;
     w->finished = false;
+    w->next_gen = NULL;
     w->draining = w->drain_forced = false;
     uv_mutex_init(&w->stop_lock);
-    loop_ctx_init(&w->ctx, loop, cfg, tls, limits, id);
+    loop_ctx_init(&w->ctx, loop, gen, limits, id);
     loop->data = w;
 }
 
@@ -97,9 +97,14 @@ void worker_stop(struct worker *w)
  * handles, so that it runs dry when its last session has gone. */
 static void worker_stop_done(struct worker *w)
 {
+    struct generation *pending;
+
     uv_mutex_lock(&w->stop_lock);
     w->stop_open = false;
+    pending = w->next_gen;
+    w->next_gen = NULL;
     uv_mutex_unlock(&w->stop_lock);
+    generation_release(pending);
     uv_close((uv_handle_t *)&w->stop_async, NULL);
     if (w->draining)
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
@@ -143,14 +148,55 @@ static void worker_drain(struct worker *w)
     uv_timer_start(&w->drain_timer, worker_on_drain_tick, 0, 100);
 }
 
+/* worker_take_reload - switch to the generation main asked for, if any;
+ * the listeners now name their addresses in it (same order: a reload
+ * keeps the services and their addresses). */
+static void worker_take_reload(struct worker *w)
+{
+    struct generation *gen;
+    size_t k = 0;
+
+    uv_mutex_lock(&w->stop_lock);
+    gen = w->next_gen;
+    w->next_gen = NULL;
+    uv_mutex_unlock(&w->stop_lock);
+    if (gen == NULL)
+        return;
+    loop_ctx_switch(&w->ctx, gen);
+    generation_release(gen);              /* the request's reference */
+    for (size_t i = 0; i < gen->cfg->nservices && k < w->nlisteners; i++)
+        for (size_t j = 0; j < gen->cfg->services[i].nlisten &&
+                           k < w->nlisteners; j++)
+            listener_set_addr(w->listeners[k++], &gen->cfg->services[i].listen[j]);
+}
+
+/* worker_request_reload - see worker.h. */
+void worker_request_reload(struct worker *w, struct generation *gen)
+{
+    struct generation *old = NULL;
+
+    uv_mutex_lock(&w->stop_lock);
+    if (w->stop_open) {
+        generation_hold(gen);
+        old = w->next_gen;               /* one not taken yet is skipped */
+        w->next_gen = gen;
+        uv_async_send(&w->stop_async);
+    }
+    uv_mutex_unlock(&w->stop_lock);
+    generation_release(old);
+}
+
 static void worker_on_stop(uv_async_t *a)
 {
     struct worker *w = a->data;
     int mode;
 
+    worker_take_reload(w);
     uv_mutex_lock(&w->stop_lock);
     mode = w->stop_request;
     uv_mutex_unlock(&w->stop_lock);
+    if (mode == WORKER_RUN)
+        return;                           /* only a reload */
     if (mode == WORKER_DRAIN) {
         worker_drain(w);
         return;
@@ -192,14 +238,13 @@ void worker_release(struct worker *w)
 }
 
 /* worker_start - see worker.h. */
-int worker_start(struct worker *w, const struct config *cfg,
-                 const struct tls_service *tls, struct connlimit *limits,
-                 unsigned id, const int *fds, uv_async_t *done, char *err,
-                 size_t err_len)
+int worker_start(struct worker *w, struct generation *gen,
+                 struct connlimit *limits, unsigned id, const int *fds,
+                 uv_async_t *done, char *err, size_t err_len)
 {
     int r;
 
-    worker_init(w, &w->own_loop, cfg, tls, limits, id);
+    worker_init(w, &w->own_loop, gen, limits, id);
     w->done = done;
     r = uv_loop_init(&w->own_loop);                /* keeps loop->data */
     if (r == 0)

@@ -119,6 +119,9 @@ struct fz_variant {
     struct tls_service *tls;
 };
 
+/* each variant's configuration as a generation, made once, never freed */
+static struct generation *fz_gens[FZ_NVARIANTS];
+
 static struct fz_variant fz_variants[FZ_NVARIANTS] = {
     /* 0: plaintext on both legs */
     { "client_tls = none\nbackend_tls = none\n", "", false, NULL, NULL },
@@ -1423,7 +1426,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     f->limits = connlimit_new(f->v->cfg->nservices);
     FUZZ_CHECK(f->limits != NULL);
     f->w = &fz_worker;
-    worker_init(f->w, &f->loop, f->v->cfg, f->v->tls, f->limits, 0);
+    {
+        size_t vi = (size_t)(f->v - fz_variants);
+
+        if (fz_gens[vi] == NULL)
+            fz_gens[vi] = generation_new(f->v->cfg, f->v->tls, 1);
+        FUZZ_CHECK(fz_gens[vi] != NULL);
+        worker_init(f->w, &f->loop, fz_gens[vi], f->limits, 0);
+    }
     f->w->ctx.log.out = fz_log;
 
     /* the proxy's listener, on a fresh port */

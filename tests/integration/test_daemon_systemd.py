@@ -120,6 +120,12 @@ def test_notify_ready_status_stopping(launch, certs, smtp_sink, tmp_path,
     status = messages_until(s, "1 sessions")[-1]   # every 5 s
     assert "STATUS=accepting, 1 sessions" in status, status
     c.quit()
+    # a reload is announced, then readiness again
+    p.proc.send_signal(signal.SIGHUP)
+    reloading = messages_until(s, "RELOADING=1")[-1]
+    usec = dict(l.split("=", 1) for l in reloading.split("\n"))
+    assert int(usec["MONOTONIC_USEC"]) > 0, reloading
+    assert "READY=1" in messages_until(s, "READY=1")[-1]
     p.proc.send_signal(signal.SIGTERM)
     assert "STOPPING=1" in messages_until(s, "STOPPING=1")[-1]
     assert p.stop() == 0

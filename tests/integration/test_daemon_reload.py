@@ -1,0 +1,217 @@
+"""test_daemon_reload.py - SIGHUP reloads the configuration and every
+certificate and key (README "Command line"): new sessions use them,
+sessions in flight finish on theirs, a bad edit leaves the old one
+serving, and reloading under load loses nothing."""
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from harness import SMTPClient, expect, write_ini
+
+EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
+def new_proxy_cert(certs, d, name):
+    """Another certificate for the proxy's names, from the test CA: same
+    subject, a serial of its own."""
+    key, csr, pem = (os.path.join(d, name + ext)
+                     for ext in (".key", ".csr", ".pem"))
+    ext = os.path.join(certs.dir, "proxy.ext")
+    subprocess.run(["openssl", "req", *EC, "-keyout", key, "-out", csr,
+                    "-subj", "/CN=proxy.localhost"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", certs.ca,
+                    "-CAkey", os.path.join(certs.dir, "ca.key"),
+                    "-set_serial", str(int(time.time() * 1000) % 2**62),
+                    "-days", "30", "-extfile", ext, "-out", pem], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return pem, key
+
+
+def served_serial(port, client_ctx):
+    c = SMTPClient(port)
+    c.greeting()
+    c.ehlo()
+    c.starttls(client_ctx)
+    der = c.sock.getpeercert(binary_form=True)
+    c.ehlo()
+    c.quit()
+    out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout",
+                          "-serial"], input=der, stdout=subprocess.PIPE,
+                         check=True).stdout.decode()
+    return out.strip().split("=", 1)[1]
+
+
+def file_serial(pem):
+    out = subprocess.run(["openssl", "x509", "-in", pem, "-noout",
+                          "-serial"], stdout=subprocess.PIPE,
+                         check=True).stdout.decode()
+    return out.strip().split("=", 1)[1]
+
+
+@pytest.fixture
+def live(certs, tmp_path):
+    """The proxy's certificate and key at paths the test may replace."""
+    d = tmp_path / "live"
+    d.mkdir()
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    shutil.copy(certs.proxy_cert, cert)
+    shutil.copy(certs.proxy_key, key)
+    return cert, key
+
+
+def reload(p, generation):
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=\w+ generation=%d" % generation)
+
+
+def test_new_certificate_for_new_sessions_old_session_finishes(
+        proxy, aiosmtpd_backend, certs, client_ctx, live, tmp_path):
+    b = aiosmtpd_backend()
+    cert, key = live
+    p = proxy(b.port, cert=cert, key=key)
+    old_serial = served_serial(p.port, client_ctx)
+    assert old_serial == file_serial(certs.proxy_cert)
+    # a session in the middle of a message across the reload
+    c = SMTPClient(p.port)
+    c.greeting()
+    c.ehlo()
+    c.starttls(client_ctx)
+    c.ehlo()
+    expect(c.cmd("MAIL FROM:<a@client.test>"), 250)
+    expect(c.cmd("RCPT TO:<b@backend.test>"), 250)
+    expect(c.cmd("DATA"), 354)
+    c.send(b"Subject: across a reload\r\n\r\nfirst half\r\n")
+    pem, k = new_proxy_cert(certs, str(tmp_path), "renewed")
+    shutil.copy(pem, cert)
+    shutil.copy(k, key)
+    reload(p, 2)
+    assert "event=reload result=ok generation=2" in p.log_text()
+    c.send(b"second half\r\n.\r\n")
+    expect(c.read_reply(), 250)
+    c.quit()
+    assert len(b.wait_messages(1)) == 1
+    # a session after it gets the new certificate
+    assert served_serial(p.port, client_ctx) == file_serial(pem)
+
+
+def test_bad_edit_keeps_the_old_configuration(proxy, smtp_sink, certs,
+                                              client_ctx, live):
+    sink = smtp_sink()
+    cert, key = live
+    p = proxy(sink.port, cert=cert, key=key)
+    serial = served_serial(p.port, client_ctx)
+    # a broken key file, then a broken configuration line
+    with open(key, "w") as f:
+        f.write("not a key\n")
+    reload(p, 1)
+    log = p.log_text()
+    assert "event=reload result=failed generation=1" in log, log
+    assert "event=reload_error error=\"%s:" % p.ini in log, log   # FILE:LINE
+    assert served_serial(p.port, client_ctx) == serial     # still serving
+    shutil.copy(certs.proxy_key, key)
+    with open(p.ini, "a") as f:
+        f.write("[smtp2]\nlisten = nonsense\n")
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=failed generation=1", count=2)
+    assert "event=reload_error error=\"%s:" % p.ini in p.log_text()
+    assert served_serial(p.port, client_ctx) == serial
+
+
+def test_what_cannot_change_is_refused(proxy, smtp_sink):
+    sink = smtp_sink()
+    p = proxy(sink.port)
+    text = open(p.ini).read()
+    with open(p.ini, "w") as f:
+        f.write(text.replace("127.0.0.1:%d" % p.port,
+                             "127.0.0.1:%d" % (p.port + 1), 1))
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=failed generation=1 "
+               r'reason="listen addresses cannot change by reload"')
+    c = SMTPClient(p.port)                    # the old address still works
+    c.greeting()
+    c.quit()
+
+
+def test_twenty_reloads_under_load_lose_nothing(proxy, aiosmtpd_backend,
+                                                client_ctx):
+    b = aiosmtpd_backend()
+    # one worker: its first session opens what a loop keeps for good, so
+    # the count after the warm-up session below is the baseline
+    p = proxy(b.port, proxy_keys={"workers": 1})
+    sent, errors, stop = [0], [], threading.Event()
+
+    def client_session(n):
+        c = SMTPClient(p.port)
+        c.greeting()
+        c.ehlo()
+        c.starttls(client_ctx)
+        c.ehlo()
+        expect(c.cmd("MAIL FROM:<load%d@client.test>" % n), 250)
+        expect(c.cmd("RCPT TO:<b@backend.test>"), 250)
+        expect(c.cmd("DATA"), 354)
+        c.send(b"Subject: load\r\n\r\n" + (b"x" * 78 + b"\r\n") * 25
+               + b".\r\n")
+        expect(c.read_reply(), 250)
+        c.quit()
+        sent[0] += 1
+
+    def client(n):
+        while not stop.is_set():
+            try:
+                c = SMTPClient(p.port)
+                c.greeting()
+                c.ehlo()
+                c.starttls(client_ctx)
+                c.ehlo()
+                expect(c.cmd("MAIL FROM:<load%d@client.test>" % n), 250)
+                expect(c.cmd("RCPT TO:<b@backend.test>"), 250)
+                expect(c.cmd("DATA"), 354)
+                c.send(b"Subject: load\r\n\r\n" + (b"x" * 78 + b"\r\n") * 25
+                       + b".\r\n")
+                expect(c.read_reply(), 250)
+                c.quit()
+                sent[0] += 1
+            except Exception as e:             # noqa: BLE001
+                errors.append(repr(e))
+                return
+
+    def once():
+        stop.set()
+        client_session(99)
+        stop.clear()
+
+    once()                         # one whole session first: whatever the
+                                   # first one opens for good is open now
+    fds_before = len(os.listdir("/proc/%d/fd" % p.pid))
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for gen in range(2, 22):
+            reload(p, gen)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert errors == [], errors[:3]
+    assert "event=reload result=ok generation=21" in p.log_text()
+    assert len(b.wait_messages(sent[0])) == sent[0] and sent[0] > 0
+    # every session has ended: the descriptors are what they were
+    deadline = time.monotonic() + 10
+    while True:
+        fds_after = len(os.listdir("/proc/%d/fd" % p.pid))
+        if fds_after <= fds_before or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert fds_after <= fds_before, (fds_before, fds_after, sorted(
+        os.readlink("/proc/%d/fd/%s" % (p.pid, f))
+        for f in os.listdir("/proc/%d/fd" % p.pid)))
