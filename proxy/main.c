@@ -10,6 +10,7 @@
 #include <string.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -301,9 +302,20 @@ static void main_on_worker_done(uv_async_t *a)
 {
     struct runtime *rt = a->data;
 
+    sigset_t late;
+
     for (unsigned i = 0; i < rt->nworkers; i++)
         if (!worker_finished(&rt->workers[i]))
             return;
+    /* from now on a late SIGTERM (a second one from an impatient
+     * manager) must not turn the clean exit into death by signal: it
+     * stays pending, blocked, until the process is gone */
+    sigemptyset(&late);
+    sigaddset(&late, SIGTERM);
+    sigaddset(&late, SIGQUIT);
+    sigaddset(&late, SIGINT);
+    sigaddset(&late, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &late, NULL);
     uv_close((uv_handle_t *)&rt->sigterm, NULL);
     uv_close((uv_handle_t *)&rt->sigquit, NULL);
     uv_close((uv_handle_t *)&rt->sigint, NULL);
@@ -409,6 +421,12 @@ static int main_drop_privileges(const struct config *cfg,
                  name);
         return -1;
     }
+#if defined(__SANITIZE_ADDRESS__)
+    /* test builds only: LeakSanitizer stops the threads with ptrace at
+     * exit, which a process that changed its credentials (not dumpable)
+     * refuses; a production build never makes itself dumpable */
+    (void)prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+#endif
     log_event(log, LOG_INFO, 0, "event=privileges user=%s uid=%lu gid=%lu "
               "chroot=%s", name, (unsigned long)pw->pw_uid,
               (unsigned long)gid, cfg->chroot_dir ? cfg->chroot_dir : "none");

@@ -82,9 +82,26 @@ def test_group_is_set_too(proxy, smtp_sink):
     c.quit()
 
 
-def test_chroot(proxy, smtp_sink, client_ctx, tmp_path):
-    jail = tmp_path / "jail"
-    jail.mkdir()
+def sanitized(binary):
+    """Built with AddressSanitizer (linked to libasan, or with it)?"""
+    with open(binary, "rb") as f:
+        data = f.read()
+    return b"libasan.so" in data or b"AddressSanitizer" in data
+
+
+@pytest.fixture
+def jail(tmp_path, proxy_bin):
+    """An empty directory to chroot into.  Not for a sanitizer build: its
+    runtime needs /proc at exit (the leak check stops the threads through
+    it), which an empty chroot has not; the normal build is tested."""
+    if sanitized(proxy_bin):
+        pytest.skip("a sanitizer build needs /proc, which the jail lacks")
+    d = tmp_path / "jail"
+    d.mkdir()
+    return d
+
+
+def test_chroot(proxy, smtp_sink, client_ctx, jail):
     sink = smtp_sink()
     p = proxy(sink.port, proxy_keys={"user": "nobody",
                                      "chroot": str(jail)})
