@@ -169,6 +169,7 @@ struct config {
     char *user;                    /* drop to this user; NULL: see main.c */
     char *group;                   /* ... and group; NULL: the user's */
     char *chroot_dir;              /* chroot here after loading; NULL */
+    char *pid_file;                /* "none": no pid file */
     struct profile *profiles;      /* every [profile NAME] section */
     size_t nprofiles;
 };

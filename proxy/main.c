@@ -23,6 +23,7 @@
 #include "log.h"
 #include "log_syslog.h"
 #include "netaddr.h"
+#include "pidfile.h"
 #include "sdnotify.h"
 #include "tls.h"
 #include "worker.h"
@@ -42,6 +43,8 @@ struct runtime {
     uv_signal_t ignored[3];          /* SIGHUP (reload), SIGUSR1, SIGUSR2 */
     uv_async_t worker_done;          /* a worker thread has ended */
     uv_timer_t status_timer;         /* STATUS= for the service manager */
+    struct pidfile pf;               /* [proxy] pid_file */
+    unsigned long reloads;           /* SIGHUPs handled */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
 };
@@ -53,12 +56,62 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: starttls-proxy [-t] [-c FILE]\n"
+            "       starttls-proxy -s reload [-c FILE]\n"
             "       starttls-proxy -V | -h\n"
             "  -c FILE  configuration file (default %s)\n"
             "  -t       check the configuration, load every certificate and key, exit\n"
+            "  -s reload  make the running proxy (its pid_file) reload, wait, say how it went\n"
             "  -V       print the version\n"
             "  -h       print this help\n",
             CONFIG_DEFAULT_PATH);
+}
+
+/*
+ * main_signal_reload - "-s reload": SIGHUP to the proxy named by the pid
+ * file of the configuration at path, then wait (30 s at most) until it
+ * records the outcome there.  Exit status 0 when it reloaded.
+ */
+static int main_signal_reload(const char *path)
+{
+    char err[8192], before[128], after[128];
+    struct config *cfg;
+    pid_t pid;
+    int rc = 1;
+
+    if (config_load(path, &cfg, err, sizeof err) != 0) {
+        fputs(err, stderr);
+        return 1;
+    }
+    if (strcmp(cfg->pid_file, "none") == 0) {
+        fprintf(stderr, "%s: pid_file = none: no running proxy to find\n",
+                path);
+    } else if (pidfile_read(cfg->pid_file, &pid, before, sizeof before) != 0) {
+        fprintf(stderr, "%s: %s\n", cfg->pid_file, strerror(errno));
+    } else if (kill(pid, SIGHUP) != 0) {
+        fprintf(stderr, "starttls-proxy: pid %ld (%s): %s\n", (long)pid,
+                cfg->pid_file, strerror(errno));
+    } else {
+        for (int i = 0; i < 600; i++) {
+            pid_t now;
+
+            usleep(50 * 1000);
+            if (pidfile_read(cfg->pid_file, &now, after, sizeof after) == 0 &&
+                now == pid && strcmp(after, before) != 0) {
+                bool ok = strstr(after, "result=ok") != NULL;
+
+                printf("starttls-proxy: reload %s (%s)\n",
+                       ok ? "done" : "failed, the old configuration stays; "
+                                     "see the log", after);
+                rc = ok ? 0 : 1;
+                break;
+            }
+            if (i == 599)
+                fprintf(stderr, "starttls-proxy: pid %ld did not answer "
+                        "the reload within 30 s\n", (long)pid);
+        }
+    }
+    config_free(cfg);
+    return rc;
 }
 
 /* main_free_loaded - what main_load_into made. */
@@ -235,11 +288,13 @@ static void main_reload(struct runtime *rt)
     snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
              (unsigned long long)(uv_hrtime() / 1000));
     main_notify(rt, state);
+    rt->reloads++;
     if (main_load_into(rt->path, &cfg, &tls, err, sizeof err) != 0) {
         main_log_lines(&rt->log, err);
         log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
                   "generation=%lu reason=\"configuration refused\"",
                   rt->gen->id);
+        pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
         main_notify(rt, "READY=1");
         return;
     }
@@ -249,6 +304,7 @@ static void main_reload(struct runtime *rt)
                   "generation=%lu reason=\"%s\"", rt->gen->id,
                   why ? why : "out of memory");
         main_free_loaded(cfg, tls);
+        pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
         main_notify(rt, "READY=1");
         return;
     }
@@ -261,6 +317,7 @@ static void main_reload(struct runtime *rt)
     rt->log.level = cfg->log_level;
     log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
               "services=%zu", gen->id, cfg->nservices);
+    pidfile_state(&rt->pf, rt->reloads, gen->id, "ok");
     main_notify(rt, "READY=1");
 }
 
@@ -548,7 +605,7 @@ int main(int argc, char **argv)
     struct runtime rt;
     uv_loop_t loop;
     char err[512];
-    int check = 0, opt, rc = 0;
+    int check = 0, signal_reload = 0, opt, rc = 0;
     sigset_t handled_signals, old_mask;
     size_t per_worker = 0;
     unsigned started = 0;
@@ -556,10 +613,18 @@ int main(int argc, char **argv)
     struct activated act;
     int *fds;
 
-    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:ts:Vh")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 't': check = 1; break;
+        case 's':
+            if (strcmp(optarg, "reload") != 0) {
+                fprintf(stderr, "starttls-proxy: -s %s: only -s reload "
+                        "is known\n", optarg);
+                return 1;
+            }
+            signal_reload = 1;
+            break;
         case 'V': printf("starttls-proxy %s\n", STARTTLS_PROXY_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 1;
@@ -569,7 +634,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
+    if (signal_reload)
+        return main_signal_reload(path);
     memset(&rt, 0, sizeof rt);
+    rt.pf.fd = -1;
     rt.path = path;
     if (main_load(path, &rt) != 0) {
         main_free(&rt);
@@ -630,6 +698,10 @@ int main(int argc, char **argv)
     free(act.names_buf);
     rt.workers = calloc(rt.nworkers, sizeof *rt.workers);
     rt.limits = connlimit_new(rt.cfg->nservices);
+    if (fds != NULL && strcmp(rt.cfg->pid_file, "none") != 0 &&
+        pidfile_create(&rt.pf, rt.cfg->pid_file) != 0)
+        log_event(&rt.log, LOG_WARN, 0, "event=pid_file path=%s error=\"%s\"",
+                  rt.cfg->pid_file, strerror(errno));
     if (fds != NULL &&
         main_drop_privileges(rt.cfg, &rt.log, err, sizeof err) != 0) {
         for (size_t k = 0; k < rt.nworkers * per_worker; k++)
@@ -641,6 +713,7 @@ int main(int argc, char **argv)
         uv_loop_init(&loop) != 0 ||
         uv_async_init(&loop, &rt.worker_done, main_on_worker_done) != 0) {
         fprintf(stderr, "%s: %s\n", path, fds == NULL ? err : "out of memory");
+        pidfile_remove(&rt.pf);
         free(rt.workers);
         free(fds);
         connlimit_free(rt.limits);
@@ -714,6 +787,7 @@ int main(int argc, char **argv)
     if (uv_loop_close(&loop) != 0)
         rc = 1;
     log_event(&rt.log, LOG_INFO, 0, "event=stopped");
+    pidfile_remove(&rt.pf);
     free(rt.workers);
     connlimit_free(rt.limits);
     main_free(&rt);

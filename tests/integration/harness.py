@@ -818,6 +818,8 @@ class ProxyProcess:
         sections = dict(sections)
         sections["proxy"] = dict(sections.get("proxy", {}))
         sections["proxy"].setdefault("drain_timeout", 2)
+        # many proxies run at once here: none writes /run's pid file
+        sections["proxy"].setdefault("pid_file", "none")
         self.sections = sections
         write_ini(self.ini, sections)
         self.log_fd = open(self.logfile, "wb")

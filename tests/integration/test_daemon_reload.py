@@ -215,3 +215,44 @@ def test_twenty_reloads_under_load_lose_nothing(proxy, aiosmtpd_backend,
     assert fds_after <= fds_before, (fds_before, fds_after, sorted(
         os.readlink("/proc/%d/fd/%s" % (p.pid, f))
         for f in os.listdir("/proc/%d/fd" % p.pid)))
+
+
+def run_s_reload(proxy_bin, ini):
+    return subprocess.run([proxy_bin, "-s", "reload", "-c", ini],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=60)
+
+
+def test_s_reload_waits_and_reports(proxy, proxy_bin, smtp_sink, live,
+                                    tmp_path):
+    sink = smtp_sink()
+    cert, key = live
+    pid_file = str(tmp_path / "proxy.pid")
+    p = proxy(sink.port, cert=cert, key=key,
+              proxy_keys={"pid_file": pid_file})
+    with open(pid_file) as f:
+        assert f.read().split("\n")[0] == str(p.pid)
+    r = run_s_reload(proxy_bin, p.ini)
+    assert r.returncode == 0, r.stdout
+    assert b"reload done" in r.stdout and b"generation=2" in r.stdout
+    with open(key, "w") as f:
+        f.write("broken\n")
+    r = run_s_reload(proxy_bin, p.ini)
+    assert r.returncode == 1, r.stdout
+    assert b"reload failed" in r.stdout and b"generation=2" in r.stdout
+    assert p.proc.poll() is None              # and it still runs
+    p.stop()
+    p.expected_exit = True
+    assert not os.path.exists(pid_file)       # removed at exit
+
+
+def test_s_reload_without_a_running_proxy(proxy_bin, certs, tmp_path):
+    ini = str(tmp_path / "none.ini")
+    write_ini(ini, {"proxy": {"pid_file": str(tmp_path / "missing.pid")},
+                    "smtp": {"listen": "127.0.0.1:2525",
+                             "backend": "127.0.0.1:25",
+                             "cert": certs.proxy_cert,
+                             "key": certs.proxy_key}})
+    r = run_s_reload(proxy_bin, ini)
+    assert r.returncode == 1
+    assert b"missing.pid" in r.stdout, r.stdout
