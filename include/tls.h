@@ -52,6 +52,14 @@ struct tls_service {
 int tls_service_init(const struct config *cfg, const struct service *svc,
                      struct tls_service *out, char *err, size_t err_len);
 
+/*
+ * tls_service_keep_tickets - a reload: to's client-leg contexts take the
+ * session ticket keys of from's contexts in the same place, so that
+ * clients keep resuming the sessions issued before it.
+ */
+void tls_service_keep_tickets(struct tls_service *to,
+                              const struct tls_service *from);
+
 /* tls_service_free - free every context (fine on a zeroed struct). */
 void tls_service_free(struct tls_service *ts);
 

@@ -308,6 +308,8 @@ static void main_reload(struct runtime *rt)
         main_notify(rt, "READY=1");
         return;
     }
+    for (size_t i = 0; i < cfg->nservices; i++)
+        tls_service_keep_tickets(&tls[i], &rt->tls[i]);
     for (unsigned i = 0; i < rt->nworkers; i++)
         worker_request_reload(&rt->workers[i], gen);
     generation_release(rt->gen);

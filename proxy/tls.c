@@ -742,6 +742,26 @@ static int tls_server_sets(const struct config *cfg, const struct service *svc,
  * checked against the same store, but only so that the result can be
  * logged.
  */
+/* tls_service_keep_tickets - see tls.h.  The keys are OpenSSL's 80
+ * bytes: name, HMAC secret, AES key. */
+void tls_service_keep_tickets(struct tls_service *to,
+                              const struct tls_service *from)
+{
+    unsigned char keys[80];
+
+    for (size_t k = 0; k < to->nsets && k < from->nsets; k++) {
+        const struct tls_server_set *a = &from->sets[k];
+        struct tls_server_set *b = &to->sets[k];
+
+        for (size_t g = 0; g < b->nctx && g < a->nctx; g++)
+            if (SSL_CTX_get_tlsext_ticket_keys(a->ctx[g], keys,
+                                               sizeof keys) == 1)
+                (void)SSL_CTX_set_tlsext_ticket_keys(b->ctx[g], keys,
+                                                     sizeof keys);
+    }
+    OPENSSL_cleanse(keys, sizeof keys);
+}
+
 /*
  * tls_backend_new_session - OpenSSL has a session (a TLS 1.3 ticket, or a
  * TLS 1.2 session) for a backend connection: it replaces the one kept in

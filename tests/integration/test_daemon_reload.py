@@ -256,3 +256,39 @@ def test_s_reload_without_a_running_proxy(proxy_bin, certs, tmp_path):
     r = run_s_reload(proxy_bin, ini)
     assert r.returncode == 1
     assert b"missing.pid" in r.stdout, r.stdout
+
+
+def tls_session_of(port, client_ctx, session=None):
+    """One STARTTLS session; returns (the TLS session to resume later,
+    whether this one was resumed)."""
+    c = SMTPClient(port)
+    c.greeting()
+    c.ehlo()
+    r = c.cmd("STARTTLS")
+    assert r.code == 220, r
+    c.sock = client_ctx.wrap_socket(c.sock, server_hostname="localhost",
+                                    session=session)
+    c.tls = True
+    c.ehlo()                   # TLS 1.3 tickets arrive with the first data
+    expect(c.cmd("NOOP"), 250)
+    reused, sess = c.sock.session_reused, c.sock.session
+    c.quit()
+    return sess, reused
+
+
+def test_client_sessions_resume_across_a_reload(proxy, smtp_sink, certs,
+                                                live, tmp_path):
+    sink = smtp_sink()
+    cert, key = live
+    p = proxy(sink.port, cert=cert, key=key, proxy_keys={"workers": 1})
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    sess, reused = tls_session_of(p.port, ctx)
+    assert not reused and sess is not None
+    _, reused = tls_session_of(p.port, ctx, sess)
+    assert reused, "no resumption even before the reload"
+    pem, k = new_proxy_cert(certs, str(tmp_path), "renewed2")
+    shutil.copy(pem, cert)
+    shutil.copy(k, key)
+    reload(p, 2)
+    _, reused = tls_session_of(p.port, ctx, sess)
+    assert reused, "a ticket from before the reload was not accepted"
