@@ -60,6 +60,16 @@ int tls_service_init(const struct config *cfg, const struct service *svc,
 void tls_service_keep_tickets(struct tls_service *to,
                               const struct tls_service *from);
 
+/*
+ * tls_service_cert - the n-th certificate the client leg serves (every
+ * context of the service's own settings, each slot: RSA, ECDSA, ...):
+ * its subject and its end of validity ("2027-03-01T12:00:00Z") into
+ * subject and not_after.  Returns false after the last one.
+ */
+bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
+                      size_t subject_len, char *not_after,
+                      size_t not_after_len);
+
 /* tls_service_free - free every context (fine on a zeroed struct). */
 void tls_service_free(struct tls_service *ts);
 

@@ -319,6 +319,19 @@ static void main_reload(struct runtime *rt)
     rt->log.level = cfg->log_level;
     log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
               "services=%zu", gen->id, cfg->nservices);
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        char subject[256], esc[300], until[32];
+
+        for (size_t n = 0; tls_service_cert(&tls[i], n, subject,
+                                             sizeof subject, until,
+                                             sizeof until); n++) {
+            log_escape(esc, sizeof esc, subject, strlen(subject));
+            log_event(&rt->log, LOG_INFO, 0, "event=reload_certificate "
+                      "generation=%lu service=%s subject=\"%s\" "
+                      "not_after=%s", gen->id, cfg->services[i].name, esc,
+                      until);
+        }
+    }
     pidfile_state(&rt->pf, rt->reloads, gen->id, "ok");
     main_notify(rt, "READY=1");
 }

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -742,6 +743,36 @@ static int tls_server_sets(const struct config *cfg, const struct service *svc,
  * checked against the same store, but only so that the result can be
  * logged.
  */
+/* tls_service_cert - see tls.h. */
+bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
+                      size_t subject_len, char *not_after,
+                      size_t not_after_len)
+{
+    const struct tls_server_set *set = ts->nsets > 0 ? &ts->sets[0] : NULL;
+
+    for (size_t g = 0; set != NULL && g < set->nctx; g++) {
+        int r = SSL_CTX_set_current_cert(set->ctx[g], SSL_CERT_SET_FIRST);
+
+        for (; r == 1; r = SSL_CTX_set_current_cert(set->ctx[g],
+                                                     SSL_CERT_SET_NEXT)) {
+            X509 *x = SSL_CTX_get0_certificate(set->ctx[g]);
+            struct tm tm;
+
+            if (x == NULL || n-- > 0)
+                continue;
+            X509_NAME_oneline(X509_get_subject_name(x), subject,
+                              (int)subject_len);
+            memset(&tm, 0, sizeof tm);
+            if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 ||
+                strftime(not_after, not_after_len, "%Y-%m-%dT%H:%M:%SZ",
+                         &tm) == 0)
+                snprintf(not_after, not_after_len, "?");
+            return true;
+        }
+    }
+    return false;
+}
+
 /* tls_service_keep_tickets - see tls.h.  The keys are OpenSSL's 80
  * bytes: name, HMAC secret, AES key. */
 void tls_service_keep_tickets(struct tls_service *to,

@@ -3,6 +3,7 @@ certificate and key (README "Command line"): new sessions use them,
 sessions in flight finish on theirs, a bad edit leaves the old one
 serving, and reloading under load loses nothing."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -93,7 +94,16 @@ def test_new_certificate_for_new_sessions_old_session_finishes(
     shutil.copy(pem, cert)
     shutil.copy(k, key)
     reload(p, 2)
-    assert "event=reload result=ok generation=2" in p.log_text()
+    log = p.log_text()
+    assert "event=reload result=ok generation=2" in log
+    # what it now serves, and until when
+    until = subprocess.run(["openssl", "x509", "-in", pem, "-noout",
+                            "-enddate", "-dateopt", "iso_8601"],
+                           stdout=subprocess.PIPE).stdout.decode()
+    day = until.strip().split("=", 1)[1][:10]
+    assert re.search(r"event=reload_certificate generation=2 service=smtp "
+                     r"subject=\S*proxy\.localhost\S* not_after=%sT" % day,
+                     log), log
     c.send(b"second half\r\n.\r\n")
     expect(c.read_reply(), 250)
     c.quit()
