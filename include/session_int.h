@@ -53,6 +53,8 @@ enum expect_kind {
     EXPECT_HELO_FALLBACK, /* our HELO to a backend that refused EHLO */
     EXPECT_SILENT,        /* our own command; the reply is not relayed */
     EXPECT_XCLIENT,       /* our XCLIENT HELO=...; the client's EHLO waits */
+    EXPECT_AUTH_CANCEL,   /* our "*" ending an AUTH exchange whose response
+                             line the proxy refused; not relayed */
     EXPECT_OTHER,
     EXPECT_NKINDS
 };

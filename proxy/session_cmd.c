@@ -517,6 +517,22 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
     return true;
 }
 
+/*
+ * session_auth_cancel - the proxy refuses the line that should answer
+ * the backend's 334 (too long, a bare CR or LF, a NUL): the backend is
+ * still waiting for it, so the exchange is cancelled there too (RFC 4954
+ * 4: "*"), or the two would read what follows differently.  Its answer
+ * is not relayed; the client gets the proxy's own refusal after it.
+ */
+static void session_auth_cancel(struct session *s)
+{
+    if (s->cmode != CLIENT_AUTH)
+        return;
+    log_event(&s->ctx->log, LOG_INFO, s->id, "event=auth_cancelled");
+    session_forward(s, "*\r\n", 1, 3);
+    session_fifo_push(s, EXPECT_AUTH_CANCEL, REPLY_NONE);
+}
+
 /* session_client_step - handle what cin holds in the current mode; returns
  * false when nothing more can be done now. */
 static bool session_client_step(struct session *s)
@@ -537,6 +553,7 @@ static bool session_client_step(struct session *s)
             return false;
         case SMTP_LINE_TOO_LONG:
             log_event(&s->ctx->log, LOG_INFO, s->id, "event=line_too_long");
+            session_auth_cancel(s);
             session_enter(s, CLIENT_SKIP_LINE);
             session_local(s, REPLY_LINE_TOO_LONG);
             return true;
@@ -547,6 +564,7 @@ static bool session_client_step(struct session *s)
             /* a line a backend could split differently (smuggling) */
             log_event(&s->ctx->log, LOG_INFO, s->id, "event=bare_newline_command");
             sbuf_consume(&s->cin, total);
+            session_auth_cancel(s);
             session_enter(s, CLIENT_COMMAND);
             session_local(s, REPLY_BARE_NEWLINE_COMMAND);
             return true;
@@ -556,6 +574,7 @@ static bool session_client_step(struct session *s)
              * line there, or drop it and read something else */
             log_event(&s->ctx->log, LOG_INFO, s->id, "event=nul_command");
             sbuf_consume(&s->cin, total);
+            session_auth_cancel(s);
             session_enter(s, CLIENT_COMMAND);
             session_local(s, REPLY_NUL_COMMAND);
             return true;

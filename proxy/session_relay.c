@@ -269,6 +269,11 @@ static void session_relay(struct session *s, const char *p,
             log_event(&s->ctx->log, LOG_WARN, s->id,
                       "event=xclient_refused code=%d", rep->code);
         return;
+    case EXPECT_AUTH_CANCEL:
+        /* the backend's answer to our "*" (501, or whatever it says) */
+        log_event(&s->ctx->log, LOG_DEBUG, s->id,
+                  "event=auth_cancel_reply code=%d", rep->code);
+        return;
     case EXPECT_SILENT:
         /* our own EHLO or HELO to a fresh backend; the client asked
          * nothing */

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from harness import (ConnectionClosed, default_backend_handler, expect, log_fields,
+from harness import (ConnectionClosed, SMTPClient, default_backend_handler,
+                     expect, log_fields,
                      unique_token, wait_for)
 from hardening_util import (bare_newlines, connect, eod_id,
                             normalize_content, smuggling_content)
@@ -234,3 +235,32 @@ def test_bdat_chunk_with_nul_passes_untouched(proxy, scripted_backend):
     b.conns[0].done.wait(10)
     assert b.conns[0].chunks == [chunk]
     assert b.conns[0].commands().count("MAIL") == 1
+
+
+# ---- an AUTH response line the proxy refuses ------------------------------
+
+@pytest.mark.parametrize("bad,code", [
+    (b"AGE\x00AYg==\r\n", 500),             # NUL
+    (b"AGEA\rYg==\r\n", 500),               # a bare CR
+    (b"A" * 3000 + b"\r\n", 500),           # longer than max_line_length
+], ids=["nul", "bare-cr", "too-long"])
+def test_refused_auth_response_cancels_the_exchange(proxy, scripted_backend,
+                                                    bad, code):
+    """The backend waits for the response to its 334: the proxy cancels
+    the exchange there ("*", RFC 4954) when it refuses the line itself, so
+    both read what follows as commands."""
+    b = scripted_backend()
+    p = proxy(b.port, client_plaintext_auth=True)
+    c = SMTPClient(p.port)
+    c.greeting()
+    c.ehlo()
+    expect(c.cmd("AUTH PLAIN"), 334)
+    c.send(bad)
+    assert c.read_reply().code == code
+    expect(c.cmd("NOOP"), 250)            # in step: not taken as a response
+    c.quit()
+    conn = b.wait_conns(1)
+    conn.done.wait(10)
+    lines = [l for l in conn.lines if l != b"EHLO proxy.test"]
+    assert lines[-4:] == [b"AUTH PLAIN", b"*", b"NOOP", b"QUIT"], lines
+    assert "event=auth_cancelled" in p.log_text()
