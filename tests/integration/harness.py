@@ -1291,6 +1291,15 @@ def expect(reply, code, enhanced=None):
 _token_counter = [0]
 
 
+def smtp_code_in(text, code):
+    """True when TEXT (a client transcript or a mail log) holds an SMTP
+    reply with CODE, such as "503 5.5.1" or "503-...": a bare substring test
+    would also match process ids ("qmgr[6503]") and queue ids."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    return re.search(r"(?<![\w.\[])%d[ -]" % code, text) is not None
+
+
 def unique_token(prefix="tok"):
     """unique_token - a string that occurs nowhere else (message ids)."""
     _token_counter[0] += 1
