@@ -27,7 +27,9 @@ enum backend_tls {
     BACKEND_TLS_NONE = 0,
     BACKEND_TLS_MAY,
     BACKEND_TLS_ENCRYPT,
-    BACKEND_TLS_VERIFY
+    BACKEND_TLS_VERIFY,
+    BACKEND_TLS_DANE,       /* RFC 7672: TLSA when DNSSEC says so, else may */
+    BACKEND_TLS_DANE_ONLY   /* ... and refuse without usable TLSA */
 };
 
 /* RFC 3030-era smuggling defence: what a bare CR or LF in DATA gets */
@@ -102,8 +104,11 @@ struct service {
     struct listen_addr *listen;    /* at least one */
     size_t nlisten;
 
-    char *backend_host;            /* name or numeric address, no brackets */
+    char *backend_host;            /* name or numeric address, no brackets;
+                                      with backend_mx the mail domain */
     char *backend_port;            /* decimal port, 1..65535 */
+    bool backend_mx;               /* "backend = mx:DOMAIN[:PORT]": the
+                                      next hop is the domain's MX */
 
     enum client_tls client_tls;    /* default: may */
     bool client_implicit_tls;      /* default: no */
@@ -114,8 +119,8 @@ struct service {
     enum backend_tls backend_tls;  /* default: may */
     bool backend_implicit_tls;     /* default: no */
     char *backend_ca_file;         /* NULL: the system store */
-    char *backend_verify_name;     /* never NULL after loading: defaults to
-                                      backend_host */
+    char *backend_verify_name;     /* defaults to backend_host; NULL for
+                                      mx: backends (the MX host name) */
 
     unsigned idle_timeout;         /* seconds, default 300, 1..86400 */
     unsigned max_line_length;      /* bytes incl. CRLF, default 2048,
@@ -170,6 +175,9 @@ struct config {
     char *group;                   /* ... and group; NULL: the user's */
     char *chroot_dir;              /* chroot here after loading; NULL */
     char *pid_file;                /* "none": no pid file */
+    char *dns_resolver;            /* "system" or "ADDR[@PORT], ..." */
+    char *dns_trust_anchor;        /* DS/DNSKEY file; default root.key */
+    unsigned dns_timeout;          /* seconds per query, default 10 */
     struct profile *profiles;      /* every [profile NAME] section */
     size_t nprofiles;
 };

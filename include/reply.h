@@ -38,6 +38,8 @@ enum reply_id {
     REPLY_NUL_COMMAND,          /* 500 5.5.2 */
     REPLY_NUL_MESSAGE,          /* 550 5.6.0 */
     REPLY_UNKNOWN_COMMAND,      /* 502 5.5.2 */
+    REPLY_BACKEND_NULL_MX,      /* 554 5.1.10 */
+    REPLY_BACKEND_DNS,          /* 421 4.4.3 */
     REPLY_COUNT
 };
 

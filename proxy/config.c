@@ -70,6 +70,9 @@ enum key_id {
     K_GROUP,
     K_CHROOT,
     K_PID_FILE,
+    K_DNS_RESOLVER,
+    K_DNS_TRUST_ANCHOR,
+    K_DNS_TIMEOUT,
     K_LISTEN,
     K_BACKEND,
     K_CLIENT_TLS,
@@ -135,7 +138,9 @@ enum key_type {
     KT_TOKEN,     /* an OpenSSL list: printable ASCII, no blanks: char * */
     KT_ACCOUNT,   /* a user or group name: char * */
     KT_LISTEN,    /* struct listen_addr * at off, size_t count at off2 */
-    KT_HOSTPORT,  /* host char * at off, port char * at off2 */
+    KT_HOSTPORT,  /* host char * at off, port char * at off2, bool at
+                     off3: "mx:DOMAIN[:PORT]" */
+    KT_RESOLVERS, /* "system" or "ADDR[@PORT], ...": char * */
     KT_PATHS,     /* comma list into one member (at .member) of the
                      struct cert_pair * at off, size_t count at off2 */
     KT_CIDRS,     /* struct cidr * at off, size_t count at off2 */
@@ -156,6 +161,7 @@ struct key_def {
     enum key_type type;
     size_t off;                    /* field in struct config or service */
     size_t off2;                   /* second field (KT_LISTEN, ...) */
+    size_t off3;                   /* third (KT_HOSTPORT) */
     size_t member;                 /* KT_PATHS: field of struct cert_pair */
     unsigned min, max;             /* KT_UINT, KT_INT */
     const struct enum_name *names; /* KT_ENUM, KT_INT: NULL-terminated */
@@ -192,6 +198,7 @@ static const struct enum_name client_tls_names[] = {
 static const struct enum_name backend_tls_names[] = {
     { "none", BACKEND_TLS_NONE },       { "may", BACKEND_TLS_MAY },
     { "encrypt", BACKEND_TLS_ENCRYPT }, { "verify", BACKEND_TLS_VERIFY },
+    { "dane", BACKEND_TLS_DANE },       { "dane-only", BACKEND_TLS_DANE_ONLY },
     { NULL, 0 }
 };
 
@@ -277,10 +284,17 @@ static const struct key_def key_table[K_COUNT] = {
     PROXY_KEY(K_CHROOT, "chroot", KT_PATH, chroot_dir, .def = NULL),
     PROXY_KEY(K_PID_FILE, "pid_file", KT_PATH, pid_file,
               .def = "/run/starttls-proxy/starttls-proxy.pid"),
+    PROXY_KEY(K_DNS_RESOLVER, "dns_resolver", KT_RESOLVERS, dns_resolver,
+              .def = "system"),
+    PROXY_KEY(K_DNS_TRUST_ANCHOR, "dns_trust_anchor", KT_PATH,
+              dns_trust_anchor, .def = "/usr/share/dns/root.key"),
+    PROXY_KEY(K_DNS_TIMEOUT, "dns_timeout", KT_UINT, dns_timeout,
+              .min = 1, .max = 300, .def = "10"),
     SERVICE_KEY(K_LISTEN, "listen", KT_LISTEN, listen,
                 .off2 = offsetof(struct service, nlisten)),
     SERVICE_KEY(K_BACKEND, "backend", KT_HOSTPORT, backend_host,
-                .off2 = offsetof(struct service, backend_port)),
+                .off2 = offsetof(struct service, backend_port),
+                .off3 = offsetof(struct service, backend_mx)),
     SERVICE_KEY(K_CLIENT_TLS, "client_tls", KT_ENUM, client_tls,
                 .names = client_tls_names, .def = "may"),
     SERVICE_KEY(K_CLIENT_IMPLICIT_TLS, "client_implicit_tls", KT_BOOL,
@@ -468,6 +482,13 @@ static const char *config_quote(char *buf, size_t len, const char *s)
 /* config_valid_name - a host name: dot-separated labels of 1..63
  * letters, digits and '-' (and '_' when underscore), no label starting or
  * ending with '-', 253 bytes at most. */
+static bool config_numeric_address(const char *s)
+{
+    unsigned char a[16];
+
+    return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
+}
+
 static bool config_valid_name(const char *s, bool underscore)
 {
     size_t len = strlen(s), label = 0, i;
@@ -761,22 +782,101 @@ fail:
 
 /* config_parse_hostport - "host:port" or "[IPv6]:port" into a host name
  * without brackets and the port in canonical decimal. */
+/*
+ * config_check_resolvers - "ADDR[@PORT], ...": numeric addresses only
+ * (the resolver cannot look up its own servers), at most 16.
+ */
+static int config_check_resolvers(const char *value, char *why,
+                                  size_t why_len)
+{
+    char q[CONFIG_QUOTE_BUF];
+    char one[80];
+    const char *p = value;
+    unsigned n = 0;
+
+    for (;;) {
+        struct in6_addr a6;
+        struct in_addr a4;
+        char *at, *end;
+        size_t len;
+
+        while (*p == ' ' || *p == '\t')
+            p++;
+        len = strcspn(p, ", \t");
+        if (len == 0 || len >= sizeof one) {
+            snprintf(why, why_len, "expected system, or ADDRESS[@PORT], ... "
+                     "(numeric addresses)");
+            return -1;
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        at = strchr(one, '@');
+        if (at != NULL) {
+            unsigned long port;
+
+            *at = '\0';
+            errno = 0;
+            port = strtoul(at + 1, &end, 10);
+            if (at[1] == '\0' || *end != '\0' || port == 0 || port > 65535 ||
+                errno != 0) {
+                snprintf(why, why_len, "%s: bad port",
+                         config_quote(q, sizeof q, at + 1));
+                return -1;
+            }
+        }
+        if (inet_pton(AF_INET, one, &a4) != 1 &&
+            inet_pton(AF_INET6, one, &a6) != 1) {
+            snprintf(why, why_len, "%s is not a numeric address",
+                     config_quote(q, sizeof q, one));
+            return -1;
+        }
+        if (++n > 16) {
+            snprintf(why, why_len, "at most 16 resolvers");
+            return -1;
+        }
+        p += len;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0')
+            return 0;
+        if (*p++ != ',') {
+            snprintf(why, why_len, "expected a comma between resolvers");
+            return -1;
+        }
+    }
+}
+
 static int config_parse_hostport(const char *value, char **host_out,
-                                 char **port_out, char *why, size_t why_len)
+                                 char **port_out, bool mx, char *why,
+                                 size_t why_len)
 {
     char q[CONFIG_QUOTE_BUF];
     char portbuf[8];
     struct in6_addr a6;
+    struct in_addr a4;
     char *copy, *host, *h = NULL, *p = NULL;
-    unsigned port;
-    bool v6;
+    unsigned port = 25;
+    bool v6 = false;
 
     copy = strdup(value);
     if (copy == NULL) {
         snprintf(why, why_len, "out of memory");
         return -1;
     }
-    if (config_split_port(copy, &host, &port, &v6, why, why_len) < 0)
+    if (mx) {
+        /* mx:DOMAIN[:PORT]: a mail domain, port 25 unless given */
+        host = copy;
+        if (strchr(copy, ':') != NULL &&
+            config_split_port(copy, &host, &port, &v6, why, why_len) < 0)
+            goto fail;
+        if (v6 || inet_pton(AF_INET, host, &a4) == 1 ||
+            !config_valid_name(host, false) || strchr(host, '.') == NULL) {
+            snprintf(why, why_len, "mx:%s: not a mail domain (mx: takes a "
+                     "domain name with a dot, such as mx:example.com)",
+                     config_quote(q, sizeof q, host));
+            goto fail;
+        }
+    } else if (config_split_port(copy, &host, &port, &v6, why, why_len) < 0)
         goto fail;
     if (v6 && inet_pton(AF_INET6, host, &a6) != 1) {
         snprintf(why, why_len, "%s is not a numeric IPv6 address",
@@ -1236,15 +1336,23 @@ static int config_set(const struct key_def *k, const char *value, void *base,
     }
     case KT_HOSTPORT: {
         char *host, *port;
+        bool mx = strncmp(value, "mx:", 3) == 0;
 
-        if (config_parse_hostport(value, &host, &port, why, why_len) < 0)
+        if (config_parse_hostport(mx ? value + 3 : value, &host, &port, mx,
+                                  why, why_len) < 0)
             return -1;
         free(*(char **)field);
         free(*(char **)field2);
         *(char **)field = host;
         *(char **)field2 = port;
+        *(bool *)((char *)base + k->off3) = mx;
         return 0;
     }
+    case KT_RESOLVERS:
+        if (strcmp(value, "system") != 0 &&
+            config_check_resolvers(value, why, why_len) < 0)
+            return -1;
+        goto string;
     }
     snprintf(why, why_len, "internal error: key type");
     return -1;
@@ -1286,6 +1394,7 @@ static void config_free_fields(void *base, enum key_scope scope)
         case KT_NAME:
         case KT_TOKEN:
         case KT_ACCOUNT:
+        case KT_RESOLVERS:
             free(*(char **)field);
             *(char **)field = NULL;
             break;
@@ -1893,7 +2002,19 @@ static void config_check_service(struct parser *p, size_t i)
     /* a client trickling a command is cut off as soon as an idle one */
     if (st->line[K_COMMAND_TIMEOUT] == 0)
         svc->command_timeout = svc->idle_timeout;
-    if (svc->backend_verify_name == NULL && svc->backend_host != NULL) {
+    if (!st->bad[K_BACKEND_TLS] && !st->bad[K_BACKEND] &&
+        svc->backend_host != NULL && !svc->backend_mx &&
+        (svc->backend_tls == BACKEND_TLS_DANE ||
+         svc->backend_tls == BACKEND_TLS_DANE_ONLY) &&
+        config_numeric_address(svc->backend_host))
+        config_error(p, st->line[K_BACKEND_TLS],
+                     "service [%s]: backend_tls = %s needs a backend host "
+                     "name (TLSA records are found by name), not an address",
+                     svc->name, svc->backend_tls == BACKEND_TLS_DANE
+                                    ? "dane" : "dane-only");
+    /* mx: the certificate names the MX host found (see backend.c) */
+    if (svc->backend_verify_name == NULL && svc->backend_host != NULL &&
+        !svc->backend_mx) {
         svc->backend_verify_name = strdup(svc->backend_host);
         if (svc->backend_verify_name == NULL)
             config_error(p, svc->line, "out of memory");

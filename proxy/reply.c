@@ -24,6 +24,11 @@ static const struct reply_def reply_table[REPLY_COUNT] = {
     [REPLY_BACKEND_PROTOCOL] = {"421 4.3.0", 1,
         "Backend protocol error; try again later"},
     [REPLY_SHUTDOWN] = {"421 4.3.2", 1, "Service shutting down"},
+    /* RFC 7505 4.3: the next hop's domain publishes a null MX */
+    [REPLY_BACKEND_NULL_MX] = {"554 5.1.10", 1,
+        "The backend domain accepts no mail (null MX)"},
+    [REPLY_BACKEND_DNS] = {"421 4.4.3", 1,
+        "Backend not found in DNS; try again later"},
     [REPLY_LINE_TOO_LONG] = {"500 5.5.2", 0, "Error: line too long"},
     [REPLY_STARTTLS_SYNTAX] = {"501 5.5.4", 0, "Syntax: STARTTLS"},
     [REPLY_BDAT_SYNTAX] = {"501 5.5.4", 0, "Syntax: BDAT size [LAST]"},
