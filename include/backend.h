@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "nexthop.h"
 #include "reply.h"
 #include "sbuf.h"
 
@@ -97,6 +98,16 @@ struct backend_leg {
     const struct backend_events *ev;
     void *owner;
 
+    /* the next hop in DNS (mx: backends, DANE); NULL: the configured
+     * host through getaddrinfo */
+    struct dns_resolver *dns;
+    struct nexthop *nh;
+    bool have_target;                 /* target holds the current one */
+    struct nexthop_target target;     /* its pointers live in nh */
+    bool policy_failed;               /* the last target failed a policy */
+    char next_why[200];               /* why the last target was left */
+    char host[256];                   /* the host connected to, "" before */
+
     /* the connection */
     struct conn *conn;
     enum backend_state state;
@@ -120,6 +131,7 @@ struct backend_leg {
     unsigned nconnections;            /* connections opened */
     char tls_desc[80];                /* "" while plaintext */
     char verify[96];                  /* "" while plaintext */
+    char dane[96];                    /* DANE's verdict; "" when none */
 };
 
 /* backend_init - b serves a session of service svc; nothing starts yet. */
@@ -130,6 +142,14 @@ void backend_init(struct backend_leg *b, struct conn_loop *conns,
                   struct ssl_session_st **resume, uint64_t sid,
                   const struct backend_client *client,
                   const struct backend_events *ev, void *owner);
+
+/* backend_use_dns - look the next hop up with r (the service has an mx:
+ * backend or a DANE policy); r may be NULL when the loop has no
+ * resolver: every session is then refused.  Before backend_start. */
+void backend_use_dns(struct backend_leg *b, struct dns_resolver *r);
+
+/* backend_needs_dns - does svc find its next hop with the resolver? */
+bool backend_needs_dns(const struct service *svc);
 
 /* backend_start - open a connection and run the setup; plain_retry says
  * whether it is the plaintext retry of "may". */

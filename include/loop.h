@@ -21,6 +21,8 @@
 
 struct session;
 struct connlimit;
+struct dns_resolver;
+struct dns_setup;
 struct tls_service;
 struct ssl_session_st;
 
@@ -36,6 +38,9 @@ struct ssl_session_st;
 struct generation {
     struct config *cfg;
     struct tls_service *tls;         /* indexed like cfg->services */
+    const struct dns_setup *dns;     /* the resolver's settings, read at
+                                        start (not by reload: they may be
+                                        outside a chroot); NULL: none */
     unsigned long id;                /* 1, 2, ... */
     unsigned long refs;              /* atomic */
 };
@@ -62,6 +67,8 @@ struct loop_ctx {
      * (indexed like cfg->services; NULL array: no resumption) */
     struct ssl_session_st **backend_sess;
     struct conn_loop conns;          /* conn.c's */
+    struct dns_resolver *dns;        /* made by loop_dns when first asked */
+    bool dns_failed;                 /* ... and it could not be made */
     /* scratch: filled and consumed within one callback, never kept
      * (session_cmd.c: filtered message content) */
     char scratch[LOOP_SCRATCH];
@@ -80,6 +87,14 @@ void loop_ctx_switch(struct loop_ctx *ctx, struct generation *gen);
 
 /* loop_ctx_release - free what ctx holds once its loop has run dry. */
 void loop_ctx_release(struct loop_ctx *ctx);
+
+/* loop_dns - this loop's resolver, made on first use; NULL when it
+ * cannot be (logged once) or the loop is stopping. */
+struct dns_resolver *loop_dns(struct loop_ctx *ctx);
+
+/* loop_ctx_stop - the loop takes no new sessions: close the resolver's
+ * handles so that the loop can run dry. */
+void loop_ctx_stop(struct loop_ctx *ctx);
 
 /* loop_next_sid - a new session id, unique within the process. */
 uint64_t loop_next_sid(struct loop_ctx *ctx);

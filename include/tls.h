@@ -89,6 +89,34 @@ SSL_CTX *tls_server_ctx(const struct tls_service *ts, size_t profile);
  */
 SSL *tls_client_ssl(SSL_CTX *ctx, const char *name);
 
+/* One TLSA record (RFC 6698), its data pointing into the caller's. */
+struct tlsa_rr {
+    unsigned char usage, selector, mtype;
+    const unsigned char *data;
+    size_t len;
+};
+
+/* tls_tlsa_usable - can the record take part in DANE for SMTP (RFC 7672
+ * 3.1.3: usages 2 and 3 only; selector 0 or 1; matching type 0, 1 or 2
+ * with a digest of the right length)? */
+bool tls_tlsa_usable(const struct tlsa_rr *rr);
+
+/*
+ * tls_client_ssl_dane - a new SSL for the backend leg that authenticates
+ * the peer by the usable records of rr (RFC 7672): SNI and the TLSA base
+ * name are host (the MX host); a DANE-TA chain may name host or domain
+ * (NULL: host only); DANE-EE needs no name.  The verdict is in
+ * SSL_get_verify_result() and SSL_get0_dane_authority() after the
+ * handshake.  NULL on failure (the context must be dane-enabled:
+ * tls_service_init does that for backend_tls = dane | dane-only).
+ */
+SSL *tls_client_ssl_dane(SSL_CTX *ctx, const char *host, const char *domain,
+                         const struct tlsa_rr *rr, size_t n);
+
+/* tls_dane_describe - after the handshake: "verified usage=3 selector=1
+ * mtype=1", or "failed" with the X509 error, into buf. */
+void tls_dane_describe(SSL *ssl, char *buf, size_t len);
+
 /* tls_describe - "TLSv1.3/TLS_AES_256_GCM_SHA384" into buf. */
 void tls_describe(const SSL *ssl, char *buf, size_t len);
 

@@ -26,6 +26,7 @@ struct trace_facts {
     const char *backend_policy;   /* "none", "may", "encrypt", "verify" */
     const char *backend_tls;      /* as client_tls, or NULL */
     const char *backend_verify;   /* "verified", "no_cert", an error */
+    const char *backend_dane;     /* DANE's verdict, or NULL */
     time_t when;
 };
 

@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "conn.h"
+#include "dns.h"
 #include "log.h"
 #include "netaddr.h"
 #include "proxyproto.h"
@@ -154,25 +155,67 @@ static void backend_enter(struct backend_leg *b, enum backend_state st)
     }
 }
 
+/* backend_dane_policy - backend_tls = dane or dane-only. */
+static bool backend_dane_policy(const struct service *svc)
+{
+    return svc->backend_tls == BACKEND_TLS_DANE ||
+           svc->backend_tls == BACKEND_TLS_DANE_ONLY;
+}
+
+/* backend_needs_dns - see backend.h. */
+bool backend_needs_dns(const struct service *svc)
+{
+    return svc->backend_mx || backend_dane_policy(svc);
+}
+
+/* backend_strict - must this attempt end in TLS?  Under "dane" it
+ * depends on what DNS said about the host (README "DANE"): any secure
+ * TLSA record, usable or not, means TLS is required. */
 static bool backend_strict(const struct backend_leg *b)
 {
-    return b->svc->backend_tls == BACKEND_TLS_ENCRYPT ||
-           b->svc->backend_tls == BACKEND_TLS_VERIFY;
+    switch (b->svc->backend_tls) {
+    case BACKEND_TLS_ENCRYPT:
+    case BACKEND_TLS_VERIFY:
+    case BACKEND_TLS_DANE_ONLY:
+        return true;
+    case BACKEND_TLS_DANE:
+        return b->have_target && b->target.dane >= DANE_UNUSABLE;
+    default:
+        return false;
+    }
 }
+
+/* backend_dane_usable - this attempt authenticates by TLSA records. */
+static bool backend_dane_usable(const struct backend_leg *b)
+{
+    return backend_dane_policy(b->svc) && b->have_target &&
+           b->target.dane == DANE_USABLE;
+}
+
+static bool backend_next_target(struct backend_leg *b, bool policy,
+                                const char *why);
 
 /*
  * backend_refuse - the policy cannot be met: refuse the client.  Returns
  * false instead under "enforce = no" (logged as would_refuse): the caller
  * then carries on as "may" would.
  */
-static bool backend_refuse(struct backend_leg *b, const char *why)
+static bool backend_refuse_rule(struct backend_leg *b, const char *rule,
+                                const char *why)
 {
-    if (!b->ev->enforce(b->owner, "backend_tls", why))
+    if (!b->ev->enforce(b->owner, rule, why))
         return false;
+    if (backend_next_target(b, true, why))
+        return true;
     backend_enter(b, BACKEND_FAILED);
     b->ev->refuse(b->owner, REPLY_BACKEND_TLS_REQUIRED, "backend_tls_required",
                   why);
     return true;
+}
+
+static bool backend_refuse(struct backend_leg *b, const char *why)
+{
+    return backend_refuse_rule(b, "backend_tls", why);
 }
 
 /* backend_strict_refuse - backend_refuse, but only under a strict
@@ -186,8 +229,94 @@ static bool backend_strict_refuse(struct backend_leg *b, const char *why)
 static void backend_give_up(struct backend_leg *b, enum reply_id reply,
                             const char *event, const char *why)
 {
+    if (backend_next_target(b, false, why))
+        return;
     backend_enter(b, BACKEND_FAILED);
     b->ev->refuse(b->owner, reply, event, why);
+}
+
+/* ---- next hops in DNS ----------------------------------------------------- */
+
+/*
+ * backend_next_target - this attempt failed before the client was
+ * greeted (policy: by a strict rule): with next hops from DNS the next
+ * target is tried, and true returned.  False without a search, or with
+ * none under way: the caller then refuses the client.
+ */
+static bool backend_next_target(struct backend_leg *b, bool policy,
+                                const char *why)
+{
+    char esc[200], addr[NETADDR_TEXT];
+
+    if (b->nh == NULL || !b->have_target || b->closed ||
+        b->state == BACKEND_READY)
+        return false;
+    log_escape(esc, sizeof esc, why, strlen(why));
+    netaddr_text(&b->target.addr, addr, sizeof addr);
+    log_event(b->log, LOG_WARN, b->sid,
+              "event=backend_next host=%s addr=%s reason=\"%s\"", b->host,
+              addr, esc);
+    snprintf(b->next_why, sizeof b->next_why, "%s", why);
+    b->policy_failed = policy;
+    b->have_target = false;
+    backend_stop(b);
+    b->plain_retry = b->helo_only = b->xclient_ok = false;
+    b->tls_desc[0] = b->verify[0] = b->dane[0] = '\0';
+    backend_enter(b, BACKEND_RESOLVING);
+    return true;
+}
+
+/* backend_on_target - the next hop search found a target, or ended. */
+static void backend_on_target(void *ud, enum nexthop_end end,
+                              const struct nexthop_target *t,
+                              const char *why)
+{
+    struct backend_leg *b = ud;
+    char addr[NETADDR_TEXT];
+
+    if (b->closed)
+        return;
+    switch (end) {
+    case NEXTHOP_TARGET:
+        b->target = *t;
+        b->have_target = true;
+        b->addr = t->addr;
+        snprintf(b->host, sizeof b->host, "%s", t->host);
+        netaddr_text(&t->addr, addr, sizeof addr);
+        log_event(b->log, LOG_INFO, b->sid,
+                  "event=backend_nexthop host=%s addr=%s %s", t->host, addr,
+                  t->dns);
+        /* RFC 7672 2.2: without secure TLSA, dane-only has nothing */
+        if (b->svc->backend_tls == BACKEND_TLS_DANE_ONLY &&
+            t->dane <= DANE_INSECURE &&
+            backend_refuse_rule(b, "dane", "no secure TLSA records"))
+            return;
+        backend_enter(b, BACKEND_CONNECTING);
+        return;
+    case NEXTHOP_NULL_MX:
+        backend_give_up(b, REPLY_BACKEND_NULL_MX, "backend_null_mx", why);
+        return;
+    case NEXTHOP_NO_DOMAIN:
+    case NEXTHOP_DNS_FAILED:
+        backend_give_up(b, REPLY_BACKEND_DNS, "backend_dns_failed", why);
+        return;
+    case NEXTHOP_EXHAUSTED:
+        if (b->policy_failed) {
+            backend_enter(b, BACKEND_FAILED);
+            b->ev->refuse(b->owner, REPLY_BACKEND_TLS_REQUIRED,
+                          "backend_tls_required", why);
+        } else {
+            backend_give_up(b, REPLY_BACKEND_UNAVAILABLE,
+                            "backend_unreachable", why);
+        }
+        return;
+    }
+}
+
+/* backend_use_dns - see backend.h. */
+void backend_use_dns(struct backend_leg *b, struct dns_resolver *r)
+{
+    b->dns = r;
 }
 
 /* ---- lifetime ------------------------------------------------------------- */
@@ -258,6 +387,15 @@ static void backend_resolve(struct backend_leg *b)
 {
     struct addrinfo hints;
 
+    if (b->nh != NULL) {
+        char why[sizeof b->next_why];
+
+        snprintf(why, sizeof why, "%s", b->next_why);
+        b->next_why[0] = '\0';
+        nexthop_next(b->nh, why[0] ? why : NULL);
+        return;
+    }
+
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -281,6 +419,26 @@ void backend_start(struct backend_leg *b, bool plain_retry)
     b->state = BACKEND_IDLE;
     b->hs_start = 0;
     b->plain_retry = plain_retry;
+    if (backend_needs_dns(b->svc)) {
+        /* a plaintext retry, or a fresh backend session: the same host */
+        if (b->have_target) {
+            b->addr = b->target.addr;
+            backend_enter(b, BACKEND_CONNECTING);
+            return;
+        }
+        if (b->nh == NULL)
+            b->nh = nexthop_new(b->dns, b->svc->backend_host,
+                                b->svc->backend_port, b->svc->backend_mx,
+                                backend_dane_policy(b->svc), b->log, b->sid,
+                                backend_on_target, b);
+        if (b->nh == NULL) {
+            backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_error",
+                            "out of memory");
+            return;
+        }
+        backend_enter(b, BACKEND_RESOLVING);
+        return;
+    }
     if (uv_ip4_addr(b->svc->backend_host, port,
                     (struct sockaddr_in *)&b->addr) == 0 ||
         uv_ip6_addr(b->svc->backend_host, port,
@@ -312,6 +470,9 @@ void backend_restart(struct backend_leg *b, bool plain_retry)
 void backend_close(struct backend_leg *b)
 {
     b->closed = true;
+    b->have_target = false;          /* its pointers live in nh */
+    nexthop_free(b->nh);
+    b->nh = NULL;
     if (b->gai_busy)
         uv_cancel((uv_req_t *)&b->gai);
     if (b->conn != NULL)
@@ -321,6 +482,8 @@ void backend_close(struct backend_leg *b)
 /* backend_free - see backend.h. */
 void backend_free(struct backend_leg *b)
 {
+    nexthop_free(b->nh);
+    b->nh = NULL;
     sbuf_free(&b->in);
     free(b->greeting);
     b->greeting = NULL;
@@ -356,11 +519,21 @@ uint64_t backend_deadline(const struct backend_leg *b)
  * action of TLS_IMPLICIT and TLS_HANDSHAKE). */
 static void backend_tls_begin(struct backend_leg *b)
 {
-    SSL *ssl = tls_client_ssl(b->client_ctx, b->svc->backend_verify_name);
+    /* mx: the certificate names the MX host unless told otherwise */
+    const char *name = b->svc->backend_verify_name != NULL
+                           ? b->svc->backend_verify_name : b->host;
+    SSL *ssl;
 
+    if (backend_dane_usable(b))
+        ssl = tls_client_ssl_dane(b->client_ctx, b->host, b->target.domain,
+                                  b->target.tlsa, b->target.ntlsa);
+    else
+        ssl = tls_client_ssl(b->client_ctx, name);
     b->hs_start = uv_now(b->loop);   /* tls_handshake_timeout */
     b->ev->arm(b->owner);
-    if (ssl != NULL && b->resume != NULL) {
+    /* next hops from DNS are not resumed: a kept session would skip the
+     * checks of a host, or of a TLSA set, it was not made with */
+    if (ssl != NULL && b->resume != NULL && b->nh == NULL) {
         /* resume the service's last backend session: no certificate or
          * key exchange work on either side when the backend agrees */
         SSL_set_app_data(ssl, b->resume);
@@ -539,9 +712,27 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
         SSL_get_verify_result(conn_ssl(c)) != X509_V_OK &&
         backend_refuse(b, b->verify))
         return;
+    if (backend_dane_usable(b)) {
+        tls_dane_describe(conn_ssl(c), b->dane, sizeof b->dane);
+        if (strncmp(b->dane, "verified", 8) == 0) {
+            snprintf(b->verify, sizeof b->verify, "dane");
+        } else {
+            log_event(b->log, LOG_WARN, b->sid,
+                      "event=backend_dane host=%s tlsa_set=%016llx dane=%s",
+                      b->host, (unsigned long long)b->target.tlsa_digest,
+                      b->dane);
+            if (backend_refuse_rule(b, "dane", b->dane))
+                return;
+        }
+    } else if (backend_dane_policy(b->svc) && b->have_target) {
+        snprintf(b->dane, sizeof b->dane, "%s",
+                 b->target.dane == DANE_UNUSABLE ? "unusable_tlsa"
+                                                 : "no_secure_tlsa");
+    }
     log_event(b->log, LOG_INFO, b->sid,
-              "event=backend_tls tls=%s verify=%s resumed=%s", b->tls_desc,
-              b->verify, SSL_session_reused(conn_ssl(c)) ? "yes" : "no");
+              "event=backend_tls tls=%s verify=%s resumed=%s%s%s", b->tls_desc,
+              b->verify, SSL_session_reused(conn_ssl(c)) ? "yes" : "no",
+              b->dane[0] ? " dane=" : "", b->dane);
     if (b->state == BACKEND_TLS_IMPLICIT)
         backend_enter(b, BACKEND_GREETING);
     else

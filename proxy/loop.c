@@ -2,6 +2,7 @@
  * loop.c - the per-loop context.
  */
 #include "loop.h"
+#include "dns.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,37 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
     ctx->backend_sess = calloc(cfg->nservices ? cfg->nservices : 1,
                                sizeof *ctx->backend_sess);
     conn_loop_init(&ctx->conns, loop);
+    ctx->dns = NULL;
+    ctx->dns_failed = false;
+}
+
+/* loop_dns - see loop.h. */
+struct dns_resolver *loop_dns(struct loop_ctx *ctx)
+{
+    char err[300];
+
+    if (ctx->dns != NULL || ctx->dns_failed)
+        return ctx->dns;
+    if (ctx->gen->dns == NULL) {
+        snprintf(err, sizeof err, "no resolver settings");
+        ctx->dns_failed = true;
+    } else {
+        ctx->dns = dns_resolver_new(ctx->loop, ctx->gen->dns, err,
+                                    sizeof err);
+        ctx->dns_failed = ctx->dns == NULL;
+    }
+    if (ctx->dns_failed)
+        log_event(&ctx->log, LOG_ERROR, 0, "event=dns_error error=\"%s\"",
+                  err);
+    return ctx->dns;
+}
+
+/* loop_ctx_stop - see loop.h. */
+void loop_ctx_stop(struct loop_ctx *ctx)
+{
+    dns_resolver_close(ctx->dns);
+    ctx->dns = NULL;
+    ctx->dns_failed = true;          /* no new one */
 }
 
 /* loop_ctx_flush_backend_sessions - drop every kept backend session. */

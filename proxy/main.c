@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "connlimit.h"
+#include "dns.h"
 #include "listener.h"
 #include "log.h"
 #include "log_syslog.h"
@@ -44,6 +45,8 @@ struct runtime {
     uv_async_t worker_done;          /* a worker thread has ended */
     uv_timer_t status_timer;         /* STATUS= for the service manager */
     struct pidfile pf;               /* [proxy] pid_file */
+    struct dns_setup dns;            /* read at start when dns_needed */
+    bool have_dns;
     unsigned long reloads;           /* SIGHUPs handled */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
@@ -169,14 +172,26 @@ static int main_load(const char *path, struct runtime *rt)
 {
     static char err[16384];
 
-    if (main_load_into(path, &rt->cfg, &rt->tls, err, sizeof err) == 0)
-        return 0;
-    fputs(err, stderr);
-    return -1;
+    if (main_load_into(path, &rt->cfg, &rt->tls, err, sizeof err) != 0) {
+        fputs(err, stderr);
+        return -1;
+    }
+    /* the resolver's files are read now, before any chroot */
+    if (dns_needed(rt->cfg)) {
+        if (dns_setup_load(&rt->dns, rt->cfg, err, sizeof err) != 0) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            return -1;
+        }
+        rt->have_dns = true;
+    }
+    return 0;
 }
 
 static void main_free(struct runtime *rt)
 {
+    if (rt->have_dns)
+        dns_setup_free(&rt->dns);
+    rt->have_dns = false;
     if (rt->gen != NULL)
         generation_release(rt->gen);     /* the cfg and tls are its */
     else
@@ -207,6 +222,14 @@ static const char *main_reload_refusal(const struct config *old,
         (cfg->chroot_dir != NULL &&
          strcmp(cfg->chroot_dir, old->chroot_dir) != 0))
         return "user, group and chroot cannot change by reload";
+    if (strcmp(cfg->dns_resolver, old->dns_resolver) != 0 ||
+        strcmp(cfg->dns_trust_anchor, old->dns_trust_anchor) != 0 ||
+        cfg->dns_timeout != old->dns_timeout)
+        return "dns_resolver, dns_trust_anchor and dns_timeout cannot "
+               "change by reload";
+    if (dns_needed(cfg) && !dns_needed(old))
+        return "the DNS resolver is set up at start: mx: backends and "
+               "DANE need a restart when none was in use";
     if (cfg->nservices != old->nservices)
         return "services cannot be added or removed by reload";
     for (size_t i = 0; i < cfg->nservices; i++) {
@@ -221,6 +244,20 @@ static const char *main_reload_refusal(const struct config *old,
                 return "listen addresses cannot change by reload";
     }
     return NULL;
+}
+
+/* main_generation - a generation of cfg and tls, with the resolver's
+ * settings read at start. */
+static struct generation *main_generation(const struct runtime *rt,
+                                          struct config *cfg,
+                                          struct tls_service *tls,
+                                          unsigned long id)
+{
+    struct generation *g = generation_new(cfg, tls, id);
+
+    if (g != NULL)
+        g->dns = rt->have_dns ? &rt->dns : NULL;
+    return g;
 }
 
 /* main_log_lines - each line of text as event=reload_error. */
@@ -299,7 +336,7 @@ static void main_reload(struct runtime *rt)
         return;
     }
     if ((why = main_reload_refusal(rt->cfg, cfg)) != NULL ||
-        (gen = generation_new(cfg, tls, rt->gen->id + 1)) == NULL) {
+        (gen = main_generation(rt, cfg, tls, rt->gen->id + 1)) == NULL) {
         log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
                   "generation=%lu reason=\"%s\"", rt->gen->id,
                   why ? why : "out of memory");
@@ -658,7 +695,7 @@ int main(int argc, char **argv)
         main_free(&rt);
         return 1;
     }
-    if ((rt.gen = generation_new(rt.cfg, rt.tls, 1)) == NULL) {
+    if ((rt.gen = main_generation(&rt, rt.cfg, rt.tls, 1)) == NULL) {
         fprintf(stderr, "%s: out of memory\n", path);
         main_free(&rt);
         return 1;

@@ -18,7 +18,8 @@
  * (trace.h) from what the session knows.  0 when it does not fit. */
 size_t session_trace_header(const struct session *s, char *out, size_t cap)
 {
-    static const char *const policy[] = {"none", "may", "encrypt", "verify"};
+    static const char *const policy[] = {"none", "may", "encrypt", "verify",
+                                         "dane", "dane-only"};
     const struct trace_facts f = {
         .helo = s->helo_name,
         .client = &s->client_sa,
@@ -28,11 +29,12 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap)
         .client_verify = s->client_cert_verify,
         .by = s->ctx->cfg->hostname,
         .id = s->id,
-        .backend_host = s->svc->backend_host,
+        .backend_host = s->b.host[0] ? s->b.host : s->svc->backend_host,
         .backend_port = s->svc->backend_port,
         .backend_policy = policy[s->svc->backend_tls],
         .backend_tls = s->b.tls_desc[0] != '\0' ? s->b.tls_desc : NULL,
         .backend_verify = s->b.verify,
+        .backend_dane = s->b.dane[0] ? s->b.dane : NULL,
         .when = time(NULL),
     };
 

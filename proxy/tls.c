@@ -839,6 +839,12 @@ static SSL_CTX *tls_backend_ctx(const struct config *cfg,
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
                                             SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, tls_backend_new_session);
+    if ((svc->backend_tls == BACKEND_TLS_DANE ||
+         svc->backend_tls == BACKEND_TLS_DANE_ONLY) &&
+        SSL_CTX_dane_enable(ctx) <= 0) {
+        tls_fail(&w, "backend_tls", "cannot enable DANE", NULL);
+        goto fail;
+    }
     /* under "enforce = no" the chain is still checked, but only so that
      * backend.c can log would_refuse and go on with the session */
     SSL_CTX_set_verify(ctx, svc->backend_tls == BACKEND_TLS_VERIFY &&
@@ -927,6 +933,73 @@ SSL *tls_client_ssl(SSL_CTX *ctx, const char *name)
 fail:
     SSL_free(ssl);
     return NULL;
+}
+
+/* tls_tlsa_usable - see tls.h. */
+bool tls_tlsa_usable(const struct tlsa_rr *rr)
+{
+    if (rr->usage != 2 && rr->usage != 3)
+        return false;
+    if (rr->selector > 1)
+        return false;
+    switch (rr->mtype) {
+    case 0:
+        return rr->len > 0;
+    case 1:
+        return rr->len == 32;
+    case 2:
+        return rr->len == 64;
+    default:
+        return false;
+    }
+}
+
+/* tls_client_ssl_dane - see tls.h. */
+SSL *tls_client_ssl_dane(SSL_CTX *ctx, const char *host, const char *domain,
+                         const struct tlsa_rr *rr, size_t n)
+{
+    SSL *ssl = SSL_new(ctx);
+    int added = 0;
+
+    if (ssl == NULL)
+        return NULL;
+    /* the base name is also the SNI and the first reference name */
+    if (SSL_dane_enable(ssl, host) <= 0)
+        goto fail;
+    /* DANE-EE: the key is the identity, whatever names it carries */
+    (void)SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+    if (domain != NULL && strcasecmp(domain, host) != 0 &&
+        SSL_add1_host(ssl, domain) != 1)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        if (!tls_tlsa_usable(&rr[i]))
+            continue;
+        if (SSL_dane_tlsa_add(ssl, rr[i].usage, rr[i].selector, rr[i].mtype,
+                              rr[i].data, rr[i].len) > 0)
+            added++;
+    }
+    if (added == 0)
+        goto fail;
+    return ssl;
+fail:
+    SSL_free(ssl);
+    return NULL;
+}
+
+/* tls_dane_describe - see tls.h. */
+void tls_dane_describe(SSL *ssl, char *buf, size_t len)
+{
+    uint8_t usage, selector, mtype;
+    long vr = SSL_get_verify_result(ssl);
+
+    if (vr == X509_V_OK && SSL_get0_dane_authority(ssl, NULL, NULL) >= 0 &&
+        SSL_get0_dane_tlsa(ssl, &usage, &selector, &mtype, NULL, NULL) >= 0)
+        snprintf(buf, len, "verified usage=%u selector=%u mtype=%u", usage,
+                 selector, mtype);
+    else
+        snprintf(buf, len, "failed error=\"%s\"",
+                 vr == X509_V_OK ? "no TLSA record matched"
+                                 : X509_verify_cert_error_string(vr));
 }
 
 /* tls_describe - see tls.h. */

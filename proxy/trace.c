@@ -39,8 +39,8 @@ static const char *trace_split_tls(const char *desc, char *ver, size_t cap)
 /* trace_header - see trace.h. */
 size_t trace_header(const struct trace_facts *f, char *out, size_t cap)
 {
-    char helo[128], addr[NETADDR_TEXT] = "unknown", client[400], backend[300];
-    char date[64], ver[96], subject[200], verify[100];
+    char helo[128], addr[NETADDR_TEXT] = "unknown", client[400], backend[460];
+    char date[64], ver[96], subject[200], verify[100], dane[100];
     const char *cipher;
     struct tm tm;
     int n;
@@ -61,11 +61,13 @@ size_t trace_header(const struct trace_facts *f, char *out, size_t cap)
     if (f->backend_tls != NULL) {
         cipher = trace_split_tls(f->backend_tls, ver, sizeof ver);
         trace_comment_text(f->backend_verify, verify, sizeof verify);
+        trace_comment_text(f->backend_dane ? f->backend_dane : "", dane,
+                           sizeof dane);
         snprintf(backend, sizeof backend,
                  "(backend %s:%s policy %s using %s with cipher %s; "
-                 "certificate %s)",
+                 "certificate %s%s%s)",
                  f->backend_host, f->backend_port, f->backend_policy, ver,
-                 cipher, verify);
+                 cipher, verify, dane[0] ? "; dane " : "", dane);
     } else {
         snprintf(backend, sizeof backend, "(backend %s:%s policy %s; no TLS)",
                  f->backend_host, f->backend_port, f->backend_policy);

@@ -105,6 +105,7 @@ static void worker_stop_done(struct worker *w)
     w->next_gen = NULL;
     uv_mutex_unlock(&w->stop_lock);
     generation_release(pending);
+    loop_ctx_stop(&w->ctx);
     uv_close((uv_handle_t *)&w->stop_async, NULL);
     if (w->draining)
         uv_close((uv_handle_t *)&w->drain_timer, NULL);
