@@ -18,7 +18,8 @@ set -euo pipefail
 # swaks --tls uses (only a Recommends of swaks).
 PACKAGES=(
   build-essential cmake pkg-config
-  libuv1-dev libssl-dev libinih-dev libcmocka-dev
+  libuv1-dev libssl-dev libinih-dev libcmocka-dev libunbound-dev dns-root-data
+  nsd ldnsutils
   openssl ca-certificates
   postfix swaks libnet-ssleay-perl testssl.sh curl
   stunnel4 nginx libnginx-mod-mail iproute2 debootstrap man-db systemd

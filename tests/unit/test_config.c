@@ -52,6 +52,39 @@ struct err_case {
 };
 
 static const struct ok_case ok_cases[] = {
+    { "mx: backends, port 25 by default; dane; the dns keys",
+      "[proxy]\ndns_resolver = 192.0.2.53, 2001:db8::53@5353 ,198.51.100.1\n"
+      "dns_trust_anchor = /etc/anchor.ds\ndns_timeout = 3\n"
+      "[in]\nlisten = 127.0.0.1:2525\nbackend = mx:Example.com\n"
+      "client_tls = none\nbackend_tls = dane-only\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = mx:mail.example.org:2525\n"
+      "client_tls = none\nbackend_tls = DANE\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = relay.example.net:25\n"
+      "client_tls = none\nbackend_tls = dane\n",
+      { "dns_resolver=192.0.2.53, 2001:db8::53@5353 ,198.51.100.1",
+        "dns_trust_anchor=/etc/anchor.ds", "dns_timeout=3",
+        "in.backend_host=Example.com", "in.backend_port=25",
+        "in.backend_mx=yes", "in.backend_tls=dane-only",
+        "in.backend_verify_name=(null)",
+        "b.backend_host=mail.example.org", "b.backend_port=2525",
+        "b.backend_mx=yes", "b.backend_tls=dane",
+        "c.backend_mx=no", "c.backend_verify_name=relay.example.net", NULL } },
+    { "backend_tls = fingerprint: certificate and public key pins",
+      "[in]\nlisten = 127.0.0.1:2525\nbackend = h:25\nclient_tls = none\n"
+      "backend_tls = fingerprint\nbackend_tls_fingerprints = "
+      "SHA256:AB:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:"
+      "00:00:00:00:00:00:00:00:00:00:CD\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "backend_tls = fingerprint\nbackend_tls_fingerprints = pubkey-sha256:"
+      "0100000000000000000000000000000000000000000000000000000000000002,"
+      "sha256:ff000000000000000000000000000000000000000000000000000000000000ee"
+      "\n",
+      { "in.backend_tls=fingerprint", "in.backend_pins=cert:ab..cd",
+        "b.backend_pins=pubkey:01..02,cert:ff..ee", NULL } },
+    { "dns defaults",
+      SVC,
+      { "dns_resolver=system", "dns_trust_anchor=/usr/share/dns/root.key",
+        "dns_timeout=10", "in.backend_mx=no", NULL } },
     { "ehlo_pass: upper case, order kept; none by default",
       SVC "ehlo_pass = x-link2state, DELIVERBY,mt-priority\n"
       "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n",
@@ -496,6 +529,44 @@ static const struct ok_case ok_cases[] = {
 };
 
 static const struct err_case err_cases[] = {
+    { "mx: needs a domain; dane needs a name; dns_resolver numeric",
+      "[proxy]\ndns_resolver = ns1.example.com\n"
+      "[a]\nlisten = 127.0.0.1:2525\nbackend = mx:192.0.2.1\n"
+      "client_tls = none\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = mx:localhost\n"
+      "client_tls = none\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = 192.0.2.1:25\n"
+      "client_tls = none\nbackend_tls = dane\n",
+      0,
+      { { 2, "dns_resolver: \"ns1.example.com\" is not a numeric address" },
+        { 5, "backend: mx:\"192.0.2.1\": not a mail domain" },
+        { 9, "backend: mx:\"localhost\": not a mail domain" },
+        { 15, "service [c]: backend_tls = dane needs a backend host name" },
+        { 0, NULL } } },
+    { "fingerprints: syntax, and only with backend_tls = fingerprint",
+      "[a]\nlisten = 127.0.0.1:2525\nbackend = h:25\nclient_tls = none\n"
+      "backend_tls = fingerprint\n"
+      "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
+      "backend_tls_fingerprints = sha256:" 
+      "0000000000000000000000000000000000000000000000000000000000000000\n"
+      "[c]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "backend_tls_fingerprints = md5:00\n"
+      "[d]\nlisten = 127.0.0.1:2528\nbackend = h:25\nclient_tls = none\n"
+      "backend_tls_fingerprints = sha256:0011\n",
+      0,
+      { { 15, "backend_tls_fingerprints: \"md5:00\": expected sha256:HEX" },
+        { 20, "backend_tls_fingerprints: \"sha256:0011\": a SHA-256 digest "
+              "is 64 hex digits" },
+        { 5, "service [a]: backend_tls = fingerprint needs "
+             "backend_tls_fingerprints" },
+        { 10, "service [b]: backend_tls_fingerprints needs backend_tls = "
+              "fingerprint" },
+        { 0, NULL } } },
+    { "dns_resolver: bad port, empty item, dns_timeout range",
+      "[proxy]\ndns_resolver = 192.0.2.1@0\n" SVC
+      "[p2]\nlisten = 127.0.0.1:2530\nbackend = h:25\nclient_tls = none\n",
+      0,
+      { { 2, "dns_resolver: \"0\": bad port" }, { 0, NULL } } },
     { "ehlo_pass: what the proxy never passes, bad and repeated keywords",
       SVC "ehlo_pass = STARTTLS\nehlo_pass = x\n"
       "[b]\nlisten = 127.0.0.1:2526\nbackend = h:25\nclient_tls = none\n"
@@ -1207,7 +1278,8 @@ static char *dump(const struct config *cfg)
 {
     static const char *const levels[] = { "error", "warn", "info", "debug" };
     static const char *const ctls[] = { "none", "may", "encrypt" };
-    static const char *const btls[] = { "none", "may", "encrypt", "verify" };
+    static const char *const btls[] = { "none", "may", "encrypt", "verify",
+                                        "dane", "dane-only", "fingerprint" };
     char *buf = NULL;
     size_t len = 0, i, j;
     FILE *m = open_memstream(&buf, &len);
@@ -1216,6 +1288,9 @@ static char *dump(const struct config *cfg)
     fprintf(m, "services=%zu\nhostname=%s\nlog_level=%s\nworkers=%u\n",
             cfg->nservices, str_text(cfg->hostname), levels[cfg->log_level],
             cfg->workers);
+    fprintf(m, "dns_resolver=%s\ndns_trust_anchor=%s\ndns_timeout=%u\n",
+            str_text(cfg->dns_resolver), str_text(cfg->dns_trust_anchor),
+            cfg->dns_timeout);
     for (i = 0; i < cfg->nservices; i++) {
         const struct service *s = &cfg->services[i];
         const char *n = s->name;
@@ -1225,6 +1300,14 @@ static char *dump(const struct config *cfg)
             fprintf(m, "%s%s", j ? "," : "", s->listen[j].text);
         fprintf(m, "\n%s.backend_host=%s\n%s.backend_port=%s\n", n,
                 str_text(s->backend_host), n, str_text(s->backend_port));
+        fprintf(m, "%s.backend_mx=%s\n%s.backend_pins=", n,
+                bool_text(s->backend_mx), n);
+        for (j = 0; j < s->nbackend_pins; j++)
+            fprintf(m, "%s%s:%02x..%02x", j ? "," : "",
+                    s->backend_pins[j].pubkey ? "pubkey" : "cert",
+                    s->backend_pins[j].sha256[0],
+                    s->backend_pins[j].sha256[31]);
+        fprintf(m, "\n");
         fprintf(m, "%s.client_tls=%s\n%s.client_implicit_tls=%s\n", n,
                 ctls[s->client_tls], n, bool_text(s->client_implicit_tls));
         fprintf(m, "%s.cert=%s\n%s.key=%s\n", n, str_text(s->cert), n,
