@@ -29,7 +29,15 @@ enum backend_tls {
     BACKEND_TLS_ENCRYPT,
     BACKEND_TLS_VERIFY,
     BACKEND_TLS_DANE,       /* RFC 7672: TLSA when DNSSEC says so, else may */
-    BACKEND_TLS_DANE_ONLY   /* ... and refuse without usable TLSA */
+    BACKEND_TLS_DANE_ONLY,  /* ... and refuse without usable TLSA */
+    BACKEND_TLS_FINGERPRINT /* TLS, the certificate must match a pin */
+};
+
+/* backend_tls_fingerprints: one pin, a SHA-256 digest of the whole
+ * certificate (DER) or of its SubjectPublicKeyInfo (DER) */
+struct tls_pin {
+    bool pubkey;
+    unsigned char sha256[32];
 };
 
 /* RFC 3030-era smuggling defence: what a bare CR or LF in DATA gets */
@@ -117,6 +125,8 @@ struct service {
     bool client_plaintext_auth;    /* default: no */
 
     enum backend_tls backend_tls;  /* default: may */
+    struct tls_pin *backend_pins;  /* backend_tls_fingerprints */
+    size_t nbackend_pins;
     bool backend_implicit_tls;     /* default: no */
     char *backend_ca_file;         /* NULL: the system store */
     char *backend_verify_name;     /* defaults to backend_host; NULL for

@@ -117,6 +117,12 @@ SSL *tls_client_ssl_dane(SSL_CTX *ctx, const char *host, const char *domain,
  * mtype=1", or "failed" with the X509 error, into buf. */
 void tls_dane_describe(SSL *ssl, char *buf, size_t len);
 
+/* tls_pin_match - does the peer's certificate match one of pins (its
+ * whole DER, or its SubjectPublicKeyInfo, by SHA-256)?  which gets
+ * "sha256" or "pubkey-sha256" and the digest's first bytes on a match. */
+bool tls_pin_match(SSL *ssl, const struct tls_pin *pins, size_t n,
+                   char *which, size_t which_len);
+
 /* tls_describe - "TLSv1.3/TLS_AES_256_GCM_SHA384" into buf. */
 void tls_describe(const SSL *ssl, char *buf, size_t len);
 

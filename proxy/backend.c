@@ -177,6 +177,7 @@ static bool backend_strict(const struct backend_leg *b)
     case BACKEND_TLS_ENCRYPT:
     case BACKEND_TLS_VERIFY:
     case BACKEND_TLS_DANE_ONLY:
+    case BACKEND_TLS_FINGERPRINT:
         return true;
     case BACKEND_TLS_DANE:
         return b->have_target && b->target.dane >= DANE_UNUSABLE;
@@ -712,6 +713,16 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
         SSL_get_verify_result(conn_ssl(c)) != X509_V_OK &&
         backend_refuse(b, b->verify))
         return;
+    if (b->svc->backend_tls == BACKEND_TLS_FINGERPRINT) {
+        char which[64];
+
+        if (tls_pin_match(conn_ssl(c), b->svc->backend_pins,
+                          b->svc->nbackend_pins, which, sizeof which))
+            snprintf(b->verify, sizeof b->verify, "fingerprint:%s", which);
+        else if (backend_refuse_rule(b, "fingerprint",
+                                     "certificate matches no fingerprint"))
+            return;
+    }
     if (backend_dane_usable(b)) {
         tls_dane_describe(conn_ssl(c), b->dane, sizeof b->dane);
         if (strncmp(b->dane, "verified", 8) == 0) {

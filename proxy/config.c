@@ -114,6 +114,7 @@ enum key_id {
     K_ENFORCE,
     K_PROFILES,
     K_EHLO_PASS,
+    K_BACKEND_TLS_FINGERPRINTS,
     KP_SOURCES,
     KP_CLIENT_TLS,
     KP_CLIENT_PLAINTEXT_AUTH,
@@ -141,6 +142,8 @@ enum key_type {
     KT_HOSTPORT,  /* host char * at off, port char * at off2, bool at
                      off3: "mx:DOMAIN[:PORT]" */
     KT_RESOLVERS, /* "system" or "ADDR[@PORT], ...": char * */
+    KT_PINS,      /* "sha256:HEX, pubkey-sha256:HEX": struct tls_pin * at
+                     off, size_t count at off2 */
     KT_PATHS,     /* comma list into one member (at .member) of the
                      struct cert_pair * at off, size_t count at off2 */
     KT_CIDRS,     /* struct cidr * at off, size_t count at off2 */
@@ -199,6 +202,7 @@ static const struct enum_name backend_tls_names[] = {
     { "none", BACKEND_TLS_NONE },       { "may", BACKEND_TLS_MAY },
     { "encrypt", BACKEND_TLS_ENCRYPT }, { "verify", BACKEND_TLS_VERIFY },
     { "dane", BACKEND_TLS_DANE },       { "dane-only", BACKEND_TLS_DANE_ONLY },
+    { "fingerprint", BACKEND_TLS_FINGERPRINT },
     { NULL, 0 }
 };
 
@@ -358,6 +362,9 @@ static const struct key_def key_table[K_COUNT] = {
                 .off2 = offsetof(struct service, nprofiles)),
     SERVICE_KEY(K_EHLO_PASS, "ehlo_pass", KT_KEYWORDS, ehlo_pass,
                 .off2 = offsetof(struct service, nehlo_pass)),
+    SERVICE_KEY(K_BACKEND_TLS_FINGERPRINTS, "backend_tls_fingerprints",
+                KT_PINS, backend_pins,
+                .off2 = offsetof(struct service, nbackend_pins)),
     /* [profile NAME]: no defaults; a key not given leaves has_* false */
     PROFILE_KEY(KP_SOURCES, "sources", KT_CIDRS, sources,
                 .off2 = offsetof(struct profile, nsources)),
@@ -782,6 +789,95 @@ fail:
 
 /* config_parse_hostport - "host:port" or "[IPv6]:port" into a host name
  * without brackets and the port in canonical decimal. */
+static int config_hex(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/*
+ * config_parse_pins - "sha256:HEX" (the certificate's digest, as
+ * "openssl x509 -fingerprint -sha256" prints it: colons allowed) or
+ * "pubkey-sha256:HEX" (its SubjectPublicKeyInfo's), comma list, at
+ * most 32.
+ */
+static int config_parse_pins(const char *value, struct tls_pin **out,
+                             size_t *nout, char *why, size_t why_len)
+{
+    char q[CONFIG_QUOTE_BUF];
+    struct tls_pin *list = calloc(32, sizeof *list);
+    const char *p = value;
+    size_t n = 0;
+
+    if (list == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    for (;;) {
+        struct tls_pin *pin = &list[n];
+        size_t k = 0, len;
+        char item[200];
+
+        while (*p == ' ' || *p == '\t')
+            p++;
+        len = strcspn(p, ", \t");
+        snprintf(item, sizeof item, "%.*s", (int)(len < 199 ? len : 199), p);
+        if (n == 32) {
+            snprintf(why, why_len, "at most 32 fingerprints");
+            goto fail;
+        }
+        if (strncasecmp(item, "sha256:", 7) == 0) {
+            pin->pubkey = false;
+            k = 7;
+        } else if (strncasecmp(item, "pubkey-sha256:", 14) == 0) {
+            pin->pubkey = true;
+            k = 14;
+        } else {
+            snprintf(why, why_len, "%s: expected sha256:HEX or "
+                     "pubkey-sha256:HEX", config_quote(q, sizeof q, item));
+            goto fail;
+        }
+        for (size_t b = 0; b < 32; b++) {
+            int hi, lo;
+
+            if (b > 0 && item[k] == ':')
+                k++;
+            hi = config_hex((unsigned char)item[k]);
+            lo = hi < 0 ? -1 : config_hex((unsigned char)item[k + 1]);
+            if (hi < 0 || lo < 0) {
+                snprintf(why, why_len, "%s: a SHA-256 digest is 64 hex "
+                         "digits", config_quote(q, sizeof q, item));
+                goto fail;
+            }
+            pin->sha256[b] = (unsigned char)(hi << 4 | lo);
+            k += 2;
+        }
+        if (item[k] != '\0') {
+            snprintf(why, why_len, "%s: a SHA-256 digest is 64 hex digits",
+                     config_quote(q, sizeof q, item));
+            goto fail;
+        }
+        n++;
+        p += len;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0')
+            break;
+        if (*p++ != ',') {
+            snprintf(why, why_len, "expected a comma between fingerprints");
+            goto fail;
+        }
+    }
+    *out = list;
+    *nout = n;
+    return 0;
+fail:
+    free(list);
+    return -1;
+}
+
 /*
  * config_check_resolvers - "ADDR[@PORT], ...": numeric addresses only
  * (the resolver cannot look up its own servers), at most 16.
@@ -1320,6 +1416,17 @@ static int config_set(const struct key_def *k, const char *value, void *base,
         *(size_t *)field2 = n;
         return 0;
     }
+    case KT_PINS: {
+        struct tls_pin *list;
+        size_t n;
+
+        if (config_parse_pins(value, &list, &n, why, why_len) < 0)
+            return -1;
+        free(*(struct tls_pin **)field);
+        *(struct tls_pin **)field = list;
+        *(size_t *)field2 = n;
+        return 0;
+    }
     case KT_PROFILES:
         /* only checked: the parser keeps the text to resolve it later */
         return config_check_profile_names(value, why, why_len);
@@ -1402,6 +1509,7 @@ static void config_free_fields(void *base, enum key_scope scope)
         case KT_CIDRS:
         case KT_KEYWORDS:
         case KT_PROFILES:
+        case KT_PINS:
             free(*(void **)field);
             *(void **)field = NULL;
             *(size_t *)field2 = 0;
@@ -2012,6 +2120,18 @@ static void config_check_service(struct parser *p, size_t i)
                      "name (TLSA records are found by name), not an address",
                      svc->name, svc->backend_tls == BACKEND_TLS_DANE
                                     ? "dane" : "dane-only");
+    if (!st->bad[K_BACKEND_TLS] && !st->bad[K_BACKEND_TLS_FINGERPRINTS]) {
+        if (svc->backend_tls == BACKEND_TLS_FINGERPRINT &&
+            svc->nbackend_pins == 0)
+            config_error(p, st->line[K_BACKEND_TLS],
+                         "service [%s]: backend_tls = fingerprint needs "
+                         "backend_tls_fingerprints", svc->name);
+        if (svc->backend_tls != BACKEND_TLS_FINGERPRINT &&
+            svc->nbackend_pins > 0)
+            config_error(p, st->line[K_BACKEND_TLS_FINGERPRINTS],
+                         "service [%s]: backend_tls_fingerprints needs "
+                         "backend_tls = fingerprint", svc->name);
+    }
     /* mx: the certificate names the MX host found (see backend.c) */
     if (svc->backend_verify_name == NULL && svc->backend_host != NULL &&
         !svc->backend_mx) {

@@ -19,7 +19,7 @@
 size_t session_trace_header(const struct session *s, char *out, size_t cap)
 {
     static const char *const policy[] = {"none", "may", "encrypt", "verify",
-                                         "dane", "dane-only"};
+                                         "dane", "dane-only", "fingerprint"};
     const struct trace_facts f = {
         .helo = s->helo_name,
         .client = &s->client_sa,

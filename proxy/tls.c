@@ -27,6 +27,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 /*
@@ -1000,6 +1001,36 @@ void tls_dane_describe(SSL *ssl, char *buf, size_t len)
         snprintf(buf, len, "failed error=\"%s\"",
                  vr == X509_V_OK ? "no TLSA record matched"
                                  : X509_verify_cert_error_string(vr));
+}
+
+/* tls_pin_match - see tls.h. */
+bool tls_pin_match(SSL *ssl, const struct tls_pin *pins, size_t n,
+                   char *which, size_t which_len)
+{
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    unsigned char dcert[EVP_MAX_MD_SIZE], dkey[32], *der = NULL;
+    unsigned int lcert = 0;
+    int lder;
+
+    if (cert == NULL || X509_digest(cert, EVP_sha256(), dcert, &lcert) != 1 ||
+        lcert != 32)
+        return false;
+    lder = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    if (lder <= 0)
+        return false;
+    SHA256(der, (size_t)lder, dkey);
+    OPENSSL_free(der);
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *d = pins[i].pubkey ? dkey : dcert;
+
+        if (CRYPTO_memcmp(d, pins[i].sha256, 32) == 0) {
+            snprintf(which, which_len, "%s:%02x%02x%02x%02x...",
+                     pins[i].pubkey ? "pubkey-sha256" : "sha256", d[0], d[1],
+                     d[2], d[3]);
+            return true;
+        }
+    }
+    return false;
 }
 
 /* tls_describe - see tls.h. */
