@@ -327,3 +327,35 @@ def test_tlsa_changed_between_sessions_is_checked_again(
     refused_at_greeting(p, "421", "4.7.0")
     p.wait_log(r"event=backend_dane host=mx1\.change\.dane\.example "
                r".*error=\"no matching DANE TLSA records\"")
+
+
+# ---- -t: the resolver's files -------------------------------------------
+
+@pytest.mark.parametrize("content,message", [
+    (None, "No such file or directory"),
+    ("example. 3600 IN A 192.0.2.1\n", ":1: not a DS or DNSKEY record"),
+    ("; only a comment\n", "no DS or DNSKEY record"),
+])
+def test_check_names_a_bad_trust_anchor(proxy_check, tmp_path, content,
+                                        message):
+    anchor = str(tmp_path / "anchor.ds")
+    if content is not None:
+        with open(anchor, "w") as f:
+            f.write(content)
+    rc, out, ini = proxy_check({
+        "proxy": {"dns_trust_anchor": anchor, "pid_file": "none"},
+        "s": {"listen": "127.0.0.1:2525", "backend": "mx:example.com",
+              "client_tls": "none"}})
+    assert rc == 1, out
+    assert "%s: dns_trust_anchor %s" % (ini, anchor) in out, out
+    assert message in out, out
+
+
+def test_check_reads_no_trust_anchor_without_dns(proxy_check, tmp_path):
+    """Services without mx: or DANE never touch the resolver's files."""
+    rc, out, _ = proxy_check({
+        "proxy": {"dns_trust_anchor": str(tmp_path / "missing"),
+                  "pid_file": "none"},
+        "s": {"listen": "127.0.0.1:2525", "backend": "127.0.0.1:25",
+              "client_tls": "none"}})
+    assert rc == 0, out
