@@ -126,6 +126,9 @@ struct backend_leg {
                                          owner sets it too, when a relayed
                                          EHLO is refused) */
     bool xclient_ok;                  /* it took our XCLIENT ADDR= */
+    bool authenticated;               /* the backend's certificate was
+                                         checked and passed: verify, a DANE
+                                         match, a pin (REQUIRETLS needs it) */
     char *greeting;                   /* its own, for the client */
     size_t greeting_len;
     unsigned nconnections;            /* connections opened */

@@ -40,6 +40,8 @@ enum reply_id {
     REPLY_UNKNOWN_COMMAND,      /* 502 5.5.2 */
     REPLY_BACKEND_NULL_MX,      /* 554 5.1.10 */
     REPLY_BACKEND_DNS,          /* 421 4.4.3 */
+    REPLY_REQUIRETLS_UNAVAILABLE, /* 555 5.5.4 */
+    REPLY_REQUIRETLS_WEAKER,    /* 550 5.7.30 */
     REPLY_COUNT
 };
 

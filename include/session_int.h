@@ -198,6 +198,7 @@ struct session {
     bool bdat_in_message;             /* a BDAT chunk without LAST was sent */
     bool backend_chunking;            /* its EHLO reply offered CHUNKING */
     bool ehlo_drop_logged;            /* event=ehlo_dropped was logged */
+    bool requiretls_offered;          /* the last EHLO reply showed it */
     /* the client certificate's subject and verification result; NULL
      * without one (allocated: few clients have one, and idle sessions
      * should be small) */
@@ -244,5 +245,10 @@ void session_helo_fallback(struct session *s);
 /* session_relay.c: backend replies to the client, the trace header */
 void session_backend_process(struct session *s);
 size_t session_trace_header(const struct session *s, char *out, size_t cap);
+
+/* session_requiretls_path - RFC 8689 on both legs: the client uses TLS
+ * and the backend leg is authenticated TLS (verify, DANE, a pin; never
+ * a plaintext retry). */
+bool session_requiretls_path(const struct session *s);
 
 #endif

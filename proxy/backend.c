@@ -420,6 +420,7 @@ void backend_start(struct backend_leg *b, bool plain_retry)
     b->state = BACKEND_IDLE;
     b->hs_start = 0;
     b->plain_retry = plain_retry;
+    b->authenticated = false;
     if (backend_needs_dns(b->svc)) {
         /* a plaintext retry, or a fresh backend session: the same host */
         if (b->have_target) {
@@ -713,13 +714,16 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
         SSL_get_verify_result(conn_ssl(c)) != X509_V_OK &&
         backend_refuse(b, b->verify))
         return;
+    b->authenticated = b->svc->backend_tls == BACKEND_TLS_VERIFY &&
+                       SSL_get_verify_result(conn_ssl(c)) == X509_V_OK;
     if (b->svc->backend_tls == BACKEND_TLS_FINGERPRINT) {
         char which[64];
 
         if (tls_pin_match(conn_ssl(c), b->svc->backend_pins,
-                          b->svc->nbackend_pins, which, sizeof which))
+                          b->svc->nbackend_pins, which, sizeof which)) {
             snprintf(b->verify, sizeof b->verify, "fingerprint:%s", which);
-        else if (backend_refuse_rule(b, "fingerprint",
+            b->authenticated = true;
+        } else if (backend_refuse_rule(b, "fingerprint",
                                      "certificate matches no fingerprint"))
             return;
     }
@@ -727,6 +731,7 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
         tls_dane_describe(conn_ssl(c), b->dane, sizeof b->dane);
         if (strncmp(b->dane, "verified", 8) == 0) {
             snprintf(b->verify, sizeof b->verify, "dane");
+            b->authenticated = true;
         } else {
             log_event(b->log, LOG_WARN, b->sid,
                       "event=backend_dane host=%s tlsa_set=%016llx dane=%s",

@@ -1191,8 +1191,8 @@ static const struct {
                   "and name, which it trusts from the proxy" },
     { "AUTH", "AUTH follows its own rule (shown once the client uses TLS, "
               "or with client_plaintext_auth = yes)" },
-    { "REQUIRETLS", "REQUIRETLS promises TLS on every hop, which the proxy "
-                    "does not check yet" },
+    { "REQUIRETLS", "REQUIRETLS is the proxy's: shown when both legs are "
+                    "authenticated TLS and the backend offers it" },
 };
 
 /* config_list_repeats - is items[i] one of items[0..i-1] (case

@@ -27,6 +27,12 @@ static const struct reply_def reply_table[REPLY_COUNT] = {
     /* RFC 7505 4.3: the next hop's domain publishes a null MX */
     [REPLY_BACKEND_NULL_MX] = {"554 5.1.10", 1,
         "The backend domain accepts no mail (null MX)"},
+    /* RFC 8689 4: REQUIRETLS was not offered; or the path to the backend
+     * is no longer authenticated TLS since it was */
+    [REPLY_REQUIRETLS_UNAVAILABLE] = {"555 5.5.4", 0,
+        "REQUIRETLS not available on this path"},
+    [REPLY_REQUIRETLS_WEAKER] = {"550 5.7.30", 0,
+        "REQUIRETLS support lost: the backend is no longer authenticated"},
     [REPLY_BACKEND_DNS] = {"421 4.4.3", 1,
         "Backend not found in DNS; try again later"},
     [REPLY_LINE_TOO_LONG] = {"500 5.5.2", 0, "Error: line too long"},

@@ -132,6 +132,43 @@ static enum reply_id session_starttls_refusal(struct session *s,
     return REPLY_NONE;
 }
 
+/* session_mail_requiretls - does MAIL's argument carry the REQUIRETLS
+ * parameter (RFC 8689 4: a keyword without a value, after the path)? */
+static bool session_mail_requiretls(const struct smtp_cmd *cmd)
+{
+    const char *p = cmd->arg, *end = cmd->arg + cmd->arg_len;
+    const char *gt = p != NULL ? memchr(p, '>', cmd->arg_len) : NULL;
+
+    if (p == NULL)
+        return false;
+    p = gt != NULL ? gt + 1 : memchr(p, ' ', cmd->arg_len);
+    while (p != NULL && p < end) {
+        const char *sp;
+        size_t n;
+
+        while (p < end && *p == ' ')
+            p++;
+        sp = memchr(p, ' ', (size_t)(end - p));
+        n = (size_t)((sp != NULL ? sp : end) - p);
+        if (n == 10 && strncasecmp(p, "REQUIRETLS", 10) == 0)
+            return true;
+        p = sp;
+    }
+    return false;
+}
+
+/* session_mail_refusal - MAIL ... REQUIRETLS is relayed only where the
+ * keyword was shown and the path still deserves it. */
+static enum reply_id session_mail_refusal(struct session *s,
+                                          const struct smtp_cmd *cmd)
+{
+    if (!session_mail_requiretls(cmd))
+        return REPLY_NONE;
+    if (!s->requiretls_offered)
+        return REPLY_REQUIRETLS_UNAVAILABLE;
+    return session_requiretls_path(s) ? REPLY_NONE : REPLY_REQUIRETLS_WEAKER;
+}
+
 static enum reply_id session_auth_refusal(struct session *s,
                                           const struct smtp_cmd *cmd)
 {
@@ -354,7 +391,8 @@ static const struct session_verb session_verbs[SMTP_VERB_COUNT] = {
     [SMTP_VERB_EHLO] = {SV_WAITS, EXPECT_EHLO, NULL, session_cmd_helo},
     [SMTP_VERB_HELO] = {SV_WAITS, EXPECT_HELO, NULL, session_cmd_helo},
     [SMTP_VERB_MAIL] = {SV_TLS_FIRST | SV_HELO_FIRST | SV_DIRTIES,
-                        EXPECT_OTHER, NULL, session_cmd_forward},
+                        EXPECT_OTHER, session_mail_refusal,
+                        session_cmd_forward},
     [SMTP_VERB_RCPT] = {SV_TLS_FIRST | SV_HELO_FIRST | SV_DIRTIES,
                         EXPECT_OTHER, NULL, session_cmd_forward},
     [SMTP_VERB_DATA] = {SV_TLS_FIRST | SV_HELO_FIRST | SV_DIRTIES | SV_WAITS,

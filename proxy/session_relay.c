@@ -61,6 +61,13 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap)
      SMTP_CAP_CHUNKING | SMTP_CAP_HELP | SMTP_CAP_VRFY | SMTP_CAP_EXPN |  \
      SMTP_CAP_ETRN | SMTP_CAP_LIMITS)
 
+/* session_requiretls_path - see session_int.h. */
+bool session_requiretls_path(const struct session *s)
+{
+    return s->client_tls && s->b.authenticated && !s->b.plain_retry &&
+           s->b.tls_desc[0] != '\0';
+}
+
 /* session_ehlo_opts - what the client may be shown of the EHLO reply. */
 static void session_ehlo_opts(const struct session *s,
                               struct smtp_ehlo_rewrite *opts)
@@ -71,6 +78,10 @@ static void session_ehlo_opts(const struct session *s,
     opts->keep = SESSION_EHLO_KEEP;
     if (s->client_tls || s->plaintext_auth)
         opts->keep |= SMTP_CAP_AUTH;
+    /* RFC 8689: only what the backend offered, and only over a path
+     * that is authenticated TLS on both legs */
+    if (session_requiretls_path(s))
+        opts->keep |= SMTP_CAP_REQUIRETLS;
     opts->extra = (const char *const *)s->svc->ehlo_pass;
     opts->nextra = s->svc->nehlo_pass;
 }
@@ -86,6 +97,8 @@ static void session_write_ehlo(struct session *s, const char *p, size_t len,
     char *out;
 
     session_ehlo_opts(s, &opts);
+    s->requiretls_offered = (opts.keep & SMTP_CAP_REQUIRETLS) &&
+                            (smtp_ehlo_caps(p, len) & SMTP_CAP_REQUIRETLS);
     if (!s->ehlo_drop_logged && log_enabled(&s->ctx->log, LOG_DEBUG)) {
         opts.dropped = dropped;
         opts.dropped_cap = sizeof dropped;

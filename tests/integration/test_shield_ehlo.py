@@ -109,7 +109,7 @@ def test_check_refuses_ehlo_pass_of_what_the_proxy_keeps(proxy_check, certs):
     for kw, why in (("STARTTLS", "client_tls decides"),
                     ("xclient", "trusts from the proxy"),
                     ("XFORWARD", "trusts from the proxy"),
-                    ("REQUIRETLS", "does not check yet")):
+                    ("REQUIRETLS", "REQUIRETLS is the proxy's")):
         rc, out, ini = proxy_check({
             "smtp": {"listen": "127.0.0.1:2525", "backend": "127.0.0.1:25",
                      "cert": certs.proxy_cert, "key": certs.proxy_key,

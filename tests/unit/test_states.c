@@ -37,7 +37,8 @@ static const struct verb_case verb_cases[] = {
     { SMTP_VERB_UNKNOWN, HELO | DIRTY, EXPECT_OTHER, true, true },
     { SMTP_VERB_EHLO, WAIT, EXPECT_EHLO, false, true },
     { SMTP_VERB_HELO, WAIT, EXPECT_HELO, false, true },
-    { SMTP_VERB_MAIL, TLS | HELO | DIRTY, EXPECT_OTHER, false, true },
+    /* MAIL's own check: the REQUIRETLS parameter (RFC 8689) */
+    { SMTP_VERB_MAIL, TLS | HELO | DIRTY, EXPECT_OTHER, true, true },
     { SMTP_VERB_RCPT, TLS | HELO | DIRTY, EXPECT_OTHER, false, true },
     { SMTP_VERB_DATA, TLS | HELO | DIRTY | WAIT, EXPECT_DATA, false, true },
     { SMTP_VERB_BDAT, TLS | HELO | DIRTY | SV_OWN_REFUSAL, EXPECT_BDAT, false,
