@@ -179,3 +179,4 @@ def test_offered_over_dane_and_not_over_dane_without_tlsa(
             c.starttls(context=client_ctx)
             c.ehlo()
             assert c.has_extn("requiretls") == shown, (host, c.esmtp_features)
+
