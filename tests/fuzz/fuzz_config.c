@@ -72,6 +72,8 @@ static void check_config(const struct config *cfg)
     }
 
     FUZZ_CHECK(cfg->hostname != NULL && cfg->nservices > 0);
+    FUZZ_CHECK(cfg->dns_resolver != NULL && cfg->dns_trust_anchor != NULL);
+    FUZZ_CHECK(cfg->dns_timeout >= 1 && cfg->dns_timeout <= 300);
     FUZZ_CHECK(strcmp(cfg->path, "fuzz.ini") == 0);
     for (i = 0; i < cfg->nservices; i++) {
         const struct service *s = &cfg->services[i];
@@ -82,7 +84,11 @@ static void check_config(const struct config *cfg)
             FUZZ_CHECK(s->listen[j].addr_len > 0 &&
                        s->listen[j].text[0] != '\0');
         FUZZ_CHECK(s->backend_host != NULL && s->backend_port != NULL);
-        FUZZ_CHECK(s->backend_verify_name != NULL);
+        /* mx: backends check the MX host's name unless one is given */
+        FUZZ_CHECK(s->backend_verify_name != NULL || s->backend_mx);
+        FUZZ_CHECK((s->backend_tls == BACKEND_TLS_FINGERPRINT) ==
+                   (s->nbackend_pins > 0));
+        FUZZ_CHECK(s->nbackend_pins <= 32);
         FUZZ_CHECK(s->idle_timeout >= 1 && s->idle_timeout <= 86400);
         FUZZ_CHECK(s->max_line_length >= 512 &&
                    s->max_line_length <= 65536);
