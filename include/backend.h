@@ -151,9 +151,6 @@ void backend_init(struct backend_leg *b, struct conn_loop *conns,
  * resolver: every session is then refused.  Before backend_start. */
 void backend_use_dns(struct backend_leg *b, struct dns_resolver *r);
 
-/* backend_needs_dns - does svc find its next hop with the resolver? */
-bool backend_needs_dns(const struct service *svc);
-
 /* backend_start - open a connection and run the setup; plain_retry says
  * whether it is the plaintext retry of "may". */
 void backend_start(struct backend_leg *b, bool plain_retry);

@@ -222,6 +222,10 @@ int config_load_stream(FILE *f, const char *path, struct config **out,
 int config_service_key_line(const struct service *svc, const char *key);
 int config_profile_key_line(const struct profile *pr, const char *key);
 
+/* config_service_dns - does svc find its next hop with the in-process
+ * resolver (an mx: backend, or backend_tls = dane | dane-only)? */
+bool config_service_dns(const struct service *svc);
+
 /* config_free - release a config from config_load (NULL is fine). */
 void config_free(struct config *cfg);
 

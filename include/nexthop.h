@@ -69,9 +69,11 @@ struct nexthop *nexthop_new(struct dns_resolver *r, const char *name,
                             struct logger *log, uint64_t sid, nexthop_cb cb,
                             void *ud);
 
-/* nexthop_next - find the next target; cb runs later (never from
- * inside this call), exactly once per call unless nexthop_free comes
- * first.  why says why the previous target was given up (the log). */
+/* nexthop_next - find the next target; cb runs exactly once per call
+ * unless nexthop_free comes first: later, from a DNS answer, or from
+ * inside this call when the answer is already known (the next address of
+ * the same host, a resolver that cannot take the query).  why says why
+ * the previous target was given up (the log). */
 void nexthop_next(struct nexthop *nh, const char *why);
 
 /* nexthop_free - cancel what is pending and free nh.  NULL is fine. */

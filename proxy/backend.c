@@ -162,12 +162,6 @@ static bool backend_dane_policy(const struct service *svc)
            svc->backend_tls == BACKEND_TLS_DANE_ONLY;
 }
 
-/* backend_needs_dns - see backend.h. */
-bool backend_needs_dns(const struct service *svc)
-{
-    return svc->backend_mx || backend_dane_policy(svc);
-}
-
 /* backend_strict - must this attempt end in TLS?  Under "dane" it
  * depends on what DNS said about the host (README "DANE"): any secure
  * TLSA record, usable or not, means TLS is required. */
@@ -421,7 +415,7 @@ void backend_start(struct backend_leg *b, bool plain_retry)
     b->hs_start = 0;
     b->plain_retry = plain_retry;
     b->authenticated = false;
-    if (backend_needs_dns(b->svc)) {
+    if (config_service_dns(b->svc)) {
         /* a plaintext retry, or a fresh backend session: the same host */
         if (b->have_target) {
             b->addr = b->target.addr;

@@ -2302,6 +2302,13 @@ static int config_key_line_of(const int *key_lines, int section_line,
     return section_line;
 }
 
+/* config_service_dns - see config.h. */
+bool config_service_dns(const struct service *svc)
+{
+    return svc->backend_mx || svc->backend_tls == BACKEND_TLS_DANE ||
+           svc->backend_tls == BACKEND_TLS_DANE_ONLY;
+}
+
 /* config_service_key_line - see config.h. */
 int config_service_key_line(const struct service *svc, const char *key)
 {

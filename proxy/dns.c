@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <unbound.h>
 
@@ -89,6 +90,27 @@ static int dns_read_resolv_conf(struct dns_setup *s, const char *path)
     return 0;
 }
 
+/* dns_has_type - is one of the blank-separated fields of p[0..n) "DS"
+ * or "DNSKEY" (the record's type)? */
+static bool dns_has_type(const char *p, size_t n)
+{
+    const char *end = p + n;
+
+    while (p < end) {
+        size_t len = strcspn(p, " \t");
+
+        if (len > (size_t)(end - p))
+            len = (size_t)(end - p);
+        if ((len == 2 && strncasecmp(p, "DS", 2) == 0) ||
+            (len == 6 && strncasecmp(p, "DNSKEY", 6) == 0))
+            return true;
+        p += len;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+    }
+    return false;
+}
+
 /* dns_read_anchors - every record line of a trust anchor file (DS or
  * DNSKEY records in zone file format, as /usr/share/dns/root.key). */
 static int dns_read_anchors(struct dns_setup *s, const char *path, char *err,
@@ -112,10 +134,7 @@ static int dns_read_anchors(struct dns_setup *s, const char *path, char *err,
             n--;
         if (n == 0)
             continue;
-        if (strstr(line, " DS ") == NULL && strstr(line, "\tDS\t") == NULL &&
-            strstr(line, " DNSKEY ") == NULL &&
-            strstr(line, "\tDNSKEY\t") == NULL && strstr(line, "\tDS ") == NULL &&
-            strstr(line, "\tDNSKEY ") == NULL) {
+        if (!dns_has_type(p, n)) {
             snprintf(err, err_len,
                      "dns_trust_anchor %s:%u: not a DS or DNSKEY record",
                      path, lineno);
@@ -191,13 +210,9 @@ void dns_setup_free(struct dns_setup *s)
 /* dns_needed - see dns.h. */
 bool dns_needed(const struct config *cfg)
 {
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        const struct service *svc = &cfg->services[i];
-
-        if (svc->backend_mx || svc->backend_tls == BACKEND_TLS_DANE ||
-            svc->backend_tls == BACKEND_TLS_DANE_ONLY)
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (config_service_dns(&cfg->services[i]))
             return true;
-    }
     return false;
 }
 

@@ -4,9 +4,7 @@
  *
  * One host at a time: its A and AAAA lookups go out together, then (for
  * DANE, and only when every step so far was secure: RFC 7672 2.2) its
- * TLSA lookup.  The callbacks come from the resolver's, or from
- * nexthop_next itself when the next address of the same host is
- * already known.
+ * TLSA lookup.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -893,7 +893,7 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
                  &(struct backend_client){&s->client_sa, &s->client_dst,
                                           s->client_addr},
                  &session_backend_events, s);
-    if (backend_needs_dns(s->svc))
+    if (config_service_dns(s->svc))
         backend_use_dns(&s->b, loop_dns(ctx));
     s->next = ctx->sessions;
     if (ctx->sessions != NULL)

@@ -8,6 +8,7 @@ import hashlib
 import subprocess
 
 from harness import SMTPClient, expect, log_fields, require_program, unique_token
+from test_backends import deliver
 
 
 def cert_sha256(path, pubkey=False):
@@ -28,25 +29,13 @@ def colons(hexdigest):
     return ":".join(hexdigest[i:i + 2] for i in range(0, 64, 2)).upper()
 
 
-def deliver(p, client_ctx, token):
-    c = SMTPClient(p.port)
-    expect(c.read_reply(), 220)
-    c.ehlo()
-    c.starttls(client_ctx)
-    c.ehlo()
-    r = c.mail(rcpts=["pf@test.example"],
-               body=("Subject: %s\r\n\r\nhi\r\n" % token).encode())
-    c.quit()
-    return r
-
-
 def test_certificate_pin_in_openssl_form_delivers(
         proxy, postfix_backend, certs, client_ctx):
     pf = postfix_backend
     pin = "sha256:" + colons(cert_sha256(certs.backend_cert))
     p = proxy(pf.port, backend_tls="fingerprint",
               backend_tls_fingerprints=pin)
-    expect(deliver(p, client_ctx, unique_token("pin-cert")), 250)
+    expect(deliver(SMTPClient(p.port), client_ctx, unique_token("pin-cert")), 250)
     f = log_fields(p.summaries()[0])
     assert f["backend_verify"].startswith("fingerprint:sha256:"), f
 
@@ -59,7 +48,7 @@ def test_public_key_pin_delivers_and_the_untrusted_certificate_is_refused(
     pin = "pubkey-sha256:" + cert_sha256(certs.backend_cert, pubkey=True)
     p = proxy(pf.port, backend_tls="fingerprint",
               backend_tls_fingerprints=pin)
-    expect(deliver(p, client_ctx, unique_token("pin-key")), 250)
+    expect(deliver(SMTPClient(p.port), client_ctx, unique_token("pin-key")), 250)
     f = log_fields(p.summaries()[0])
     assert f["backend_verify"].startswith("fingerprint:pubkey-sha256:"), f
     q = proxy(pf.untrusted_port, backend_tls="fingerprint",

@@ -21,6 +21,7 @@ import pytest
 from dnszone import DnsZones, tlsa_rdata
 from harness import (SMTPClient, expect, log_fields, require_program,
                      server_tls_context, unique_token)
+from test_backends import deliver
 
 ZONE = "dane.example."
 INSECURE = "insecure.dane.example."
@@ -62,16 +63,9 @@ def esc(text):
     return re.escape(text).replace("\\ ", " ").replace(" ", r"\\x20")
 
 
-def send_one(p, client_ctx, token, rcpt="pf@test.example"):
-    c = SMTPClient(p.port)
-    expect(c.read_reply(), 220)
-    c.ehlo()
-    c.starttls(client_ctx)
-    c.ehlo()
-    r = c.mail(rcpts=[rcpt],
-               body=("Subject: %s\r\n\r\nhello\r\n" % token).encode())
-    c.quit()
-    return r
+def send_one(p, client_ctx, token):
+    """One message over STARTTLS through proxy p (test_backends.deliver)."""
+    return deliver(SMTPClient(p.port), client_ctx, token)
 
 
 def refused_at_greeting(p, code="421", enhanced=None):
