@@ -22,6 +22,7 @@
 #include "nexthop.h"
 #include "reply.h"
 #include "sbuf.h"
+#include "sts_fetch.h"
 
 struct conn;
 struct conn_loop;
@@ -108,6 +109,15 @@ struct backend_leg {
     char next_why[200];               /* why the last target was left */
     char host[256];                   /* the host connected to, "" before */
 
+    /* MTA-STS (backend_tls = sts): the domain's policy, found once per
+     * session before the first MX lookup */
+    struct sts_fetcher *stsf;
+    struct sts_lookup *stsq;          /* under way */
+    bool sts_known;                   /* stsq answered */
+    struct sts_policy *sts;           /* held; NULL: none applies */
+    char sts_source[16];              /* "fetched", "cached", "none", ... */
+    enum sts_failure sts_failure;     /* of finding it (TLSRPT) */
+
     /* the connection */
     struct conn *conn;
     enum backend_state state;
@@ -135,6 +145,9 @@ struct backend_leg {
     char tls_desc[80];                /* "" while plaintext */
     char verify[96];                  /* "" while plaintext */
     char dane[96];                    /* DANE's verdict; "" when none */
+    char sts_desc[320];               /* "enforce id=... matched=..." for
+                                         the current host; "" when no
+                                         policy applies to it */
 };
 
 /* backend_init - b serves a session of service svc; nothing starts yet. */
@@ -150,6 +163,11 @@ void backend_init(struct backend_leg *b, struct conn_loop *conns,
  * backend or a DANE policy); r may be NULL when the loop has no
  * resolver: every session is then refused.  Before backend_start. */
 void backend_use_dns(struct backend_leg *b, struct dns_resolver *r);
+
+/* backend_use_sts - find the domain's MTA-STS policy with f
+ * (backend_tls = sts); f may be NULL: every session is then refused.
+ * Before backend_start. */
+void backend_use_sts(struct backend_leg *b, struct sts_fetcher *f);
 
 /* backend_start - open a connection and run the setup; plain_retry says
  * whether it is the plaintext retry of "may". */

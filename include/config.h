@@ -30,7 +30,9 @@ enum backend_tls {
     BACKEND_TLS_VERIFY,
     BACKEND_TLS_DANE,       /* RFC 7672: TLSA when DNSSEC says so, else may */
     BACKEND_TLS_DANE_ONLY,  /* ... and refuse without usable TLSA */
-    BACKEND_TLS_FINGERPRINT /* TLS, the certificate must match a pin */
+    BACKEND_TLS_FINGERPRINT, /* TLS, the certificate must match a pin */
+    BACKEND_TLS_STS         /* RFC 8461: dane, then the domain's MTA-STS
+                               policy for hosts without usable TLSA */
 };
 
 /* backend_tls_fingerprints: one pin, a SHA-256 digest of the whole
@@ -188,6 +190,9 @@ struct config {
     char *dns_resolver;            /* "system" or "ADDR[@PORT], ..." */
     char *dns_trust_anchor;        /* DS/DNSKEY file; default root.key */
     unsigned dns_timeout;          /* seconds per query, default 10 */
+    char *state_dir;               /* the MTA-STS policy cache's home */
+    unsigned sts_timeout;          /* seconds per policy fetch, default 10 */
+    unsigned sts_policy_port;      /* of the policy host: 443 (tests) */
     struct profile *profiles;      /* every [profile NAME] section */
     size_t nprofiles;
 };
@@ -223,8 +228,15 @@ int config_service_key_line(const struct service *svc, const char *key);
 int config_profile_key_line(const struct profile *pr, const char *key);
 
 /* config_service_dns - does svc find its next hop with the in-process
- * resolver (an mx: backend, or backend_tls = dane | dane-only)? */
+ * resolver (an mx: backend, or backend_tls = dane | dane-only | sts)? */
 bool config_service_dns(const struct service *svc);
+
+/* config_service_sts - does svc look up MTA-STS policies
+ * (backend_tls = sts)? */
+bool config_service_sts(const struct service *svc);
+
+/* config_sts_needed - does any service of cfg? */
+bool config_sts_needed(const struct config *cfg);
 
 /* config_free - release a config from config_load (NULL is fine). */
 void config_free(struct config *cfg);

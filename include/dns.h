@@ -24,6 +24,7 @@ struct config;
 
 #define DNS_TYPE_A 1
 #define DNS_TYPE_MX 15
+#define DNS_TYPE_TXT 16
 #define DNS_TYPE_AAAA 28
 #define DNS_TYPE_TLSA 52
 

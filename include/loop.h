@@ -23,6 +23,8 @@ struct session;
 struct connlimit;
 struct dns_resolver;
 struct dns_setup;
+struct sts_cache;
+struct sts_fetcher;
 struct tls_service;
 struct ssl_session_st;
 
@@ -41,6 +43,9 @@ struct generation {
     const struct dns_setup *dns;     /* the resolver's settings, read at
                                         start (not by reload: they may be
                                         outside a chroot); NULL: none */
+    struct sts_cache *sts;           /* the MTA-STS policy cache of the
+                                        process (opened at start, like
+                                        dns); NULL: no sts service */
     unsigned long id;                /* 1, 2, ... */
     unsigned long refs;              /* atomic */
 };
@@ -69,6 +74,8 @@ struct loop_ctx {
     struct conn_loop conns;          /* conn.c's */
     struct dns_resolver *dns;        /* made by loop_dns when first asked */
     bool dns_failed;                 /* ... and it could not be made */
+    struct sts_fetcher *sts;         /* made by loop_sts when first asked */
+    bool sts_failed;
     /* scratch: filled and consumed within one callback, never kept
      * (session_cmd.c: filtered message content) */
     char scratch[LOOP_SCRATCH];
@@ -92,8 +99,13 @@ void loop_ctx_release(struct loop_ctx *ctx);
  * cannot be (logged once) or the loop is stopping. */
 struct dns_resolver *loop_dns(struct loop_ctx *ctx);
 
+/* loop_sts - this loop's MTA-STS fetcher, made on first use (with the
+ * resolver); NULL when it cannot be (logged once) or the loop is
+ * stopping. */
+struct sts_fetcher *loop_sts(struct loop_ctx *ctx);
+
 /* loop_ctx_stop - the loop takes no new sessions: close the resolver's
- * handles so that the loop can run dry. */
+ * and the fetcher's handles so that the loop can run dry. */
 void loop_ctx_stop(struct loop_ctx *ctx);
 
 /* loop_next_sid - a new session id, unique within the process. */

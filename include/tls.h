@@ -113,6 +113,12 @@ bool tls_tlsa_usable(const struct tlsa_rr *rr);
 SSL *tls_client_ssl_dane(SSL_CTX *ctx, const char *host, const char *domain,
                          const struct tlsa_rr *rr, size_t n);
 
+/* tls_failure_type - the RFC 8460 4.3 result type of a certificate
+ * check that ended in X509 error vr: "certificate-host-mismatch",
+ * "certificate-expired", "certificate-not-trusted" or
+ * "validation-failure". */
+const char *tls_failure_type(long vr);
+
 /* tls_dane_describe - after the handshake: "verified usage=3 selector=1
  * mtype=1", or "failed" with the X509 error, into buf. */
 void tls_dane_describe(SSL *ssl, char *buf, size_t len);

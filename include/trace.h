@@ -27,6 +27,7 @@ struct trace_facts {
     const char *backend_tls;      /* as client_tls, or NULL */
     const char *backend_verify;   /* "verified", "no_cert", an error */
     const char *backend_dane;     /* DANE's verdict, or NULL */
+    const char *backend_sts;      /* the MTA-STS policy applied, or NULL */
     time_t when;
 };
 

@@ -155,11 +155,23 @@ static void backend_enter(struct backend_leg *b, enum backend_state st)
     }
 }
 
-/* backend_dane_policy - backend_tls = dane or dane-only. */
+/* backend_dane_policy - backend_tls = dane, dane-only, or sts (where
+ * DANE wins: RFC 8461 2). */
 static bool backend_dane_policy(const struct service *svc)
 {
     return svc->backend_tls == BACKEND_TLS_DANE ||
-           svc->backend_tls == BACKEND_TLS_DANE_ONLY;
+           svc->backend_tls == BACKEND_TLS_DANE_ONLY ||
+           svc->backend_tls == BACKEND_TLS_STS;
+}
+
+/* backend_sts_mode - the MTA-STS mode for the current host: none when
+ * there is no policy, or when DANE applies to the host (any secure TLSA
+ * record: RFC 8461 2). */
+static enum sts_mode backend_sts_mode(const struct backend_leg *b)
+{
+    if (b->sts == NULL || !b->have_target || b->target.dane > DANE_INSECURE)
+        return STS_MODE_NONE;
+    return b->sts->mode;
 }
 
 /* backend_strict - must this attempt end in TLS?  Under "dane" it
@@ -175,6 +187,9 @@ static bool backend_strict(const struct backend_leg *b)
         return true;
     case BACKEND_TLS_DANE:
         return b->have_target && b->target.dane >= DANE_UNUSABLE;
+    case BACKEND_TLS_STS:
+        return (b->have_target && b->target.dane >= DANE_UNUSABLE) ||
+               backend_sts_mode(b) == STS_MODE_ENFORCE;
     default:
         return false;
     }
@@ -256,9 +271,41 @@ static bool backend_next_target(struct backend_leg *b, bool policy,
     b->have_target = false;
     backend_stop(b);
     b->plain_retry = b->helo_only = b->xclient_ok = false;
-    b->tls_desc[0] = b->verify[0] = b->dane[0] = '\0';
+    b->tls_desc[0] = b->verify[0] = b->dane[0] = b->sts_desc[0] = '\0';
     backend_enter(b, BACKEND_RESOLVING);
     return true;
+}
+
+/* backend_sts_check - for "sts": what the policy says of the target
+ * before connecting.  RFC 8461 4.1: under enforce only a host that
+ * matches an mx pattern may be used; under testing a mismatch is only
+ * logged.  True when the target was refused (the caller stops). */
+static bool backend_sts_check(struct backend_leg *b)
+{
+    enum sts_mode mode = backend_sts_mode(b);
+    const char *m;
+    char why[600];
+
+    b->sts_desc[0] = '\0';
+    if (mode == STS_MODE_NONE)
+        return false;
+    m = sts_mx_match(b->sts, b->host);
+    snprintf(b->sts_desc, sizeof b->sts_desc, "%s id=%s matched=%s",
+             sts_mode_name(mode), b->sts->id, m != NULL ? m : "none");
+    log_event(b->log, m != NULL ? LOG_INFO : LOG_WARN, b->sid,
+              "event=backend_sts host=%s sts=%s id=%s matched=%s source=%s",
+              b->host, sts_mode_name(mode), b->sts->id, m != NULL ? m : "none",
+              b->sts_source);
+    if (m != NULL)
+        return false;
+    snprintf(why, sizeof why, "MX host %s is not in the MTA-STS policy of %s",
+             b->host, b->sts->domain);
+    if (mode == STS_MODE_TESTING) {
+        log_event(b->log, LOG_WARN, b->sid, "event=sts_testing_failure "
+                  "host=%s result=validation-failure", b->host);
+        return false;
+    }
+    return backend_refuse_rule(b, "sts", why);
 }
 
 /* backend_on_target - the next hop search found a target, or ended. */
@@ -286,6 +333,8 @@ static void backend_on_target(void *ud, enum nexthop_end end,
             t->dane <= DANE_INSECURE &&
             backend_refuse_rule(b, "dane", "no secure TLSA records"))
             return;
+        if (backend_sts_check(b))
+            return;
         backend_enter(b, BACKEND_CONNECTING);
         return;
     case NEXTHOP_NULL_MX:
@@ -312,6 +361,38 @@ static void backend_on_target(void *ud, enum nexthop_end end,
 void backend_use_dns(struct backend_leg *b, struct dns_resolver *r)
 {
     b->dns = r;
+}
+
+/* backend_use_sts - see backend.h. */
+void backend_use_sts(struct backend_leg *b, struct sts_fetcher *f)
+{
+    b->stsf = f;
+}
+
+/* backend_on_policy - the domain's MTA-STS policy (or none) is known:
+ * the MX search starts. */
+static void backend_on_policy(void *ud, const struct sts_result *r)
+{
+    struct backend_leg *b = ud;
+    char esc[300];
+
+    b->stsq = NULL;
+    b->sts_known = true;
+    b->sts = sts_policy_ref(r->policy);
+    b->sts_failure = r->failure;
+    snprintf(b->sts_source, sizeof b->sts_source, "%s", r->source);
+    log_escape(esc, sizeof esc, r->detail ? r->detail : "",
+               r->detail ? strlen(r->detail) : 0);
+    log_event(b->log, r->failure != STS_OK ? LOG_WARN : LOG_INFO, b->sid,
+              "event=backend_sts_policy domain=%s sts=%s id=%s source=%s%s%s"
+              "%s%s%s", b->svc->backend_host,
+              b->sts ? sts_mode_name(b->sts->mode) : "none",
+              b->sts ? b->sts->id : "none", b->sts_source,
+              r->failure != STS_OK ? " result=" : "",
+              sts_failure_name(r->failure), esc[0] ? " detail=\"" : "", esc,
+              esc[0] ? "\"" : "");
+    if (b->state == BACKEND_RESOLVING)
+        nexthop_next(b->nh, NULL);
 }
 
 /* ---- lifetime ------------------------------------------------------------- */
@@ -382,6 +463,8 @@ static void backend_resolve(struct backend_leg *b)
 {
     struct addrinfo hints;
 
+    if (b->stsq != NULL)
+        return;                      /* backend_on_policy goes on */
     if (b->nh != NULL) {
         char why[sizeof b->next_why];
 
@@ -432,6 +515,16 @@ void backend_start(struct backend_leg *b, bool plain_retry)
                             "out of memory");
             return;
         }
+        if (config_service_sts(b->svc) && !b->sts_known) {
+            b->stsq = sts_lookup(b->stsf, b->svc->backend_host,
+                                 SSL_CTX_get_cert_store(b->client_ctx),
+                                 b->sid, backend_on_policy, b);
+            if (b->stsq == NULL) {
+                backend_give_up(b, REPLY_BACKEND_DNS, "backend_dns_failed",
+                                "the MTA-STS policy cannot be looked up");
+                return;
+            }
+        }
         backend_enter(b, BACKEND_RESOLVING);
         return;
     }
@@ -469,6 +562,8 @@ void backend_close(struct backend_leg *b)
     b->have_target = false;          /* its pointers live in nh */
     nexthop_free(b->nh);
     b->nh = NULL;
+    sts_lookup_cancel(b->stsq);
+    b->stsq = NULL;
     if (b->gai_busy)
         uv_cancel((uv_req_t *)&b->gai);
     if (b->conn != NULL)
@@ -480,6 +575,10 @@ void backend_free(struct backend_leg *b)
 {
     nexthop_free(b->nh);
     b->nh = NULL;
+    sts_lookup_cancel(b->stsq);
+    b->stsq = NULL;
+    sts_policy_unref(b->sts);
+    b->sts = NULL;
     sbuf_free(&b->in);
     free(b->greeting);
     b->greeting = NULL;
@@ -692,6 +791,31 @@ static void backend_on_connect(struct conn *c, void *ud, int status)
                                                   : BACKEND_GREETING);
 }
 
+/* backend_sts_tls - RFC 8461 4.2: the MX host's certificate must be
+ * PKIX-valid for its name (backend_ca_file, or the system store).  Under
+ * enforce a failure refuses the host; under testing it is logged.  True
+ * when the target was refused (the caller stops). */
+static bool backend_sts_tls(struct backend_leg *b, struct conn *c)
+{
+    long vr = SSL_get_verify_result(conn_ssl(c));
+    char why[400];
+
+    if (vr == X509_V_OK) {
+        if (backend_sts_mode(b) == STS_MODE_ENFORCE)
+            b->authenticated = true;
+        return false;
+    }
+    snprintf(why, sizeof why, "MTA-STS: certificate of %s: %s", b->host,
+             X509_verify_cert_error_string(vr));
+    log_event(b->log, LOG_WARN, b->sid, "event=%s host=%s result=%s",
+              backend_sts_mode(b) == STS_MODE_TESTING ? "sts_testing_failure"
+                                                      : "backend_sts_failure",
+              b->host, tls_failure_type(vr));
+    if (backend_sts_mode(b) == STS_MODE_TESTING)
+        return false;
+    return backend_refuse_rule(b, "sts", why);
+}
+
 static void backend_on_handshake(struct conn *c, void *ud, int status)
 {
     struct backend_leg *b = ud;
@@ -739,10 +863,15 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
                  b->target.dane == DANE_UNUSABLE ? "unusable_tlsa"
                                                  : "no_secure_tlsa");
     }
+    if (backend_sts_mode(b) != STS_MODE_NONE && backend_sts_tls(b, c))
+        return;
     log_event(b->log, LOG_INFO, b->sid,
-              "event=backend_tls tls=%s verify=%s resumed=%s%s%s", b->tls_desc,
-              b->verify, SSL_session_reused(conn_ssl(c)) ? "yes" : "no",
-              b->dane[0] ? " dane=" : "", b->dane);
+              "event=backend_tls tls=%s verify=%s resumed=%s%s%s%s%s",
+              b->tls_desc, b->verify,
+              SSL_session_reused(conn_ssl(c)) ? "yes" : "no",
+              b->dane[0] ? " dane=" : "", b->dane,
+              b->sts_desc[0] ? " sts=" : "",
+              b->sts_desc[0] ? sts_mode_name(backend_sts_mode(b)) : "");
     if (b->state == BACKEND_TLS_IMPLICIT)
         backend_enter(b, BACKEND_GREETING);
     else

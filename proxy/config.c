@@ -73,6 +73,9 @@ enum key_id {
     K_DNS_RESOLVER,
     K_DNS_TRUST_ANCHOR,
     K_DNS_TIMEOUT,
+    K_STATE_DIR,
+    K_STS_TIMEOUT,
+    K_STS_POLICY_PORT,
     K_LISTEN,
     K_BACKEND,
     K_CLIENT_TLS,
@@ -202,7 +205,7 @@ static const struct enum_name backend_tls_names[] = {
     { "none", BACKEND_TLS_NONE },       { "may", BACKEND_TLS_MAY },
     { "encrypt", BACKEND_TLS_ENCRYPT }, { "verify", BACKEND_TLS_VERIFY },
     { "dane", BACKEND_TLS_DANE },       { "dane-only", BACKEND_TLS_DANE_ONLY },
-    { "fingerprint", BACKEND_TLS_FINGERPRINT },
+    { "fingerprint", BACKEND_TLS_FINGERPRINT }, { "sts", BACKEND_TLS_STS },
     { NULL, 0 }
 };
 
@@ -294,6 +297,12 @@ static const struct key_def key_table[K_COUNT] = {
               dns_trust_anchor, .def = "/usr/share/dns/root.key"),
     PROXY_KEY(K_DNS_TIMEOUT, "dns_timeout", KT_UINT, dns_timeout,
               .min = 1, .max = 300, .def = "10"),
+    PROXY_KEY(K_STATE_DIR, "state_dir", KT_PATH, state_dir,
+              .def = "/var/lib/starttls-proxy"),
+    PROXY_KEY(K_STS_TIMEOUT, "sts_timeout", KT_UINT, sts_timeout,
+              .min = 1, .max = 300, .def = "10"),
+    PROXY_KEY(K_STS_POLICY_PORT, "sts_policy_port", KT_UINT, sts_policy_port,
+              .min = 1, .max = 65535, .def = "443"),
     SERVICE_KEY(K_LISTEN, "listen", KT_LISTEN, listen,
                 .off2 = offsetof(struct service, nlisten)),
     SERVICE_KEY(K_BACKEND, "backend", KT_HOSTPORT, backend_host,
@@ -2120,6 +2129,14 @@ static void config_check_service(struct parser *p, size_t i)
                      "name (TLSA records are found by name), not an address",
                      svc->name, svc->backend_tls == BACKEND_TLS_DANE
                                     ? "dane" : "dane-only");
+    /* RFC 8461: a policy belongs to a mail domain, found by MX */
+    if (!st->bad[K_BACKEND_TLS] && !st->bad[K_BACKEND] &&
+        svc->backend_host != NULL && !svc->backend_mx &&
+        svc->backend_tls == BACKEND_TLS_STS)
+        config_error(p, st->line[K_BACKEND_TLS],
+                     "service [%s]: backend_tls = sts needs backend = "
+                     "mx:DOMAIN (MTA-STS policies belong to mail domains)",
+                     svc->name);
     if (!st->bad[K_BACKEND_TLS] && !st->bad[K_BACKEND_TLS_FINGERPRINTS]) {
         if (svc->backend_tls == BACKEND_TLS_FINGERPRINT &&
             svc->nbackend_pins == 0)
@@ -2306,7 +2323,23 @@ static int config_key_line_of(const int *key_lines, int section_line,
 bool config_service_dns(const struct service *svc)
 {
     return svc->backend_mx || svc->backend_tls == BACKEND_TLS_DANE ||
-           svc->backend_tls == BACKEND_TLS_DANE_ONLY;
+           svc->backend_tls == BACKEND_TLS_DANE_ONLY ||
+           svc->backend_tls == BACKEND_TLS_STS;
+}
+
+/* config_service_sts - see config.h. */
+bool config_service_sts(const struct service *svc)
+{
+    return svc->backend_tls == BACKEND_TLS_STS;
+}
+
+/* config_sts_needed - see config.h. */
+bool config_sts_needed(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (config_service_sts(&cfg->services[i]))
+            return true;
+    return false;
 }
 
 /* config_service_key_line - see config.h. */

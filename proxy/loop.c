@@ -3,6 +3,7 @@
  */
 #include "loop.h"
 #include "dns.h"
+#include "sts_fetch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,8 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
     conn_loop_init(&ctx->conns, loop);
     ctx->dns = NULL;
     ctx->dns_failed = false;
+    ctx->sts = NULL;
+    ctx->sts_failed = false;
 }
 
 /* loop_dns - see loop.h. */
@@ -91,9 +94,34 @@ struct dns_resolver *loop_dns(struct loop_ctx *ctx)
     return ctx->dns;
 }
 
-/* loop_ctx_stop - see loop.h. */
+/* loop_sts - see loop.h. */
+struct sts_fetcher *loop_sts(struct loop_ctx *ctx)
+{
+    struct sts_settings set;
+    struct dns_resolver *r;
+    char err[300];
+
+    if (ctx->sts != NULL || ctx->sts_failed)
+        return ctx->sts;
+    r = loop_dns(ctx);
+    set.timeout_ms = ctx->cfg->sts_timeout * 1000;
+    set.port = ctx->cfg->sts_policy_port;
+    ctx->sts = sts_fetcher_new(ctx->loop, r, ctx->gen->sts, &set, &ctx->log,
+                               err, sizeof err);
+    ctx->sts_failed = ctx->sts == NULL;
+    if (ctx->sts_failed)
+        log_event(&ctx->log, LOG_ERROR, 0, "event=sts_error error=\"%s\"",
+                  err);
+    return ctx->sts;
+}
+
+/* loop_ctx_stop - see loop.h.  The fetcher first: it cancels queries of
+ * the resolver. */
 void loop_ctx_stop(struct loop_ctx *ctx)
 {
+    sts_fetcher_close(ctx->sts);
+    ctx->sts = NULL;
+    ctx->sts_failed = true;
     dns_resolver_close(ctx->dns);
     ctx->dns = NULL;
     ctx->dns_failed = true;          /* no new one */

@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <openssl/ssl.h>
 #include <uv.h>
 
@@ -26,6 +27,7 @@
 #include "netaddr.h"
 #include "pidfile.h"
 #include "sdnotify.h"
+#include "sts.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -47,6 +49,7 @@ struct runtime {
     struct pidfile pf;               /* [proxy] pid_file */
     struct dns_setup dns;            /* read at start when dns_needed */
     bool have_dns;
+    struct sts_cache *sts;           /* opened at start when sts is used */
     unsigned long reloads;           /* SIGHUPs handled */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
@@ -184,6 +187,23 @@ static int main_load(const char *path, struct runtime *rt)
         }
         rt->have_dns = true;
     }
+    /* so is the MTA-STS cache: its directory is kept open for writing */
+    if (config_sts_needed(rt->cfg)) {
+        char warn[300];
+
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            fprintf(stderr, "%s: cannot initialise libcurl\n", path);
+            return -1;
+        }
+        rt->sts = sts_cache_open(rt->cfg->state_dir, err, sizeof err, warn,
+                                 sizeof warn);
+        if (rt->sts == NULL) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            return -1;
+        }
+        if (warn[0] != '\0')
+            fprintf(stderr, "%s: warning: %s\n", path, warn);
+    }
     return 0;
 }
 
@@ -192,6 +212,8 @@ static void main_free(struct runtime *rt)
     if (rt->have_dns)
         dns_setup_free(&rt->dns);
     rt->have_dns = false;
+    sts_cache_close(rt->sts);
+    rt->sts = NULL;
     if (rt->gen != NULL)
         generation_release(rt->gen);     /* the cfg and tls are its */
     else
@@ -230,6 +252,14 @@ static const char *main_reload_refusal(const struct config *old,
     if (dns_needed(cfg) && !dns_needed(old))
         return "the DNS resolver is set up at start: mx: backends and "
                "DANE need a restart when none was in use";
+    if (strcmp(cfg->state_dir, old->state_dir) != 0 ||
+        cfg->sts_timeout != old->sts_timeout ||
+        cfg->sts_policy_port != old->sts_policy_port)
+        return "state_dir, sts_timeout and sts_policy_port cannot change "
+               "by reload";
+    if (config_sts_needed(cfg) && !config_sts_needed(old))
+        return "the MTA-STS cache is opened at start: backend_tls = sts "
+               "needs a restart when no service used it";
     if (cfg->nservices != old->nservices)
         return "services cannot be added or removed by reload";
     for (size_t i = 0; i < cfg->nservices; i++) {
@@ -257,6 +287,8 @@ static struct generation *main_generation(const struct runtime *rt,
 
     if (g != NULL)
         g->dns = rt->have_dns ? &rt->dns : NULL;
+    if (g != NULL)
+        g->sts = rt->sts;
     return g;
 }
 

@@ -895,6 +895,8 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
                  &session_backend_events, s);
     if (config_service_dns(s->svc))
         backend_use_dns(&s->b, loop_dns(ctx));
+    if (config_service_sts(s->svc))
+        backend_use_sts(&s->b, loop_sts(ctx));
     s->next = ctx->sessions;
     if (ctx->sessions != NULL)
         ctx->sessions->prev = s;

@@ -19,7 +19,8 @@
 size_t session_trace_header(const struct session *s, char *out, size_t cap)
 {
     static const char *const policy[] = {"none", "may", "encrypt", "verify",
-                                         "dane", "dane-only", "fingerprint"};
+                                         "dane", "dane-only", "fingerprint",
+                                         "sts"};
     const struct trace_facts f = {
         .helo = s->helo_name,
         .client = &s->client_sa,
@@ -35,6 +36,7 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap)
         .backend_tls = s->b.tls_desc[0] != '\0' ? s->b.tls_desc : NULL,
         .backend_verify = s->b.verify,
         .backend_dane = s->b.dane[0] ? s->b.dane : NULL,
+        .backend_sts = s->b.sts_desc[0] ? s->b.sts_desc : NULL,
         .when = time(NULL),
     };
 

@@ -841,7 +841,8 @@ static SSL_CTX *tls_backend_ctx(const struct config *cfg,
                                             SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, tls_backend_new_session);
     if ((svc->backend_tls == BACKEND_TLS_DANE ||
-         svc->backend_tls == BACKEND_TLS_DANE_ONLY) &&
+         svc->backend_tls == BACKEND_TLS_DANE_ONLY ||
+         svc->backend_tls == BACKEND_TLS_STS) &&
         SSL_CTX_dane_enable(ctx) <= 0) {
         tls_fail(&w, "backend_tls", "cannot enable DANE", NULL);
         goto fail;
@@ -934,6 +935,27 @@ SSL *tls_client_ssl(SSL_CTX *ctx, const char *name)
 fail:
     SSL_free(ssl);
     return NULL;
+}
+
+/* tls_failure_type - see tls.h. */
+const char *tls_failure_type(long vr)
+{
+    switch (vr) {
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+        return "certificate-host-mismatch";
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return "certificate-expired";
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_UNTRUSTED:
+        return "certificate-not-trusted";
+    default:
+        return "validation-failure";
+    }
 }
 
 /* tls_tlsa_usable - see tls.h. */

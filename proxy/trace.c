@@ -39,8 +39,9 @@ static const char *trace_split_tls(const char *desc, char *ver, size_t cap)
 /* trace_header - see trace.h. */
 size_t trace_header(const struct trace_facts *f, char *out, size_t cap)
 {
-    char helo[128], addr[NETADDR_TEXT] = "unknown", client[400], backend[460];
+    char helo[128], addr[NETADDR_TEXT] = "unknown", client[400], backend[660];
     char date[64], ver[96], subject[200], verify[100], dane[100];
+    char sts[200];
     const char *cipher;
     struct tm tm;
     int n;
@@ -63,11 +64,14 @@ size_t trace_header(const struct trace_facts *f, char *out, size_t cap)
         trace_comment_text(f->backend_verify, verify, sizeof verify);
         trace_comment_text(f->backend_dane ? f->backend_dane : "", dane,
                            sizeof dane);
+        trace_comment_text(f->backend_sts ? f->backend_sts : "", sts,
+                           sizeof sts);
         snprintf(backend, sizeof backend,
                  "(backend %s:%s policy %s using %s with cipher %s; "
-                 "certificate %s%s%s)",
+                 "certificate %s%s%s%s%s)",
                  f->backend_host, f->backend_port, f->backend_policy, ver,
-                 cipher, verify, dane[0] ? "; dane " : "", dane);
+                 cipher, verify, dane[0] ? "; dane " : "", dane,
+                 sts[0] ? "; sts " : "", sts);
     } else {
         snprintf(backend, sizeof backend, "(backend %s:%s policy %s; no TLS)",
                  f->backend_host, f->backend_port, f->backend_policy);

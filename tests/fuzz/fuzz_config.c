@@ -74,6 +74,9 @@ static void check_config(const struct config *cfg)
     FUZZ_CHECK(cfg->hostname != NULL && cfg->nservices > 0);
     FUZZ_CHECK(cfg->dns_resolver != NULL && cfg->dns_trust_anchor != NULL);
     FUZZ_CHECK(cfg->dns_timeout >= 1 && cfg->dns_timeout <= 300);
+    FUZZ_CHECK(cfg->state_dir != NULL);
+    FUZZ_CHECK(cfg->sts_timeout >= 1 && cfg->sts_timeout <= 300);
+    FUZZ_CHECK(cfg->sts_policy_port >= 1 && cfg->sts_policy_port <= 65535);
     FUZZ_CHECK(strcmp(cfg->path, "fuzz.ini") == 0);
     for (i = 0; i < cfg->nservices; i++) {
         const struct service *s = &cfg->services[i];
@@ -89,6 +92,8 @@ static void check_config(const struct config *cfg)
         FUZZ_CHECK((s->backend_tls == BACKEND_TLS_FINGERPRINT) ==
                    (s->nbackend_pins > 0));
         FUZZ_CHECK(s->nbackend_pins <= 32);
+        /* MTA-STS policies belong to mail domains */
+        FUZZ_CHECK(s->backend_tls != BACKEND_TLS_STS || s->backend_mx);
         FUZZ_CHECK(s->idle_timeout >= 1 && s->idle_timeout <= 86400);
         FUZZ_CHECK(s->max_line_length >= 512 &&
                    s->max_line_length <= 65536);
