@@ -19,6 +19,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libssl-dev libinih-dev libcmocka-dev libunbound-dev dns-root-data
+  libcurl4-openssl-dev
   nsd ldnsutils
   openssl ca-certificates
   postfix swaks libnet-ssleay-perl testssl.sh curl
