@@ -378,3 +378,77 @@ def test_check_refuses_sts_without_an_mx_backend_and_a_missing_state_dir(
     rc, out = run_check(proxy_bin, ini)
     assert rc != 0 and re.search(r"state_dir .*no-such-dir: No such file",
                                  out), out
+
+
+def test_a_policy_past_half_its_max_age_is_refreshed_in_the_background(
+        proxy, dns, hosts, aiosmtpd_backend, certs, client_ctx, tmp_path):
+    text = ("version: STSv1\nmode: enforce\nmx: mx1.refresh.dane.example\n"
+            "max_age: 4\n")
+    d = Domain(dns, hosts, certs, tmp_path, "refresh", text)
+    b = mx_backend(aiosmtpd_backend, certs, tmp_path, d.host())
+    dns.start()
+    hosts.start()
+    p = sts_proxy(proxy, dns, hosts, d.name, b.port, tmp_path, ca=certs.ca)
+    delivered(p, client_ctx, b, "sts-refresh-1")
+    assert len(d.fetches()) == 1
+    time.sleep(2.5)
+    # the cached policy applies at once, and a fetch goes out behind it
+    delivered(p, client_ctx, b, "sts-refresh-2")
+    p.wait_log(r"event=backend_sts_policy domain=refresh\.dane\.example "
+               r"sts=enforce id=1 source=cached")
+    p.wait_log(r"event=sts_policy_fetched domain=refresh\.dane\.example",
+               count=2)
+    assert len(d.fetches()) == 2
+
+
+def test_a_reload_cannot_add_the_first_sts_service(
+        proxy, dns, hosts, aiosmtpd_backend, certs, tmp_path):
+    import signal
+    d = Domain(dns, hosts, certs, tmp_path, "reload",
+               policy("enforce", "mx1.reload.dane.example"))
+    b = mx_backend(aiosmtpd_backend, certs, tmp_path, d.host())
+    dns.start()
+    p = proxy(backend="mx:%s:%d" % (d.name, b.port), backend_tls="dane",
+              proxy_keys=dns_keys(dns))
+    text = open(p.ini).read()
+    assert "backend_tls = dane\n" in text
+    with open(p.ini, "w") as f:
+        f.write(text.replace("backend_tls = dane\n", "backend_tls = sts\n"))
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=failed generation=1 reason=.*"
+               r"backend_tls.=.sts.needs.a.restart")
+
+
+def test_a_silent_policy_host_times_out_and_a_stop_during_a_fetch_is_clean(
+        proxy, dns, aiosmtpd_backend, certs, client_ctx, tmp_path):
+    import socket
+    from harness import free_port
+    zone = dns.zone(ZONE)
+    zone.add("mx1.silent", "A", "127.0.0.1")
+    zone.add("silent", "MX", "10 mx1.silent." + ZONE)
+    zone.add("_mta-sts.silent", "TXT", '"v=STSv1; id=1"')
+    zone.add("mta-sts.silent", "A", "127.0.0.1")
+    b = mx_backend(aiosmtpd_backend, certs, tmp_path, "mx1.silent." +
+                   ZONE.rstrip("."))
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", free_port()))
+    silent.listen(16)                    # accepts, never says a word
+    dns.start()
+    pk = dns_keys(dns)
+    os.makedirs(str(tmp_path / "state"), exist_ok=True)
+    pk.update({"state_dir": str(tmp_path / "state"), "sts_timeout": "2",
+               "sts_policy_port": str(silent.getsockname()[1])})
+    try:
+        p = proxy(backend="mx:silent.dane.example:%d" % b.port,
+                  backend_tls="sts", backend_ca_file=certs.ca,
+                  proxy_keys=pk)
+        delivered(p, client_ctx, b, "sts-silent")
+        p.wait_log(r"event=sts_policy_failed domain=silent\.dane\.example "
+                   r"id=1 result=sts-policy-fetch-error")
+        # a session waits on a fetch that hangs; the proxy stops cleanly
+        c = SMTPClient(p.port)
+        time.sleep(0.5)
+        assert p.stop() == 0
+        c.sock.close()
+    finally:
+        silent.close()
