@@ -12,6 +12,7 @@ sts_policy_port points the proxy at nginx's port (RFC 8461 fixes 443).
 
 import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -72,6 +73,18 @@ class Domain:
     def fetches(self):
         return [r for r in self.hosts.requests(self.policy_host)
                 if r["path"] == "/.well-known/mta-sts.txt"]
+
+
+def self_signed(tmp_path, name):
+    """A certificate for name that chains to nothing."""
+    cert, key = str(tmp_path / (name + ".self.pem")), \
+        str(tmp_path / (name + ".self.key"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=" + name,
+                    "-addext", "subjectAltName=DNS:" + name], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
 
 
 def mx_backend(aiosmtpd_backend, certs, tmp_path, host):
@@ -208,9 +221,10 @@ def test_a_domain_without_a_policy_is_delivered_as_may(
 
 def test_a_policy_host_with_an_untrusted_certificate_gives_no_policy(
         proxy, dns, hosts, aiosmtpd_backend, certs, client_ctx, tmp_path):
+    # the right name, but no chain to the test CA
     d = Domain(dns, hosts, certs, tmp_path, "webpki",
                policy("enforce", "mx9.webpki.dane.example"),
-               host_cert=(certs.untrusted_cert, certs.untrusted_key))
+               host_cert=self_signed(tmp_path, "mta-sts.webpki.dane.example"))
     b = mx_backend(aiosmtpd_backend, certs, tmp_path, d.host())
     dns.start()
     hosts.start()
