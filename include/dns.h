@@ -104,4 +104,22 @@ const char *dns_status_name(enum dns_status st);
 int dns_name_from_wire(const unsigned char *p, size_t len, char *out,
                        size_t cap);
 
+#define DNS_TXT_MAX 8            /* TXT records looked at */
+#define DNS_TXT_LEN 512          /* bytes kept of each */
+
+/* dns_txt_join - the TXT records of a (DNS_OK) as text, each record's
+ * strings joined (RFC 8461 3.1, RFC 8460 3): at most DNS_TXT_MAX records
+ * of at most DNS_TXT_LEN - 1 bytes (longer ones are cut).  recs[i] points
+ * into buf; returns how many. */
+size_t dns_txt_join(const struct dns_answer *a,
+                    char buf[DNS_TXT_MAX][DNS_TXT_LEN],
+                    const char *recs[DNS_TXT_MAX], size_t lens[DNS_TXT_MAX]);
+
+/* dns_txt_pick - the one record of recs[0..n) that begins with tag and
+ * then ends or goes on with blanks and ';' (so "v=STSv10" is not
+ * "v=STSv1"): its index, -1 when there is none, -2 when there are more
+ * than one. */
+int dns_txt_pick(const char *const *recs, const size_t *lens, size_t n,
+                 const char *tag);
+
 #endif

@@ -21,6 +21,7 @@
 #define STARTTLS_PROXY_STS_FETCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -78,6 +79,21 @@ struct sts_lookup *sts_lookup(struct sts_fetcher *f, const char *domain,
 
 /* sts_lookup_cancel - cb will not run.  NULL is fine. */
 void sts_lookup_cancel(struct sts_lookup *l);
+
+/* The end of a POST: the HTTP status (0: no answer) and why it failed
+ * ("" when the server took it with a 2xx status). */
+typedef void (*sts_post_cb)(void *ud, long status, const char *why);
+
+/* sts_post - POST data[0..len) as content_type to the https: url
+ * (RFC 8460 5.2), the server's name resolved by the loop's resolver,
+ * its certificate checked against store, as the policy fetches are.
+ * cb runs exactly once, later (or before sts_post returns, when the
+ * host is an address literal and the transfer cannot even start),
+ * unless the fetcher is closed first.  -1 when it cannot start (then cb
+ * never runs). */
+int sts_post(struct sts_fetcher *f, const char *url, const void *data,
+             size_t len, const char *content_type, struct x509_store_st *store,
+             sts_post_cb cb, void *ud);
 
 /* sts_failure_name - the RFC 8460 result type, "" for STS_OK. */
 const char *sts_failure_name(enum sts_failure f);

@@ -494,3 +494,55 @@ void dns_cancel(struct dns_query *q)
     dns_rearm(r);
     free(q);
 }
+
+/* dns_txt_join - see dns.h. */
+size_t dns_txt_join(const struct dns_answer *a,
+                    char buf[DNS_TXT_MAX][DNS_TXT_LEN],
+                    const char *recs[DNS_TXT_MAX], size_t lens[DNS_TXT_MAX])
+{
+    size_t n = 0;
+
+    for (int i = 0; a->status == DNS_OK && i < a->count && n < DNS_TXT_MAX;
+         i++) {
+        const unsigned char *d = (const unsigned char *)a->data[i];
+        size_t off = 0, len = 0;
+
+        while (off < (size_t)a->len[i]) {
+            size_t sl = d[off++];
+
+            if (off + sl > (size_t)a->len[i] || len + sl >= DNS_TXT_LEN)
+                break;
+            memcpy(buf[n] + len, d + off, sl);
+            len += sl;
+            off += sl;
+        }
+        buf[n][len] = '\0';
+        recs[n] = buf[n];
+        lens[n++] = len;
+    }
+    return n;
+}
+
+/* dns_txt_pick - see dns.h. */
+int dns_txt_pick(const char *const *recs, const size_t *lens, size_t n,
+                 const char *tag)
+{
+    size_t tl = strlen(tag), ours = 0, which = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const char *r = recs[i];
+        size_t k = tl;
+
+        if (lens[i] < tl || memcmp(r, tag, tl) != 0)
+            continue;
+        while (k < lens[i] && (r[k] == ' ' || r[k] == '\t'))
+            k++;
+        if (k < lens[i] && r[k] != ';')
+            continue;
+        ours++;
+        which = i;
+    }
+    if (ours == 0)
+        return -1;
+    return ours == 1 ? (int)which : -2;
+}

@@ -11,6 +11,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "dns.h"
+#include "statefile.h"
 #include "sts.h"
 
 /* ---- the TXT record (RFC 8461 3.1) ---------------------------------------- */
@@ -88,24 +90,11 @@ static int sts_txt_fields(const char *r, size_t len, char *id, char *why,
 int sts_txt_parse(const char *const *recs, const size_t *lens, size_t n,
                   char id[STS_ID_MAX + 1], char *why, size_t why_len)
 {
-    size_t ours = 0, which = 0, i;
+    int which = dns_txt_pick(recs, lens, n, "v=STSv1");
 
-    for (i = 0; i < n; i++) {
-        const char *r = recs[i];
-        size_t k = 7;
-
-        if (lens[i] < 7 || memcmp(r, "v=STSv1", 7) != 0)
-            continue;
-        while (k < lens[i] && sts_wsp(r[k]))
-            k++;
-        if (k < lens[i] && r[k] != ';')
-            continue;                    /* "v=STSv10": not ours */
-        ours++;
-        which = i;
-    }
-    if (ours != 1) {
-        snprintf(why, why_len, ours == 0 ? "no v=STSv1 TXT record"
-                                         : "more than one v=STSv1 TXT record");
+    if (which < 0) {
+        snprintf(why, why_len, which == -1 ? "no v=STSv1 TXT record"
+                                           : "more than one v=STSv1 TXT record");
         return -1;
     }
     return sts_txt_fields(recs[which], lens[which], id, why, why_len);
@@ -549,20 +538,13 @@ struct sts_policy *sts_cache_get(struct sts_cache *c, const char *domain,
  * c->mu. */
 static int sts_cache_write(struct sts_cache *c, char *why, size_t why_len)
 {
-    static const char tmp[] = STS_CACHE_FILE ".tmp";
     FILE *f;
-    int fd, rc = 0;
 
     if (c->dirfd < 0)
         return 0;
-    fd = openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                0600);
-    if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
-        snprintf(why, why_len, "cannot write %s: %s", tmp, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    f = statefile_begin(c->dirfd, STS_CACHE_FILE, why, why_len);
+    if (f == NULL)
         return -1;
-    }
     fputs(STS_FILE_HEADER, f);
     for (size_t i = 0; i < c->n; i++) {
         const struct sts_policy *p = c->p[i];
@@ -573,18 +555,7 @@ static int sts_cache_write(struct sts_cache *c, char *why, size_t why_len)
             fputc(*q == '\n' ? ';' : *q, f);
         fputc('\n', f);
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-        rc = -1;
-    if (fclose(f) != 0)
-        rc = -1;
-    if (rc == 0 && renameat(c->dirfd, tmp, c->dirfd, STS_CACHE_FILE) != 0)
-        rc = -1;
-    if (rc != 0) {
-        snprintf(why, why_len, "cannot write %s: %s", STS_CACHE_FILE,
-                 strerror(errno));
-        (void)unlinkat(c->dirfd, tmp, 0);
-    }
-    return rc;
+    return statefile_commit(f, c->dirfd, STS_CACHE_FILE, why, why_len);
 }
 
 /* sts_cache_put - see sts.h.  When full, the policy closest to expiry

@@ -19,6 +19,7 @@
 #include "dns.h"
 #include "log.h"
 #include "sts_fetch.h"
+#include "tlsrpt.h"
 
 struct sts_fetch;
 
@@ -41,6 +42,15 @@ struct sts_fetch {
     struct sts_fetch *next;          /* f->fetches */
     char domain[256];
     char id[STS_ID_MAX + 1];
+    char host[300];                  /* the HTTPS server, and its port */
+    unsigned port;
+    char url[TLSRPT_URI_MAX + 100];
+    /* a POST (sts_post) instead of a policy fetch: */
+    char *post;
+    size_t post_len;
+    struct curl_slist *headers;
+    sts_post_cb post_cb;
+    void *post_ud;
     X509_STORE *store;
     struct dns_query *q4, *q6;
     char addrs[512];                 /* "ADDR,[ADDR6],..." for curl */
@@ -265,8 +275,10 @@ static void sts_fetch_free(struct sts_fetch *ft)
         curl_easy_cleanup(ft->easy);
     }
     curl_slist_free_all(ft->resolve);
+    curl_slist_free_all(ft->headers);
     X509_STORE_free(ft->store);
     free(ft->body);
+    free(ft->post);
     free(ft);
 }
 
@@ -297,6 +309,27 @@ static void sts_fetch_end(struct sts_fetch *ft, struct sts_policy *p,
             sts_complete(w, NULL, "fetch_failed", fl, why);
     }
     sts_fetch_free(ft);
+}
+
+/* sts_post_end - the POST is over: status (0: no answer) and why
+ * ("" when it was taken). */
+static void sts_post_end(struct sts_fetch *ft, long status, const char *why)
+{
+    struct sts_fetcher *f = ft->f;
+    struct sts_fetch **pp;
+    sts_post_cb cb = ft->post_cb;
+    void *ud = ft->post_ud;
+    char text[400];
+
+    snprintf(text, sizeof text, "%s", why);
+    for (pp = &f->fetches; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == ft) {
+            *pp = ft->next;
+            break;
+        }
+    ft->next = NULL;
+    sts_fetch_free(ft);
+    cb(ud, status, text);
 }
 
 static size_t sts_on_body(char *data, size_t size, size_t n, void *ud)
@@ -348,6 +381,16 @@ static void sts_fetch_done(struct sts_fetch *ft, CURLcode rc)
     (void)curl_easy_getinfo(ft->easy, CURLINFO_RESPONSE_CODE, &status);
     (void)curl_easy_getinfo(ft->easy, CURLINFO_CONTENT_TYPE, &ct);
     why[0] = '\0';
+    if (ft->post_cb != NULL) {
+        if (rc != CURLE_OK)
+            snprintf(why, sizeof why, "%s", ft->errbuf[0]
+                                                ? ft->errbuf
+                                                : curl_easy_strerror(rc));
+        else if (status < 200 || status > 299)
+            snprintf(why, sizeof why, "HTTP status %ld", status);
+        sts_post_end(ft, rc == CURLE_OK ? status : 0, why);
+        return;
+    }
     if (ft->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
         snprintf(why, sizeof why, "policy larger than %d bytes",
                  STS_POLICY_MAX);
@@ -399,35 +442,34 @@ static void sts_fetch_done(struct sts_fetch *ft, CURLcode rc)
 static void sts_fetch_http(struct sts_fetch *ft)
 {
     struct sts_fetcher *f = ft->f;
-    char url[400], entry[sizeof ft->addrs + 300];
+    char entry[sizeof ft->addrs + sizeof ft->host + 16];
     CURL *e;
 
     if (ft->addrs[0] == '\0') {
-        char why[300];
+        char why[400];
 
-        snprintf(why, sizeof why, "no address for mta-sts.%s", ft->domain);
+        snprintf(why, sizeof why, "no address for %s", ft->host);
+        if (ft->post_cb != NULL) {
+            sts_post_end(ft, 0, why);
+            return;
+        }
         log_event(f->log, LOG_WARN, 0, "event=sts_policy_failed domain=%s "
                   "id=%s result=%s error=\"no address for the policy host\"",
                   ft->domain, ft->id, sts_failure_name(STS_FETCH_ERROR));
         sts_fetch_end(ft, NULL, STS_FETCH_ERROR, why);
         return;
     }
-    if (f->set.port == 443)
-        snprintf(url, sizeof url,
-                 "https://mta-sts.%s/.well-known/mta-sts.txt", ft->domain);
-    else
-        snprintf(url, sizeof url,
-                 "https://mta-sts.%s:%u/.well-known/mta-sts.txt", ft->domain,
-                 f->set.port);
-    snprintf(entry, sizeof entry, "mta-sts.%s:%u:%s", ft->domain,
-             f->set.port, ft->addrs);
+    snprintf(entry, sizeof entry, "%s:%u:%s", ft->host, ft->port, ft->addrs);
     ft->resolve = curl_slist_append(NULL, entry);
     e = ft->easy = curl_easy_init();
     if (e == NULL || ft->resolve == NULL) {
-        sts_fetch_end(ft, NULL, STS_FETCH_ERROR, "out of memory");
+        if (ft->post_cb != NULL)
+            sts_post_end(ft, 0, "out of memory");
+        else
+            sts_fetch_end(ft, NULL, STS_FETCH_ERROR, "out of memory");
         return;
     }
-    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_URL, ft->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, ft);
     curl_easy_setopt(e, CURLOPT_RESOLVE, ft->resolve);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
@@ -440,7 +482,17 @@ static void sts_fetch_http(struct sts_fetch *ft)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sts_on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, ft);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, ft->errbuf);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "starttls-proxy (MTA-STS)");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, ft->post_cb != NULL
+                                               ? "starttls-proxy (TLSRPT)"
+                                               : "starttls-proxy (MTA-STS)");
+    if (ft->post_cb != NULL) {
+        /* RFC 8460 5.2: the report is the body, no multipart */
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, ft->post);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)ft->post_len);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, ft->headers);
+    }
     curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -455,7 +507,10 @@ static void sts_fetch_http(struct sts_fetch *ft)
     if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
         curl_easy_cleanup(e);
         ft->easy = NULL;
-        sts_fetch_end(ft, NULL, STS_FETCH_ERROR, "cannot start the fetch");
+        if (ft->post_cb != NULL)
+            sts_post_end(ft, 0, "cannot start the transfer");
+        else
+            sts_fetch_end(ft, NULL, STS_FETCH_ERROR, "cannot start the fetch");
     }
 }
 
@@ -497,6 +552,33 @@ static void sts_on_aaaa(void *ud, const struct dns_answer *a)
     sts_on_host(ft, a, true);
 }
 
+/* sts_resolve - look up ft->host's addresses (a literal address is its
+ * own); the transfer starts when both answers are in.  -1 when the
+ * queries cannot start. */
+static int sts_resolve(struct sts_fetch *ft)
+{
+    unsigned char bin[16];
+    char lit[300];
+    size_t n = strlen(ft->host);
+
+    if (n > 2 && ft->host[0] == '[' && ft->host[n - 1] == ']') {
+        snprintf(lit, sizeof lit, "%.*s", (int)(n - 2), ft->host + 1);
+        if (uv_inet_pton(AF_INET6, lit, bin) == 0) {
+            snprintf(ft->addrs, sizeof ft->addrs, "%s", ft->host);
+            sts_fetch_http(ft);
+            return 0;
+        }
+    }
+    if (uv_inet_pton(AF_INET, ft->host, bin) == 0) {
+        snprintf(ft->addrs, sizeof ft->addrs, "%s", ft->host);
+        sts_fetch_http(ft);
+        return 0;
+    }
+    ft->q4 = dns_query(ft->f->r, ft->host, DNS_TYPE_A, sts_on_a, ft);
+    ft->q6 = dns_query(ft->f->r, ft->host, DNS_TYPE_AAAA, sts_on_aaaa, ft);
+    return ft->q4 == NULL || ft->q6 == NULL ? -1 : 0;
+}
+
 /* sts_fetch_start - the domain's fetch for id (joining one under way);
  * NULL when it cannot start. */
 static struct sts_fetch *sts_fetch_start(struct sts_fetcher *f,
@@ -504,10 +586,10 @@ static struct sts_fetch *sts_fetch_start(struct sts_fetcher *f,
                                          X509_STORE *store)
 {
     struct sts_fetch *ft;
-    char host[300];
 
     for (ft = f->fetches; ft != NULL; ft = ft->next)
-        if (strcasecmp(ft->domain, domain) == 0 && strcmp(ft->id, id) == 0)
+        if (ft->post_cb == NULL && strcasecmp(ft->domain, domain) == 0 &&
+            strcmp(ft->id, id) == 0)
             return ft;
     ft = calloc(1, sizeof *ft);
     if (ft == NULL)
@@ -517,16 +599,21 @@ static struct sts_fetch *sts_fetch_start(struct sts_fetcher *f,
     snprintf(ft->id, sizeof ft->id, "%s", id);
     X509_STORE_up_ref(store);
     ft->store = store;
-    snprintf(host, sizeof host, "mta-sts.%s", domain);
-    ft->q4 = dns_query(f->r, host, DNS_TYPE_A, sts_on_a, ft);
-    ft->q6 = dns_query(f->r, host, DNS_TYPE_AAAA, sts_on_aaaa, ft);
-    if (ft->q4 == NULL || ft->q6 == NULL) {
-        ft->next = NULL;
-        sts_fetch_free(ft);
-        return NULL;
-    }
+    snprintf(ft->host, sizeof ft->host, "mta-sts.%s", domain);
+    ft->port = f->set.port;
+    if (ft->port == 443)
+        snprintf(ft->url, sizeof ft->url,
+                 "https://%s/.well-known/mta-sts.txt", ft->host);
+    else
+        snprintf(ft->url, sizeof ft->url,
+                 "https://%s:%u/.well-known/mta-sts.txt", ft->host,
+                 ft->port);
     ft->next = f->fetches;
     f->fetches = ft;
+    if (sts_resolve(ft) != 0) {
+        sts_fetch_free(ft);          /* takes it off the list */
+        return NULL;
+    }
     return ft;
 }
 
@@ -536,31 +623,15 @@ static void sts_on_txt(void *ud, const struct dns_answer *a)
 {
     struct sts_lookup *l = ud;
     struct sts_fetcher *f = l->f;
-    char recs[8][512];
-    const char *rp[8];
-    size_t lens[8], n = 0;
+    char recs[DNS_TXT_MAX][DNS_TXT_LEN];
+    const char *rp[DNS_TXT_MAX];
+    size_t lens[DNS_TXT_MAX], n;
     char id[STS_ID_MAX + 1], why[160];
     time_t now = time(NULL);
     struct sts_policy *c;
 
     l->qtxt = NULL;
-    /* each record's strings joined (RFC 8461 3.1) */
-    for (int i = 0; a->status == DNS_OK && i < a->count && n < 8; i++) {
-        const unsigned char *d = (const unsigned char *)a->data[i];
-        size_t off = 0, len = 0;
-
-        while (off < (size_t)a->len[i]) {
-            size_t sl = d[off++];
-
-            if (off + sl > (size_t)a->len[i] || len + sl >= sizeof recs[n])
-                break;
-            memcpy(recs[n] + len, d + off, sl);
-            len += sl;
-            off += sl;
-        }
-        rp[n] = recs[n];
-        lens[n++] = len;
-    }
+    n = dns_txt_join(a, recs, rp, lens);
     c = sts_cache_get(f->cache, l->domain, now);
     if (a->status != DNS_OK ||
         sts_txt_parse(rp, lens, n, id, why, sizeof why) != 0) {
@@ -635,6 +706,59 @@ void sts_lookup_cancel(struct sts_lookup *l)
             }
     }
     sts_lookup_free(l);
+}
+
+/* ---- reports (RFC 8460 5.2) ---------------------------------------------- */
+
+/* sts_post - see sts_fetch.h. */
+int sts_post(struct sts_fetcher *f, const char *url, const void *data,
+             size_t len, const char *content_type, struct x509_store_st *store,
+             sts_post_cb cb, void *ud)
+{
+    struct sts_fetch *ft;
+    CURLU *u;
+    char *host = NULL, *port = NULL, header[200];
+
+    if (f == NULL || f->closing || strncasecmp(url, "https://", 8) != 0 ||
+        strlen(url) >= sizeof ft->url || (u = curl_url()) == NULL)
+        return -1;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
+            CURLUE_OK ||
+        strlen(host) >= sizeof ft->host || (ft = calloc(1, sizeof *ft)) == NULL) {
+        curl_free(host);
+        curl_free(port);
+        curl_url_cleanup(u);
+        return -1;
+    }
+    ft->f = f;
+    snprintf(ft->host, sizeof ft->host, "%s", host);
+    ft->port = (unsigned)strtoul(port, NULL, 10);
+    snprintf(ft->url, sizeof ft->url, "%s", url);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    snprintf(header, sizeof header, "Content-Type: %s", content_type);
+    ft->headers = curl_slist_append(NULL, header);
+    ft->post = malloc(len > 0 ? len : 1);
+    if (ft->headers == NULL || ft->post == NULL) {
+        sts_fetch_free(ft);
+        return -1;
+    }
+    memcpy(ft->post, data, len);
+    ft->post_len = len;
+    ft->post_cb = cb;
+    ft->post_ud = ud;
+    X509_STORE_up_ref(store);
+    ft->store = store;
+    ft->next = f->fetches;
+    f->fetches = ft;
+    if (sts_resolve(ft) != 0) {
+        sts_fetch_free(ft);          /* takes it off the list */
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- the fetcher ---------------------------------------------------------- */
