@@ -28,6 +28,7 @@ struct conn;
 struct conn_loop;
 struct logger;
 struct tls_service;
+struct tlsrpt_store;
 struct ssl_session_st;
 
 /* The setup, in order.  Every change goes through one function, which
@@ -117,6 +118,9 @@ struct backend_leg {
     struct sts_policy *sts;           /* held; NULL: none applies */
     char sts_source[16];              /* "fetched", "cached", "none", ... */
     enum sts_failure sts_failure;     /* of finding it (TLSRPT) */
+    /* TLS reporting (RFC 8460): this attempt's result goes here once */
+    struct tlsrpt_store *rpt;
+    bool reported;
 
     /* the connection */
     struct conn *conn;
@@ -168,6 +172,10 @@ void backend_use_dns(struct backend_leg *b, struct dns_resolver *r);
  * (backend_tls = sts); f may be NULL: every session is then refused.
  * Before backend_start. */
 void backend_use_sts(struct backend_leg *b, struct sts_fetcher *f);
+
+/* backend_use_tlsrpt - count each attempt's TLS result in st for the
+ * domain's TLS report.  Before backend_start. */
+void backend_use_tlsrpt(struct backend_leg *b, struct tlsrpt_store *st);
 
 /* backend_start - open a connection and run the setup; plain_retry says
  * whether it is the plaintext retry of "may". */

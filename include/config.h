@@ -193,6 +193,11 @@ struct config {
     char *state_dir;               /* the MTA-STS policy cache's home */
     unsigned sts_timeout;          /* seconds per policy fetch, default 10 */
     unsigned sts_policy_port;      /* of the policy host: 443 (tests) */
+    bool tlsrpt;                   /* send TLS reports (RFC 8460) */
+    char *tlsrpt_dir;              /* their counts and files */
+    char *tlsrpt_organization;     /* organization-name */
+    char *tlsrpt_contact;          /* contact-info: an address */
+    unsigned tlsrpt_interval;      /* seconds per report, default 86400 */
     struct profile *profiles;      /* every [profile NAME] section */
     size_t nprofiles;
 };
@@ -237,6 +242,15 @@ bool config_service_sts(const struct service *svc);
 
 /* config_sts_needed - does any service of cfg? */
 bool config_sts_needed(const struct config *cfg);
+
+/* config_service_tlsrpt - are svc's backend-leg results counted for
+ * TLS reports (tlsrpt = yes, an mx: backend, backend_tls = dane,
+ * dane-only or sts)? */
+bool config_service_tlsrpt(const struct config *cfg,
+                           const struct service *svc);
+
+/* config_tlsrpt_needed - does any service of cfg? */
+bool config_tlsrpt_needed(const struct config *cfg);
 
 /* config_free - release a config from config_load (NULL is fine). */
 void config_free(struct config *cfg);

@@ -26,6 +26,8 @@ struct dns_setup;
 struct sts_cache;
 struct sts_fetcher;
 struct tls_service;
+struct tlsrpt_sender;
+struct tlsrpt_store;
 struct ssl_session_st;
 
 #define LOOP_SCRATCH 16384
@@ -46,6 +48,9 @@ struct generation {
     struct sts_cache *sts;           /* the MTA-STS policy cache of the
                                         process (opened at start, like
                                         dns); NULL: no sts service */
+    struct tlsrpt_store *tlsrpt;     /* the TLS reporting counts of the
+                                        process (opened at start); NULL:
+                                        no service reports */
     unsigned long id;                /* 1, 2, ... */
     unsigned long refs;              /* atomic */
 };
@@ -76,6 +81,7 @@ struct loop_ctx {
     bool dns_failed;                 /* ... and it could not be made */
     struct sts_fetcher *sts;         /* made by loop_sts when first asked */
     bool sts_failed;
+    struct tlsrpt_sender *tlsrpt;    /* loop_tlsrpt_start's (worker 0) */
     /* scratch: filled and consumed within one callback, never kept
      * (session_cmd.c: filtered message content) */
     char scratch[LOOP_SCRATCH];
@@ -103,6 +109,10 @@ struct dns_resolver *loop_dns(struct loop_ctx *ctx);
  * resolver); NULL when it cannot be (logged once) or the loop is
  * stopping. */
 struct sts_fetcher *loop_sts(struct loop_ctx *ctx);
+
+/* loop_tlsrpt_start - send the process's TLS reports from this loop
+ * (one loop does it: worker 0's); nothing without a store. */
+void loop_tlsrpt_start(struct loop_ctx *ctx);
 
 /* loop_ctx_stop - the loop takes no new sessions: close the resolver's
  * and the fetcher's handles so that the loop can run dry. */

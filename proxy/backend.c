@@ -21,6 +21,7 @@
 #include "proxyproto.h"
 #include "smtp.h"
 #include "tls.h"
+#include "tlsrpt.h"
 
 #define BACKEND_REPLY_LINE 2048       /* one setup reply line */
 #define BACKEND_REPLY_LINES 200
@@ -205,6 +206,87 @@ static bool backend_dane_usable(const struct backend_leg *b)
 static bool backend_next_target(struct backend_leg *b, bool policy,
                                 const char *why);
 
+/* backend_tlsa_lines - the target's TLSA records as TLSRPT policy-string
+ * lines ("3 1 1 HEX"), cut at cap. */
+static void backend_tlsa_lines(const struct nexthop_target *t, char *out,
+                               size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < t->ntlsa; i++) {
+        const struct tlsa_rr *rr = &t->tlsa[i];
+        int n = snprintf(out + o, cap - o, "%s%u %u %u ", o ? "\n" : "",
+                         rr->usage, rr->selector, rr->mtype);
+
+        if (n < 0 || (size_t)n + 2 * rr->len >= cap - o)
+            break;
+        o += (size_t)n;
+        for (size_t k = 0; k < rr->len; k++) {
+            out[o++] = hex[rr->data[k] >> 4];
+            out[o++] = hex[rr->data[k] & 15];
+        }
+        out[o] = '\0';
+    }
+}
+
+/*
+ * backend_report - this attempt's TLS result for the domain's TLS report
+ * (RFC 8460 4): result NULL for a success, else the result-type; once
+ * per attempt.  The policy is the one that applied to the host: its
+ * TLSA records, else the MTA-STS policy, else none found.  A policy that
+ * could not be fetched makes a success a failure of that kind.
+ */
+static void backend_report(struct backend_leg *b, const char *result,
+                           const char *reason)
+{
+    struct tlsrpt_result r;
+    char policy[4096], mx[STS_MAX_MX * 64], local[NETADDR_TEXT];
+    char remote[NETADDR_TEXT];
+    struct sockaddr_storage ss;
+
+    if (b->rpt == NULL || !b->have_target || b->reported)
+        return;
+    b->reported = true;
+    memset(&r, 0, sizeof r);
+    policy[0] = mx[0] = local[0] = '\0';
+    r.domain = b->svc->backend_host;
+    if (b->target.dane >= DANE_UNUSABLE) {
+        r.type = TLSRPT_TLSA;
+        backend_tlsa_lines(&b->target, policy, sizeof policy);
+        snprintf(mx, sizeof mx, "%s", b->host);
+    } else if (b->sts != NULL && b->sts->mode != STS_MODE_NONE) {
+        size_t o = 0;
+
+        r.type = TLSRPT_STS;
+        snprintf(policy, sizeof policy, "%s", b->sts->text);
+        for (size_t i = 0; i < b->sts->nmx && o + 2 < sizeof mx; i++)
+            o += (size_t)snprintf(mx + o, sizeof mx - o, "%s%s",
+                                  o ? "\n" : "", b->sts->mx[i]);
+    } else {
+        r.type = TLSRPT_NO_POLICY;
+    }
+    if (result == NULL && b->sts_failure != STS_OK && r.type != TLSRPT_TLSA) {
+        result = sts_failure_name(b->sts_failure);
+        reason = "";
+    }
+    r.policy = policy;
+    r.mx_hosts = mx;
+    r.result = result;
+    if (result != NULL) {
+        if (b->conn != NULL && conn_local_addr(b->conn, &ss) == 0)
+            netaddr_host(&ss, local, sizeof local, "");
+        netaddr_host(&b->target.addr, remote, sizeof remote, "");
+        r.sending_ip = local;
+        r.mx_host = b->host;
+        r.receiving_ip = remote;
+        r.reason = reason;
+    }
+    tlsrpt_record(b->rpt, time(NULL), &r);
+}
+
+
 /*
  * backend_refuse - the policy cannot be met: refuse the client.  Returns
  * false instead under "enforce = no" (logged as would_refuse): the caller
@@ -269,6 +351,7 @@ static bool backend_next_target(struct backend_leg *b, bool policy,
     snprintf(b->next_why, sizeof b->next_why, "%s", why);
     b->policy_failed = policy;
     b->have_target = false;
+    b->reported = false;
     backend_stop(b);
     b->plain_retry = b->helo_only = b->xclient_ok = false;
     b->tls_desc[0] = b->verify[0] = b->dane[0] = b->sts_desc[0] = '\0';
@@ -300,6 +383,7 @@ static bool backend_sts_check(struct backend_leg *b)
         return false;
     snprintf(why, sizeof why, "MX host %s is not in the MTA-STS policy of %s",
              b->host, b->sts->domain);
+    backend_report(b, "validation-failure", "mx-not-in-policy");
     if (mode == STS_MODE_TESTING) {
         log_event(b->log, LOG_WARN, b->sid, "event=sts_testing_failure "
                   "host=%s result=validation-failure", b->host);
@@ -330,9 +414,11 @@ static void backend_on_target(void *ud, enum nexthop_end end,
                   t->dns);
         /* RFC 7672 2.2: without secure TLSA, dane-only has nothing */
         if (b->svc->backend_tls == BACKEND_TLS_DANE_ONLY &&
-            t->dane <= DANE_INSECURE &&
-            backend_refuse_rule(b, "dane", "no secure TLSA records"))
-            return;
+            t->dane <= DANE_INSECURE) {
+            backend_report(b, "dane-required", "no secure TLSA records");
+            if (backend_refuse_rule(b, "dane", "no secure TLSA records"))
+                return;
+        }
         if (backend_sts_check(b))
             return;
         backend_enter(b, BACKEND_CONNECTING);
@@ -361,6 +447,12 @@ static void backend_on_target(void *ud, enum nexthop_end end,
 void backend_use_dns(struct backend_leg *b, struct dns_resolver *r)
 {
     b->dns = r;
+}
+
+/* backend_use_tlsrpt - see backend.h. */
+void backend_use_tlsrpt(struct backend_leg *b, struct tlsrpt_store *st)
+{
+    b->rpt = st;
 }
 
 /* backend_use_sts - see backend.h. */
@@ -672,6 +764,7 @@ static void backend_tls_failed(struct backend_leg *b, const char *why)
         SSL_SESSION_free(*b->resume);
         *b->resume = NULL;
     }
+    backend_report(b, "validation-failure", why);
     if (backend_strict_refuse(b, why))
         return;
     if (b->svc->backend_implicit_tls || b->plain_retry) {
@@ -807,6 +900,7 @@ static bool backend_sts_tls(struct backend_leg *b, struct conn *c)
     }
     snprintf(why, sizeof why, "MTA-STS: certificate of %s: %s", b->host,
              X509_verify_cert_error_string(vr));
+    backend_report(b, tls_failure_type(vr), X509_verify_cert_error_string(vr));
     log_event(b->log, LOG_WARN, b->sid, "event=%s host=%s result=%s",
               backend_sts_mode(b) == STS_MODE_TESTING ? "sts_testing_failure"
                                                       : "backend_sts_failure",
@@ -855,6 +949,7 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
                       "event=backend_dane host=%s tlsa_set=%016llx dane=%s",
                       b->host, (unsigned long long)b->target.tlsa_digest,
                       b->dane);
+            backend_report(b, "validation-failure", b->dane);
             if (backend_refuse_rule(b, "dane", b->dane))
                 return;
         }
@@ -865,6 +960,7 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
     }
     if (backend_sts_mode(b) != STS_MODE_NONE && backend_sts_tls(b, c))
         return;
+    backend_report(b, NULL, NULL);
     log_event(b->log, LOG_INFO, b->sid,
               "event=backend_tls tls=%s verify=%s resumed=%s%s%s%s%s",
               b->tls_desc, b->verify,
@@ -973,6 +1069,10 @@ static bool backend_reply_ehlo(struct backend_leg *b,
     }
     if (rep->code == 500 || rep->code == 502)
         b->helo_only = true;
+    if (!b->plain_retry)
+        backend_report(b, "starttls-not-supported",
+                       rep->code == 250 ? "STARTTLS not offered"
+                                        : "EHLO refused");
     if (backend_strict_refuse(b, rep->code == 250 ? "STARTTLS not offered"
                                                   : "EHLO refused"))
         return false;
@@ -986,6 +1086,7 @@ static bool backend_reply_starttls(struct backend_leg *b,
                                    const struct backend_reply *rep)
 {
     if (rep->code != 220) {
+        backend_report(b, "starttls-not-supported", "STARTTLS refused");
         if (backend_strict_refuse(b, "STARTTLS refused"))
             return false;
         log_event(b->log, LOG_INFO, b->sid,

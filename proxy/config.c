@@ -76,6 +76,11 @@ enum key_id {
     K_STATE_DIR,
     K_STS_TIMEOUT,
     K_STS_POLICY_PORT,
+    K_TLSRPT,
+    K_TLSRPT_DIR,
+    K_TLSRPT_ORGANIZATION,
+    K_TLSRPT_CONTACT,
+    K_TLSRPT_INTERVAL,
     K_LISTEN,
     K_BACKEND,
     K_CLIENT_TLS,
@@ -303,6 +308,15 @@ static const struct key_def key_table[K_COUNT] = {
               .min = 1, .max = 300, .def = "10"),
     PROXY_KEY(K_STS_POLICY_PORT, "sts_policy_port", KT_UINT, sts_policy_port,
               .min = 1, .max = 65535, .def = "443"),
+    PROXY_KEY(K_TLSRPT, "tlsrpt", KT_BOOL, tlsrpt, .def = "no"),
+    PROXY_KEY(K_TLSRPT_DIR, "tlsrpt_dir", KT_PATH, tlsrpt_dir,
+              .def = "/var/lib/starttls-proxy/tlsrpt"),
+    PROXY_KEY(K_TLSRPT_ORGANIZATION, "tlsrpt_organization", KT_PATH,
+              tlsrpt_organization, .def = NULL),
+    PROXY_KEY(K_TLSRPT_CONTACT, "tlsrpt_contact", KT_PATH, tlsrpt_contact,
+              .def = NULL),
+    PROXY_KEY(K_TLSRPT_INTERVAL, "tlsrpt_interval", KT_UINT, tlsrpt_interval,
+              .min = 10, .max = 604800, .def = "86400"),
     SERVICE_KEY(K_LISTEN, "listen", KT_LISTEN, listen,
                 .off2 = offsetof(struct service, nlisten)),
     SERVICE_KEY(K_BACKEND, "backend", KT_HOSTPORT, backend_host,
@@ -2208,6 +2222,36 @@ static void config_check_account(struct parser *p)
                      config_quote(q, sizeof q, cfg->chroot_dir));
 }
 
+/* config_check_tlsrpt - tlsrpt = yes needs an organization and a contact
+ * address (its domain names the reports' submitter). */
+static void config_check_tlsrpt(struct parser *p)
+{
+    struct config *cfg = p->cfg;
+    const char *at;
+
+    if (!cfg->tlsrpt)
+        return;
+    if (cfg->tlsrpt_organization == NULL && !p->proxy.bad[K_TLSRPT_ORGANIZATION])
+        config_error(p, p->proxy.line[K_TLSRPT],
+                     "tlsrpt = yes needs tlsrpt_organization (the report's "
+                     "organization-name)");
+    if (cfg->tlsrpt_contact == NULL) {
+        if (!p->proxy.bad[K_TLSRPT_CONTACT])
+            config_error(p, p->proxy.line[K_TLSRPT],
+                         "tlsrpt = yes needs tlsrpt_contact (an address "
+                         "for questions about the reports)");
+    } else if ((at = strrchr(cfg->tlsrpt_contact, '@')) == NULL ||
+               at == cfg->tlsrpt_contact ||
+               !config_valid_name(at + 1, false) ||
+               strpbrk(cfg->tlsrpt_contact, " \t!/") != NULL) {
+        config_error(p, p->proxy.line[K_TLSRPT_CONTACT],
+                     "tlsrpt_contact: an address user@domain is expected");
+    }
+    if (cfg->tlsrpt_dir[0] != '/')
+        config_error(p, p->proxy.line[K_TLSRPT_DIR],
+                     "tlsrpt_dir: an absolute path is expected");
+}
+
 /* config_check - rules that need the whole file. */
 static void config_check(struct parser *p)
 {
@@ -2235,6 +2279,7 @@ static void config_check(struct parser *p)
         }
     }
     config_check_account(p);
+    config_check_tlsrpt(p);
     if (cfg->nservices == 0)
         config_error(p, 0, "no service defined");
     for (i = 0; i < cfg->nprofiles; i++)
@@ -2338,6 +2383,25 @@ bool config_sts_needed(const struct config *cfg)
 {
     for (size_t i = 0; i < cfg->nservices; i++)
         if (config_service_sts(&cfg->services[i]))
+            return true;
+    return false;
+}
+
+/* config_service_tlsrpt - see config.h. */
+bool config_service_tlsrpt(const struct config *cfg,
+                           const struct service *svc)
+{
+    return cfg->tlsrpt && svc->backend_mx &&
+           (svc->backend_tls == BACKEND_TLS_DANE ||
+            svc->backend_tls == BACKEND_TLS_DANE_ONLY ||
+            svc->backend_tls == BACKEND_TLS_STS);
+}
+
+/* config_tlsrpt_needed - see config.h. */
+bool config_tlsrpt_needed(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (config_service_tlsrpt(cfg, &cfg->services[i]))
             return true;
     return false;
 }

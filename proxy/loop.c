@@ -4,9 +4,12 @@
 #include "loop.h"
 #include "dns.h"
 #include "sts_fetch.h"
+#include "tlsrpt_send.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include <openssl/ssl.h>
 
@@ -71,6 +74,7 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
     ctx->dns_failed = false;
     ctx->sts = NULL;
     ctx->sts_failed = false;
+    ctx->tlsrpt = NULL;
 }
 
 /* loop_dns - see loop.h. */
@@ -115,10 +119,58 @@ struct sts_fetcher *loop_sts(struct loop_ctx *ctx)
     return ctx->sts;
 }
 
-/* loop_ctx_stop - see loop.h.  The fetcher first: it cancels queries of
- * the resolver. */
+/* loop_tlsrpt_store - the store a report to domain is checked with: the
+ * backend leg's of the service that sends mail to it (backend_ca_file,
+ * or the system store), as for its MTA-STS policy. */
+static X509_STORE *loop_tlsrpt_store(void *ud, const char *domain)
+{
+    struct loop_ctx *ctx = ud;
+    X509_STORE *any = NULL;
+
+    for (size_t i = 0; i < ctx->cfg->nservices; i++) {
+        const struct service *svc = &ctx->cfg->services[i];
+
+        if (ctx->tls[i].client == NULL)
+            continue;
+        if (svc->backend_mx && strcasecmp(svc->backend_host, domain) == 0)
+            return SSL_CTX_get_cert_store(ctx->tls[i].client);
+        if (any == NULL)
+            any = SSL_CTX_get_cert_store(ctx->tls[i].client);
+    }
+    return any;
+}
+
+/* loop_tlsrpt_start - see loop.h.  Counts are saved every tenth of the
+ * interval, at most every 60 s and at least every second. */
+void loop_tlsrpt_start(struct loop_ctx *ctx)
+{
+    struct tlsrpt_settings set;
+    struct dns_resolver *r;
+    struct sts_fetcher *f;
+    unsigned tick;
+
+    if (ctx->gen->tlsrpt == NULL || ctx->tlsrpt != NULL)
+        return;
+    r = loop_dns(ctx);
+    f = loop_sts(ctx);
+    tick = ctx->cfg->tlsrpt_interval / 10;
+    set.organization = ctx->cfg->tlsrpt_organization;
+    set.contact = ctx->cfg->tlsrpt_contact;
+    set.submitter = strrchr(ctx->cfg->tlsrpt_contact, '@') + 1;
+    set.tick_ms = (tick < 1 ? 1 : tick > 60 ? 60 : tick) * 1000;
+    ctx->tlsrpt = tlsrpt_sender_new(ctx->loop, ctx->gen->tlsrpt, r, f, &set,
+                                    loop_tlsrpt_store, ctx, &ctx->log);
+    if (ctx->tlsrpt == NULL)
+        log_event(&ctx->log, LOG_ERROR, 0, "event=tlsrpt_error "
+                  "error=\"the report sender cannot start\"");
+}
+
+/* loop_ctx_stop - see loop.h.  The report sender first, then the
+ * fetcher: each cancels what it asked of the next. */
 void loop_ctx_stop(struct loop_ctx *ctx)
 {
+    tlsrpt_sender_close(ctx->tlsrpt);
+    ctx->tlsrpt = NULL;
     sts_fetcher_close(ctx->sts);
     ctx->sts = NULL;
     ctx->sts_failed = true;

@@ -29,6 +29,7 @@
 #include "sdnotify.h"
 #include "sts.h"
 #include "tls.h"
+#include "tlsrpt.h"
 #include "worker.h"
 
 struct runtime {
@@ -50,6 +51,8 @@ struct runtime {
     struct dns_setup dns;            /* read at start when dns_needed */
     bool have_dns;
     struct sts_cache *sts;           /* opened at start when sts is used */
+    struct tlsrpt_store *tlsrpt;     /* opened at start when tlsrpt = yes
+                                        and a service reports */
     unsigned long reloads;           /* SIGHUPs handled */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
@@ -188,16 +191,33 @@ static int main_load(const char *path, struct runtime *rt)
         rt->have_dns = true;
     }
     /* so is the MTA-STS cache: its directory is kept open for writing */
-    if (config_sts_needed(rt->cfg)) {
+    if (config_sts_needed(rt->cfg) || config_tlsrpt_needed(rt->cfg)) {
         char warn[300];
 
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
             fprintf(stderr, "%s: cannot initialise libcurl\n", path);
             return -1;
         }
-        rt->sts = sts_cache_open(rt->cfg->state_dir, err, sizeof err, warn,
-                                 sizeof warn);
+        /* reports are sent by the fetcher, which needs a cache (kept in
+         * memory when no service uses MTA-STS) */
+        rt->sts = sts_cache_open(config_sts_needed(rt->cfg)
+                                     ? rt->cfg->state_dir : NULL,
+                                 err, sizeof err, warn, sizeof warn);
         if (rt->sts == NULL) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            return -1;
+        }
+        if (warn[0] != '\0')
+            fprintf(stderr, "%s: warning: %s\n", path, warn);
+    }
+    /* and the TLS reporting counts, with their directory */
+    if (config_tlsrpt_needed(rt->cfg)) {
+        char warn[300];
+
+        rt->tlsrpt = tlsrpt_open(rt->cfg->tlsrpt_dir,
+                                 rt->cfg->tlsrpt_interval, err, sizeof err,
+                                 warn, sizeof warn);
+        if (rt->tlsrpt == NULL) {
             fprintf(stderr, "%s: %s\n", path, err);
             return -1;
         }
@@ -214,6 +234,16 @@ static void main_free(struct runtime *rt)
     rt->have_dns = false;
     sts_cache_close(rt->sts);
     rt->sts = NULL;
+    if (rt->tlsrpt != NULL) {
+        char why[300];
+
+        /* what the other workers counted after the sender's last save */
+        if (tlsrpt_save(rt->tlsrpt, why, sizeof why) != 0)
+            log_event(&rt->log, LOG_ERROR, 0, "event=tlsrpt_error "
+                      "error=\"%s\"", why);
+        tlsrpt_close(rt->tlsrpt);
+        rt->tlsrpt = NULL;
+    }
     if (rt->gen != NULL)
         generation_release(rt->gen);     /* the cfg and tls are its */
     else
@@ -257,6 +287,17 @@ static const char *main_reload_refusal(const struct config *old,
         cfg->sts_policy_port != old->sts_policy_port)
         return "state_dir, sts_timeout and sts_policy_port cannot change "
                "by reload";
+    if (cfg->tlsrpt != old->tlsrpt ||
+        strcmp(cfg->tlsrpt_dir, old->tlsrpt_dir) != 0 ||
+        cfg->tlsrpt_interval != old->tlsrpt_interval ||
+        strcmp(cfg->tlsrpt ? cfg->tlsrpt_organization : "",
+               old->tlsrpt ? old->tlsrpt_organization : "") != 0 ||
+        strcmp(cfg->tlsrpt ? cfg->tlsrpt_contact : "",
+               old->tlsrpt ? old->tlsrpt_contact : "") != 0)
+        return "the tlsrpt keys cannot change by reload";
+    if (config_tlsrpt_needed(cfg) && !config_tlsrpt_needed(old))
+        return "TLS reporting is set up at start: the first service that "
+               "reports needs a restart";
     if (config_sts_needed(cfg) && !config_sts_needed(old))
         return "the MTA-STS cache is opened at start: backend_tls = sts "
                "needs a restart when no service used it";
@@ -289,6 +330,8 @@ static struct generation *main_generation(const struct runtime *rt,
         g->dns = rt->have_dns ? &rt->dns : NULL;
     if (g != NULL)
         g->sts = rt->sts;
+    if (g != NULL)
+        g->tlsrpt = rt->tlsrpt;
     return g;
 }
 

@@ -897,6 +897,8 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
         backend_use_dns(&s->b, loop_dns(ctx));
     if (config_service_sts(s->svc))
         backend_use_sts(&s->b, loop_sts(ctx));
+    if (ctx->gen->tlsrpt != NULL && config_service_tlsrpt(ctx->cfg, s->svc))
+        backend_use_tlsrpt(&s->b, ctx->gen->tlsrpt);
     s->next = ctx->sessions;
     if (ctx->sessions != NULL)
         ctx->sessions->prev = s;

@@ -211,6 +211,8 @@ static void worker_thread(void *arg)
 {
     struct worker *w = arg;
 
+    if (w->ctx.id == 0)
+        loop_tlsrpt_start(&w->ctx);
     uv_run(w->loop, UV_RUN_DEFAULT);
     w->exit_status = uv_loop_close(w->loop) == 0 ? 0 : 1;
     worker_release(w);
