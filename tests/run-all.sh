@@ -24,7 +24,7 @@ PACKAGES=(
   openssl ca-certificates
   postfix swaks libnet-ssleay-perl testssl.sh curl
   stunnel4 nginx libnginx-mod-mail iproute2 debootstrap man-db systemd
-  python3 python3-pytest python3-aiosmtpd
+  python3 python3-pytest python3-aiosmtpd python3-jsonschema zlib1g-dev
 )
 
 usage() {
