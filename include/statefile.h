@@ -26,4 +26,11 @@ int statefile_commit(FILE *f, int dirfd, const char *name, char *why,
 int statefile_write(int dirfd, const char *name, const void *data,
                     size_t len, char *why, size_t why_len);
 
+/* statefile_read - dirfd/NAME open for reading, its first line (header,
+ * with its newline) read and checked.  NULL when there is no such file
+ * (warn untouched), or when it cannot be read or is not ours (why said
+ * in warn). */
+FILE *statefile_read(int dirfd, const char *name, const char *header,
+                     char *warn, size_t warn_len);
+
 #endif

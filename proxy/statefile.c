@@ -70,3 +70,31 @@ int statefile_write(int dirfd, const char *name, const void *data,
     }
     return statefile_commit(f, dirfd, name, why, why_len);
 }
+
+/* statefile_read - see statefile.h. */
+FILE *statefile_read(int dirfd, const char *name, const char *header,
+                     char *warn, size_t warn_len)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    char line[256];
+    FILE *f;
+
+    if (fd < 0) {
+        if (errno != ENOENT)
+            snprintf(warn, warn_len, "cannot read %s: %s", name,
+                     strerror(errno));
+        return NULL;
+    }
+    if ((f = fdopen(fd, "r")) == NULL) {
+        snprintf(warn, warn_len, "cannot read %s: %s", name, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (fgets(line, sizeof line, f) == NULL || strcmp(line, header) != 0) {
+        snprintf(warn, warn_len, "%s is not a file of this proxy's; ignored",
+                 name);
+        fclose(f);
+        return NULL;
+    }
+    return f;
+}

@@ -446,30 +446,14 @@ static bool sts_cache_load_line(struct sts_cache *c, char *line, time_t now)
 /* sts_cache_load - read the file, if there is one. */
 static void sts_cache_load(struct sts_cache *c, char *warn, size_t warn_len)
 {
-    int fd = openat(c->dirfd, STS_CACHE_FILE, O_RDONLY | O_CLOEXEC);
-    FILE *f;
+    FILE *f = statefile_read(c->dirfd, STS_CACHE_FILE, STS_FILE_HEADER, warn,
+                             warn_len);
     char line[8192];
     unsigned dropped = 0;
     time_t now = time(NULL);
 
-    if (fd < 0) {
-        if (errno != ENOENT)
-            snprintf(warn, warn_len, "cannot read %s: %s", STS_CACHE_FILE,
-                     strerror(errno));
+    if (f == NULL)
         return;
-    }
-    f = fdopen(fd, "r");
-    if (f == NULL) {
-        close(fd);
-        return;
-    }
-    if (fgets(line, sizeof line, f) == NULL ||
-        strcmp(line, STS_FILE_HEADER) != 0) {
-        snprintf(warn, warn_len, "%s is not a policy cache; ignored",
-                 STS_CACHE_FILE);
-        fclose(f);
-        return;
-    }
     while (fgets(line, sizeof line, f) != NULL)
         if (!sts_cache_load_line(c, line, now))
             dropped++;

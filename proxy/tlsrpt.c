@@ -448,30 +448,15 @@ static bool tlsrpt_load_line(struct tlsrpt_store *s, char *line,
 /* tlsrpt_load - read the state file, if there is one. */
 static void tlsrpt_load(struct tlsrpt_store *s, char *warn, size_t warn_len)
 {
-    int fd = openat(s->dirfd, TLSRPT_STATE_FILE, O_RDONLY | O_CLOEXEC);
+    FILE *f = statefile_read(s->dirfd, TLSRPT_STATE_FILE, TLSRPT_FILE_HEADER,
+                             warn, warn_len);
     struct tlsrpt_domain *d = NULL;
     struct tlsrpt_policy *p = NULL;
     unsigned dropped = 0;
     char line[4096];
-    FILE *f;
 
-    if (fd < 0) {
-        if (errno != ENOENT)
-            snprintf(warn, warn_len, "cannot read %s: %s", TLSRPT_STATE_FILE,
-                     strerror(errno));
+    if (f == NULL)
         return;
-    }
-    if ((f = fdopen(fd, "r")) == NULL) {
-        close(fd);
-        return;
-    }
-    if (fgets(line, sizeof line, f) == NULL ||
-        strcmp(line, TLSRPT_FILE_HEADER) != 0) {
-        snprintf(warn, warn_len, "%s holds no TLSRPT counts; ignored",
-                 TLSRPT_STATE_FILE);
-        fclose(f);
-        return;
-    }
     while (fgets(line, sizeof line, f) != NULL)
         if (!tlsrpt_load_line(s, line, &d, &p))
             dropped++;
