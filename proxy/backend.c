@@ -267,6 +267,13 @@ static void backend_report(struct backend_leg *b, const char *result,
     } else {
         r.type = TLSRPT_NO_POLICY;
     }
+    /* RFC 8460 4.3.2: secure TLSA records, none of them usable (TLS
+     * went ahead unauthenticated, RFC 7672 2.2) */
+    if (result == NULL && r.type == TLSRPT_TLSA &&
+        b->target.dane == DANE_UNUSABLE) {
+        result = "tlsa-invalid";
+        reason = "no usable TLSA record";
+    }
     if (result == NULL && b->sts_failure != STS_OK && r.type != TLSRPT_TLSA) {
         result = sts_failure_name(b->sts_failure);
         reason = "";
@@ -286,6 +293,31 @@ static void backend_report(struct backend_leg *b, const char *result,
     tlsrpt_record(b->rpt, time(NULL), &r);
 }
 
+/* backend_report_skipped - a host given up because its TLSA lookup
+ * failed: dnssec-invalid (RFC 8460 4.3.2: no valid records came back
+ * from the resolver), under the tlsa policy the host was to have. */
+static void backend_report_skipped(struct backend_leg *b,
+                                   const struct nexthop_target *t,
+                                   const char *why)
+{
+    struct tlsrpt_result r;
+    char remote[NETADDR_TEXT];
+
+    if (b->rpt == NULL)
+        return;
+    netaddr_host(&t->addr, remote, sizeof remote, "");
+    memset(&r, 0, sizeof r);
+    r.domain = b->svc->backend_host;
+    r.type = TLSRPT_TLSA;
+    r.policy = "";
+    r.mx_hosts = t->host;
+    r.result = "dnssec-invalid";
+    r.sending_ip = "";
+    r.mx_host = t->host;
+    r.receiving_ip = remote;
+    r.reason = why;
+    tlsrpt_record(b->rpt, time(NULL), &r);
+}
 
 /*
  * backend_refuse - the policy cannot be met: refuse the client.  Returns
@@ -422,6 +454,9 @@ static void backend_on_target(void *ud, enum nexthop_end end,
         if (backend_sts_check(b))
             return;
         backend_enter(b, BACKEND_CONNECTING);
+        return;
+    case NEXTHOP_HOST_SKIPPED:
+        backend_report_skipped(b, t, why);
         return;
     case NEXTHOP_NULL_MX:
         backend_give_up(b, REPLY_BACKEND_NULL_MX, "backend_null_mx", why);
