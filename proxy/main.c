@@ -33,6 +33,7 @@
 #include "sts.h"
 #include "tls.h"
 #include "tlsrpt.h"
+#include "transparent.h"
 #include "worker.h"
 
 struct runtime {
@@ -822,6 +823,18 @@ static int *main_sockets(const struct config *cfg, unsigned nworkers,
                                  ? -1
                                  : listener_socket(a, err, err_len);
                 }
+                /* tproxy: the TPROXY rule hands this socket connections
+                 * to addresses that are not ours (checked per packet, so
+                 * it may be set after bind, also on a passed socket) */
+                if (fds[k] >= 0 &&
+                    cfg->services[i].transparent == TRANSPARENT_TPROXY &&
+                    transparent_listen_opts(fds[k], a->addr.ss_family) != 0) {
+                    snprintf(err, err_len, "listen %s: IP_TRANSPARENT "
+                             "(transparent = tproxy needs CAP_NET_ADMIN): %s",
+                             a->text, strerror(errno));
+                    close(fds[k]);
+                    fds[k] = -1;
+                }
                 if (fds[k] < 0) {
                     while (k-- > 0)
                         close(fds[k]);
@@ -1029,9 +1042,12 @@ int main(int argc, char **argv)
 
             for (size_t j = 0; j < svc->nlisten; j++)
                 log_event(&rt.log, LOG_INFO, 0,
-                          "event=listening service=%s listen=%s backend=%s:%s",
-                          svc->name, svc->listen[j].text, svc->backend_host,
-                          svc->backend_port);
+                          "event=listening service=%s listen=%s backend=%s%s%s",
+                          svc->name, svc->listen[j].text,
+                          svc->backend_host ? svc->backend_host
+                                            : "original-destination",
+                          svc->backend_host ? ":" : "",
+                          svc->backend_host ? svc->backend_port : "");
         }
         log_event(&rt.log, LOG_INFO, 0,
                   "event=start version=%s hostname=%s workers=%u "
