@@ -282,7 +282,7 @@ def gw_proxy(net, proxy_bin, certs, tmp_path):
     listening on 0.0.0.0 and [::] port 10025."""
     running = []
 
-    def start(**keys):
+    def start(proxy_keys=None, **keys):
         svc = {"listen": "0.0.0.0:%d, [::]:%d" % (PROXY_PORT, PROXY_PORT),
                "cert": certs.proxy_cert, "key": certs.proxy_key,
                "client_tls": "may", "backend_tls": "encrypt",
@@ -290,6 +290,7 @@ def gw_proxy(net, proxy_bin, certs, tmp_path):
         svc.update(keys)
         sections = {"proxy": {"hostname": "gw.test", "log_level": "debug"},
                     "gateway": svc}
+        sections["proxy"].update(proxy_keys or {})
         with netns(net.gw):
             p = ProxyProcess(proxy_bin, str(tmp_path), sections, [PROXY_PORT],
                              name="gw%d" % len(running))
@@ -392,6 +393,22 @@ def test_redirect_without_mark_loops_into_itself(net, gw_proxy):
         c.close()
     p.wait_log(r"event=limit limit=max_connections")
     assert net.messages() == []
+
+
+def test_mark_as_unprivileged_user_keeps_only_net_admin(net, gw_proxy):
+    """SO_MARK needs CAP_NET_ADMIN: after the drop to user, the proxy
+    keeps that one capability (and no other), and the mark still works."""
+    net.nft(REDIRECT_RULES % {"port": PROXY_PORT, "mark": MARK})
+    p = gw_proxy(transparent="redirect", backend_mark=MARK,
+                 proxy_keys={"user": "nobody"})
+    p.wait_log(r"event=privileges user=nobody .* capabilities=cap_net_admin")
+    with open("/proc/%d/status" % p.pid) as f:
+        caps = dict(l.split(":", 1) for l in f if l.startswith("Cap"))
+    assert int(caps["CapEff"], 16) == 1 << 12, caps     # CAP_NET_ADMIN
+    assert int(caps["CapPrm"], 16) == 1 << 12, caps
+    greeting, final = send_mail(net, SERVER_V4, "as-nobody")
+    expect(final, 250)
+    assert delivered(net, "as-nobody")["tls"] is True
 
 
 def test_redirect_loop_refused_before_any_backend(net, gw_proxy):
