@@ -499,3 +499,16 @@ def test_tproxy_loop_refused(net, gw_proxy):
     p.wait_log(r"orig_dst=192\.0\.2\.1:25 event=transparent_refused "
                r"reason=loop")
     assert "event=backend_connected" not in p.log_text()
+
+
+def test_redirect_without_conntrack_entry_refused(net, gw_proxy):
+    """No nftables rule in the gateway: conntrack does not follow the
+    namespace's connections, so SO_ORIGINAL_DST has nothing to say; the
+    proxy refuses rather than guess (the socket's own address would be a
+    loop to itself)."""
+    p = gw_proxy(transparent="redirect", backend_mark=MARK)
+    r = refused(net, GATEWAY_V4, PROXY_PORT)
+    expect(r, 421, "4.3.5")
+    p.wait_log(r"event=transparent_refused reason=unknown error=\"[^\"]+\" "
+               r"client=192\.0\.2\.2:\d+")
+    assert "event=backend_connected" not in p.log_text()
