@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -431,9 +432,17 @@ def test_redirect_loop_refused_before_any_backend(net, gw_proxy):
 def test_redirect_destination_outside_list_refused(net, gw_proxy):
     net.nft(REDIRECT_RULES % {"port": PROXY_PORT, "mark": MARK})
     p = gw_proxy(transparent="redirect", backend_mark=MARK,
-                 transparent_destinations="203.0.113.0/24")
+                 transparent_destinations="203.0.113.0/24",
+                 proxy_keys={"metrics_listen": "127.0.0.1:9325"})
     r = refused(net, OUTSIDE_V4)
     expect(r, 554, "5.7.1")
+    # counted, without a label naming the destination (unbounded)
+    with netns(net.gw):
+        text = urllib.request.urlopen("http://127.0.0.1:9325/metrics",
+                                      timeout=TIMEOUT).read().decode()
+    assert ('starttls_proxy_protection_events_total{service="gateway",'
+            'kind="transparent_denied"} 1') in text, text
+    assert "198.51.100.25" not in text
     p.wait_log(r"orig_dst=198\.51\.100\.25:25 event=transparent_refused "
                r"reason=denied client=192\.0\.2\.2:\d+")
     s = p.summaries(1)[0]
