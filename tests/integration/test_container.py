@@ -217,7 +217,7 @@ def health_cmd(metrics_port):
     uses in place of 9325 (the rest is taken from the Dockerfile, so a
     change there is tested)."""
     text = open(DOCKERFILE).read()
-    m = re.search(r'^HEALTHCHECK .*?CMD (\[.*\])$', text, re.S | re.M)
+    m = re.search(r'^HEALTHCHECK .*?CMD (\[[^\n]*\])$', text, re.S | re.M)
     assert m, "no HEALTHCHECK in docker/Dockerfile"
     argv = json.loads(m.group(1))
     assert "127.0.0.1/9325" in argv[-1], argv
