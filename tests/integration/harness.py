@@ -276,9 +276,10 @@ class SMTPClient:
 
     def __init__(self, port, host="127.0.0.1", timeout=TIMEOUT,
                  implicit_tls=None, server_hostname="localhost",
-                 expect_cn=PROXY_CN):
+                 expect_cn=PROXY_CN, source=None):
         self.expect_cn = expect_cn
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=source)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.received = bytearray()
