@@ -224,11 +224,12 @@ def test_sessions_spread_and_the_client_address_survives(cluster, certs):
     box = pf.mbox_text()
     for t in tokens:
         assert t in box
-    # each message's trace header (the first Received:) names the client
-    for m in re.finditer(r"Received: from (.*?)\n(?:\s.*\n)*?", box):
-        if "proxy.test" in m.group(0):
-            assert "[%s]" % CLIENT_IP in m.group(0), m.group(0)
-            assert HAPROXY_IP not in m.group(0), m.group(0)
+    # each message's trace header names the client, not HAProxy
+    traces = re.findall(r"Received: from (\S+ \([^)]*\))\n\s.*\n"
+                        r"\s+by proxy\.test \(starttls-proxy\)", box)
+    assert len(traces) == 6, box[-3000:]
+    for t in traces:
+        assert "[%s]" % CLIENT_IP in t and HAPROXY_IP not in t, t
 
 
 def test_a_draining_instance_is_taken_out_and_loses_nothing(cluster, certs):
