@@ -124,6 +124,8 @@ enum key_id {
     K_PROFILES,
     K_EHLO_PASS,
     K_BACKEND_TLS_FINGERPRINTS,
+    K_BACKEND_HEALTH,
+    K_BACKEND_HEALTH_INTERVAL,
     KP_SOURCES,
     KP_CLIENT_TLS,
     KP_CLIENT_PLAINTEXT_AUTH,
@@ -187,6 +189,8 @@ _Static_assert(sizeof(enum client_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum backend_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_cert) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum bare_newline) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum backend_health) == sizeof(int),
+               "enum stored as int");
 _Static_assert(sizeof(enum client_address) == sizeof(int),
                "enum stored as int");
 
@@ -242,6 +246,12 @@ static const struct enum_name client_cert_names[] = {
 
 static const struct enum_name bare_newline_names[] = {
     { "normalize", BARE_NEWLINE_NORMALIZE }, { "reject", BARE_NEWLINE_REJECT },
+    { NULL, 0 }
+};
+
+static const struct enum_name backend_health_names[] = {
+    { "none", BACKEND_HEALTH_NONE }, { "connect", BACKEND_HEALTH_CONNECT },
+    { "smtp", BACKEND_HEALTH_SMTP },
     { NULL, 0 }
 };
 
@@ -391,6 +401,10 @@ static const struct key_def key_table[K_COUNT] = {
     SERVICE_KEY(K_BACKEND_TLS_FINGERPRINTS, "backend_tls_fingerprints",
                 KT_PINS, backend_pins,
                 .off2 = offsetof(struct service, nbackend_pins)),
+    SERVICE_KEY(K_BACKEND_HEALTH, "backend_health", KT_ENUM, backend_health,
+                .names = backend_health_names, .def = "none"),
+    SERVICE_KEY(K_BACKEND_HEALTH_INTERVAL, "backend_health_interval", KT_UINT,
+                backend_health_interval, .min = 1, .max = 3600, .def = "10"),
     /* [profile NAME]: no defaults; a key not given leaves has_* false */
     PROFILE_KEY(KP_SOURCES, "sources", KT_CIDRS, sources,
                 .off2 = offsetof(struct profile, nsources)),
@@ -2133,6 +2147,19 @@ static void config_check_service(struct parser *p, size_t i)
         config_error(p, svc->line,
                      "service [%s]: backend_implicit_tls needs TLS, but "
                      "backend_tls = none", svc->name);
+    if (!st->bad[K_BACKEND_HEALTH] && !st->bad[K_BACKEND] &&
+        svc->backend_health != BACKEND_HEALTH_NONE && svc->backend_mx)
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health needs a host:port "
+                     "backend, not mx: (its next hops change with DNS and "
+                     "each session already tries them in turn)", svc->name);
+    if (!st->bad[K_BACKEND_HEALTH] && !st->bad[K_BACKEND_IMPLICIT_TLS] &&
+        svc->backend_health == BACKEND_HEALTH_SMTP &&
+        svc->backend_implicit_tls)
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health = smtp reads a plaintext "
+                     "greeting, but backend_implicit_tls = yes: use "
+                     "backend_health = connect", svc->name);
     /* a client trickling a command is cut off as soon as an idle one */
     if (st->line[K_COMMAND_TIMEOUT] == 0)
         svc->command_timeout = svc->idle_timeout;

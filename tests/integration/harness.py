@@ -1183,7 +1183,7 @@ class SmtpSink:
     is dumped into its own file in self.dumpdir; -v writes the conversation
     to self.logfile."""
 
-    def __init__(self, *flags):
+    def __init__(self, *flags, port=None):
         binary = require_program("smtp-sink")
         import pwd
         pw = pwd.getpwnam("postfix")
@@ -1193,7 +1193,7 @@ class SmtpSink:
         os.mkdir(self.dumpdir)
         os.chown(self.dumpdir, pw.pw_uid, pw.pw_gid)
         self.logfile = os.path.join(self.base, "sink.log")
-        self.port = free_port()
+        self.port = port or free_port()
         self.log_fd = open(self.logfile, "wb")
         self.proc = subprocess.Popen(
             [binary, "-u", "postfix", "-v", "-c",
