@@ -124,6 +124,8 @@ enum key_id {
     K_PROFILES,
     K_EHLO_PASS,
     K_BACKEND_TLS_FINGERPRINTS,
+    K_BACKEND_HEALTH,
+    K_BACKEND_HEALTH_INTERVAL,
     K_TRANSPARENT,
     K_TRANSPARENT_SOURCE,
     K_TRANSPARENT_DESTINATIONS,
@@ -191,6 +193,8 @@ _Static_assert(sizeof(enum client_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum backend_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_cert) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum bare_newline) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum backend_health) == sizeof(int),
+               "enum stored as int");
 _Static_assert(sizeof(enum client_address) == sizeof(int),
                "enum stored as int");
 _Static_assert(sizeof(enum transparent) == sizeof(int), "enum stored as int");
@@ -249,6 +253,12 @@ static const struct enum_name client_cert_names[] = {
 
 static const struct enum_name bare_newline_names[] = {
     { "normalize", BARE_NEWLINE_NORMALIZE }, { "reject", BARE_NEWLINE_REJECT },
+    { NULL, 0 }
+};
+
+static const struct enum_name backend_health_names[] = {
+    { "none", BACKEND_HEALTH_NONE }, { "connect", BACKEND_HEALTH_CONNECT },
+    { "smtp", BACKEND_HEALTH_SMTP },
     { NULL, 0 }
 };
 
@@ -410,6 +420,10 @@ static const struct key_def key_table[K_COUNT] = {
     SERVICE_KEY(K_BACKEND_TLS_FINGERPRINTS, "backend_tls_fingerprints",
                 KT_PINS, backend_pins,
                 .off2 = offsetof(struct service, nbackend_pins)),
+    SERVICE_KEY(K_BACKEND_HEALTH, "backend_health", KT_ENUM, backend_health,
+                .names = backend_health_names, .def = "none"),
+    SERVICE_KEY(K_BACKEND_HEALTH_INTERVAL, "backend_health_interval", KT_UINT,
+                backend_health_interval, .min = 1, .max = 3600, .def = "10"),
     SERVICE_KEY(K_TRANSPARENT, "transparent", KT_ENUM, transparent,
                 .names = transparent_names, .def = "off"),
     SERVICE_KEY(K_TRANSPARENT_SOURCE, "transparent_source", KT_ENUM,
@@ -2158,6 +2172,12 @@ static void config_check_transparent(struct parser *p, struct service *svc,
         config_error(p, st->line[K_TRANSPARENT_SOURCE],
                      "service [%s]: transparent_source = client needs "
                      "transparent = tproxy", svc->name);
+    if (svc->backend_health != BACKEND_HEALTH_NONE &&
+        !st->bad[K_BACKEND_HEALTH])
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health cannot be used with "
+                     "transparent (there is no one backend to probe)",
+                     svc->name);
     if (svc->client_proxy_protocol && !st->bad[K_CLIENT_PROXY_PROTOCOL])
         config_error(p, st->line[K_CLIENT_PROXY_PROTOCOL],
                      "service [%s]: client_proxy_protocol cannot be used "
@@ -2239,6 +2259,19 @@ static void config_check_service(struct parser *p, size_t i)
         config_error(p, svc->line,
                      "service [%s]: backend_implicit_tls needs TLS, but "
                      "backend_tls = none", svc->name);
+    if (!st->bad[K_BACKEND_HEALTH] && !st->bad[K_BACKEND] &&
+        svc->backend_health != BACKEND_HEALTH_NONE && svc->backend_mx)
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health needs a host:port "
+                     "backend, not mx: (its next hops change with DNS and "
+                     "each session already tries them in turn)", svc->name);
+    if (!st->bad[K_BACKEND_HEALTH] && !st->bad[K_BACKEND_IMPLICIT_TLS] &&
+        svc->backend_health == BACKEND_HEALTH_SMTP &&
+        svc->backend_implicit_tls)
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health = smtp reads a plaintext "
+                     "greeting, but backend_implicit_tls = yes: use "
+                     "backend_health = connect", svc->name);
     /* a client trickling a command is cut off as soon as an idle one */
     if (st->line[K_COMMAND_TIMEOUT] == 0)
         svc->command_timeout = svc->idle_timeout;

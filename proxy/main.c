@@ -23,6 +23,7 @@
 #include "config.h"
 #include "connlimit.h"
 #include "dns.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "log_syslog.h"
@@ -62,6 +63,7 @@ struct runtime {
     unsigned long reloads;           /* SIGHUPs handled */
     unsigned long reloads_ok, reloads_failed;
     struct metrics_server *metrics;  /* [proxy] metrics_listen; NULL */
+    struct health *health;           /* backend_health probes; NULL */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
 };
@@ -405,6 +407,17 @@ static int main_health(const struct runtime *rt, struct promtext_buf *body)
             return 503;
         }
     promtext_printf(body, "ok\n");
+    for (size_t i = 0; i < rt->cfg->nservices; i++) {
+        const char *name = rt->cfg->services[i].name, *why;
+        int st = health_state(rt->health, name, &why);
+
+        if (rt->cfg->services[i].backend_health == BACKEND_HEALTH_NONE)
+            continue;
+        promtext_printf(body, "backend %s %s%s%s%s\n", name,
+                        st == HEALTH_UP ? "up" : st == HEALTH_DOWN ? "down"
+                                                                   : "unknown",
+                        why[0] ? " (" : "", why, why[0] ? ")" : "");
+    }
     return 200;
 }
 
@@ -454,6 +467,18 @@ static int main_metrics_render(void *ud, enum promtext_req what,
                     "starttls_proxy_certificate_expiry_timestamp_seconds", l,
                     (double)until);
         }
+    }
+    promtext_family(body, "starttls_proxy_backend_up", "gauge",
+                    "The last backend_health probe of each service that "
+                    "has one: 1 up, 0 down.");
+    for (size_t i = 0; i < rt->cfg->nservices; i++) {
+        int st = health_state(rt->health, rt->cfg->services[i].name, NULL);
+
+        if (st != HEALTH_UNKNOWN)
+            promtext_sample(body, "starttls_proxy_backend_up",
+                            (const char *const[]){
+                                "service", rt->cfg->services[i].name, NULL },
+                            st == HEALTH_UP ? 1 : 0);
     }
     promtext_family(body, "starttls_proxy_build_info", "gauge",
                     "Versions of the proxy and the libraries it runs on.");
@@ -547,6 +572,14 @@ static void main_reload(struct runtime *rt)
     rt->tls = tls;
     rt->log.level = cfg->log_level;
     rt->reloads_ok++;
+    {
+        struct health *old = rt->health;
+
+        rt->health = health_start(uv_handle_get_loop((uv_handle_t *)
+                                                     &rt->worker_done),
+                                  cfg, &rt->log, old);
+        health_close(old);
+    }
     log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
               "services=%zu", gen->id, cfg->nservices);
     for (size_t i = 0; i < cfg->nservices; i++) {
@@ -627,6 +660,8 @@ static void main_on_worker_done(uv_async_t *a)
     uv_close((uv_handle_t *)&rt->worker_done, NULL);
     metrics_close(rt->metrics);
     rt->metrics = NULL;
+    health_close(rt->health);
+    rt->health = NULL;
     if (rt->status_on)
         uv_close((uv_handle_t *)&rt->status_timer, NULL);
 }
@@ -1101,6 +1136,7 @@ int main(int argc, char **argv)
                   "max_files=%lu max_sessions=%lu",
                   STARTTLS_PROXY_VERSION, rt.cfg->hostname, rt.nworkers,
                   max_files, max_files > 64 ? (max_files - 64) / 2 : 0);
+        rt.health = health_start(&loop, rt.cfg, &rt.log, NULL);
         main_notify(&rt, "READY=1");
         if (sdnotify_enabled()) {
             uv_timer_init(&loop, &rt.status_timer);

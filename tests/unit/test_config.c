@@ -575,11 +575,15 @@ static const struct err_case err_cases[] = {
       "transparent = dnat\nbackend_mark = -1\n"
       "[h]\nlisten = 127.0.0.1:2532\nclient_tls = none\n"
       "transparent = redirect\nclient_proxy_protocol = yes\n"
-      "trusted_proxies = 192.0.2.1\n",
+      "trusted_proxies = 192.0.2.1\n"
+      "[i]\nlisten = 127.0.0.1:2533\nclient_tls = none\n"
+      "transparent = tproxy\nbackend_health = connect\n",
       0,
       { { 4, "transparent: \"dnat\" is not one of off, redirect, tproxy" },
         { 5, "backend_mark: \"-1\" is not a number" },
         { 10, "service [h]: client_proxy_protocol cannot be used with "
+              "transparent" },
+        { 16, "service [i]: backend_health cannot be used with "
               "transparent" },
         { 0, NULL } } },
     { "mx: needs a domain; dane needs a name; dns_resolver numeric",
