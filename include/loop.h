@@ -51,6 +51,17 @@ struct generation {
     struct tlsrpt_store *tlsrpt;     /* the TLS reporting counts of the
                                         process (opened at start); NULL:
                                         no service reports */
+    /* backend_sess[w * cfg->nservices + i]: the newest resumable TLS
+     * session of service i's backend leg on worker w's loop (written by
+     * that loop only).  Per generation: a reload starts with none, so a
+     * changed CA or policy is never bypassed by resuming, and a service
+     * that moved to another position cannot pick up another's.  NULL:
+     * no resumption. */
+    struct ssl_session_st **backend_sess;
+    unsigned nworkers;               /* rows of backend_sess */
+    /* limit_slots[i]: service i's counters in the shared connlimit,
+     * kept by name across reloads (main.c); NULL: i itself */
+    size_t *limit_slots;
     unsigned long id;                /* 1, 2, ... */
     unsigned long refs;              /* atomic */
 };
@@ -59,6 +70,14 @@ struct generation {
 struct generation *generation_new(struct config *cfg, struct tls_service *tls,
                                   unsigned long id);
 void generation_hold(struct generation *g);
+
+/* generation_keep_sessions - room for the backend TLS sessions of
+ * nworkers loops (before g is shared); -1 when out of memory. */
+int generation_keep_sessions(struct generation *g, unsigned nworkers);
+
+/* generation_limit_slot - service svc_index's slot in the connlimit. */
+size_t generation_limit_slot(const struct generation *g, size_t svc_index);
+
 void generation_release(struct generation *g);
 
 struct loop_ctx {
@@ -73,9 +92,6 @@ struct loop_ctx {
     struct session *sessions;        /* live sessions (session.c's) */
     unsigned long nsessions;         /* how many: written by this loop
                                         only, read by others (atomic) */
-    /* the newest resumable TLS session of each service's backend leg
-     * (indexed like cfg->services; NULL array: no resumption) */
-    struct ssl_session_st **backend_sess;
     struct conn_loop conns;          /* conn.c's */
     struct dns_resolver *dns;        /* made by loop_dns when first asked */
     bool dns_failed;                 /* ... and it could not be made */
@@ -94,8 +110,8 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
                    unsigned id);
 
 /* loop_ctx_switch - new sessions use gen from now on (a reference is
- * taken; the old one is released); kept backend TLS sessions are
- * dropped: a changed CA or policy must not be bypassed by resuming. */
+ * taken; the old one is released).  Backend TLS sessions are kept per
+ * generation (struct generation), so gen starts with none. */
 void loop_ctx_switch(struct loop_ctx *ctx, struct generation *gen);
 
 /* loop_ctx_release - free what ctx holds once its loop has run dry. */
@@ -121,8 +137,8 @@ void loop_ctx_stop(struct loop_ctx *ctx);
 /* loop_next_sid - a new session id, unique within the process. */
 uint64_t loop_next_sid(struct loop_ctx *ctx);
 
-/* loop_backend_session - where service svc_index's backend TLS session
- * is kept on this loop, or NULL. */
+/* loop_backend_session - where service svc_index's (of ctx->gen)
+ * backend TLS session is kept on this loop, or NULL. */
 struct ssl_session_st **loop_backend_session(struct loop_ctx *ctx,
                                              size_t svc_index);
 

@@ -54,6 +54,7 @@ struct runtime {
     struct tlsrpt_store *tlsrpt;     /* opened at start when tlsrpt = yes
                                         and a service reports */
     unsigned long reloads;           /* SIGHUPs handled */
+    size_t next_slot;                /* the next unused connlimit slot */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
 };
@@ -317,21 +318,64 @@ static const char *main_reload_refusal(const struct config *old,
     return NULL;
 }
 
-/* main_generation - a generation of cfg and tls, with the resolver's
- * settings read at start. */
-static struct generation *main_generation(const struct runtime *rt,
+/* main_old_service - the service of the current generation named name,
+ * or -1 (at start, or when the reload adds it). */
+static long main_old_service(const struct runtime *rt, const char *name)
+{
+    for (size_t i = 0; rt->gen != NULL && i < rt->cfg->nservices; i++)
+        if (strcmp(rt->cfg->services[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* main_generation_discard - a generation main_generation could not
+ * finish, without its cfg and tls (the caller frees those). */
+static void main_generation_discard(struct generation *g)
+{
+    g->cfg = NULL;
+    g->tls = NULL;
+    free(g->limit_slots);
+    free(g->backend_sess);
+    free(g);
+}
+
+/*
+ * main_generation - a generation of cfg and tls, with the resolver's
+ * settings read at start, room for each worker's backend TLS sessions,
+ * and each service's slot in the connection limits: a service the
+ * current generation has by name keeps its slot (and so its counts),
+ * any other gets a fresh one, even one that an earlier reload removed.
+ */
+static struct generation *main_generation(struct runtime *rt,
                                           struct config *cfg,
                                           struct tls_service *tls,
                                           unsigned long id)
 {
     struct generation *g = generation_new(cfg, tls, id);
+    size_t next = rt->next_slot;
 
-    if (g != NULL)
-        g->dns = rt->have_dns ? &rt->dns : NULL;
-    if (g != NULL)
-        g->sts = rt->sts;
-    if (g != NULL)
-        g->tlsrpt = rt->tlsrpt;
+    if (g == NULL)
+        return NULL;
+    g->dns = rt->have_dns ? &rt->dns : NULL;
+    g->sts = rt->sts;
+    g->tlsrpt = rt->tlsrpt;
+    g->limit_slots = calloc(cfg->nservices ? cfg->nservices : 1,
+                            sizeof *g->limit_slots);
+    if (g->limit_slots == NULL ||
+        generation_keep_sessions(g, rt->nworkers) != 0) {
+        main_generation_discard(g);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        long o = main_old_service(rt, cfg->services[i].name);
+
+        g->limit_slots[i] = o >= 0 ? rt->gen->limit_slots[o] : next++;
+    }
+    if (rt->limits != NULL && connlimit_reserve(rt->limits, next) != 0) {
+        main_generation_discard(g);
+        return NULL;
+    }
+    rt->next_slot = next;
     return g;
 }
 
@@ -420,8 +464,14 @@ static void main_reload(struct runtime *rt)
         main_notify(rt, "READY=1");
         return;
     }
-    for (size_t i = 0; i < cfg->nservices; i++)
-        tls_service_keep_tickets(&tls[i], &rt->tls[i]);
+    /* by name: a service that moved keeps its ticket keys, an added one
+     * has fresh ones */
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        long o = main_old_service(rt, cfg->services[i].name);
+
+        if (o >= 0)
+            tls_service_keep_tickets(&tls[i], &rt->tls[o]);
+    }
     for (unsigned i = 0; i < rt->nworkers; i++)
         worker_request_reload(&rt->workers[i], gen);
     generation_release(rt->gen);
@@ -770,6 +820,10 @@ int main(int argc, char **argv)
         main_free(&rt);
         return 1;
     }
+    rt.nworkers = rt.cfg->workers ? rt.cfg->workers
+                                  : (unsigned)uv_available_parallelism();
+    if (rt.nworkers == 0)
+        rt.nworkers = 1;
     if ((rt.gen = main_generation(&rt, rt.cfg, rt.tls, 1)) == NULL) {
         fprintf(stderr, "%s: out of memory\n", path);
         main_free(&rt);
@@ -801,11 +855,6 @@ int main(int argc, char **argv)
         log_syslog_open();          /* before any chroot */
         rt.log.to_syslog = true;
     }
-    rt.nworkers = rt.cfg->workers ? rt.cfg->workers
-                                  : (unsigned)uv_available_parallelism();
-    if (rt.nworkers == 0)
-        rt.nworkers = 1;
-
     max_files = main_raise_nofile();
     memset(&act, 0, sizeof act);
     act.n = sdnotify_listen_fds(&act.names, &act.names_buf);

@@ -54,7 +54,8 @@ static void session_on_timer_close(uv_handle_t *h)
         s->next->prev = s->prev;
     __atomic_sub_fetch(&ctx->nsessions, 1, __ATOMIC_RELAXED);
     if (s->limits_held)
-        connlimit_release(ctx->limits, s->svc_index,
+        connlimit_release(ctx->limits,
+                          generation_limit_slot(s->gen, s->svc_index),
                           (const struct sockaddr *)&s->client_sa);
     sbuf_free(&s->cin);
     backend_free(&s->b);
@@ -835,7 +836,8 @@ static void session_begin(struct session *s)
         break;
     }
 
-    lim = connlimit_acquire(s->ctx->limits, s->svc_index,
+    lim = connlimit_acquire(s->ctx->limits,
+                            generation_limit_slot(s->gen, s->svc_index),
                             (const struct sockaddr *)&s->client_sa,
                             svc->max_connections, svc->max_connections_per_ip,
                             !svc->enforce);
