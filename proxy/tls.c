@@ -747,7 +747,7 @@ static int tls_server_sets(const struct config *cfg, const struct service *svc,
 /* tls_service_cert - see tls.h. */
 bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
                       size_t subject_len, char *not_after,
-                      size_t not_after_len)
+                      size_t not_after_len, unsigned char sha256[32])
 {
     const struct tls_server_set *set = ts->nsets > 0 ? &ts->sets[0] : NULL;
 
@@ -768,6 +768,12 @@ bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
                 strftime(not_after, not_after_len, "%Y-%m-%dT%H:%M:%SZ",
                          &tm) == 0)
                 snprintf(not_after, not_after_len, "?");
+            if (sha256 != NULL) {
+                unsigned len = 32;
+
+                if (X509_digest(x, EVP_sha256(), sha256, &len) != 1)
+                    memset(sha256, 0, 32);
+            }
             return true;
         }
     }
