@@ -198,6 +198,8 @@ struct config {
     char *tlsrpt_organization;     /* organization-name */
     char *tlsrpt_contact;          /* contact-info: an address */
     unsigned tlsrpt_interval;      /* seconds per report, default 86400 */
+    struct listen_addr *metrics_listen; /* the metrics endpoint; NULL: off */
+    size_t nmetrics_listen;
     struct profile *profiles;      /* every [profile NAME] section */
     size_t nprofiles;
 };

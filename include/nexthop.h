@@ -40,7 +40,8 @@ enum nexthop_end {
     NEXTHOP_EXHAUSTED,    /* every target was tried or failed */
     NEXTHOP_NULL_MX,      /* the domain accepts no mail (RFC 7505) */
     NEXTHOP_NO_DOMAIN,    /* the mail domain does not exist */
-    NEXTHOP_DNS_FAILED    /* the MX lookup failed (SERVFAIL, bogus, ...) */
+    NEXTHOP_DNS_FAILED,   /* the MX lookup failed (SERVFAIL, bogus, ...) */
+    NEXTHOP_HOST_SKIPPED  /* not an end: a host given up, see below */
 };
 
 struct nexthop_target {
@@ -73,7 +74,13 @@ struct nexthop *nexthop_new(struct dns_resolver *r, const char *name,
  * unless nexthop_free comes first: later, from a DNS answer, or from
  * inside this call when the answer is already known (the next address of
  * the same host, a resolver that cannot take the query).  why says why
- * the previous target was given up (the log). */
+ * the previous target was given up (the log).
+ *
+ * Before that answer cb may also be called with NEXTHOP_HOST_SKIPPED,
+ * once per host whose TLSA lookup failed (bogus, SERVFAIL, timeout: RFC
+ * 7672 2.1.1 never takes that for "no TLSA"): t->host and t->addr (its
+ * first address) say which, why says how; the search goes on when cb
+ * returns, so cb must not free nh then.  For TLS reports. */
 void nexthop_next(struct nexthop *nh, const char *why);
 
 /* nexthop_free - cancel what is pending and free nh.  NULL is fine. */

@@ -43,6 +43,14 @@ static const struct conn_cbs backend_cbs = {
     .on_close = backend_on_close,
 };
 
+/* backend_count_failure - one more failed handshake or certificate
+ * check on this leg, for the metrics. */
+static void backend_count_failure(struct backend_leg *b, enum stats_hs why)
+{
+    if (b->stats != NULL)
+        stats_add(&b->stats->handshake[STATS_LEG_BACKEND][why], 1);
+}
+
 /* ---- states --------------------------------------------------------------- */
 
 const char *backend_state_name(enum backend_state st)
@@ -267,6 +275,13 @@ static void backend_report(struct backend_leg *b, const char *result,
     } else {
         r.type = TLSRPT_NO_POLICY;
     }
+    /* RFC 8460 4.3.2: secure TLSA records, none of them usable (TLS
+     * went ahead unauthenticated, RFC 7672 2.2) */
+    if (result == NULL && r.type == TLSRPT_TLSA &&
+        b->target.dane == DANE_UNUSABLE) {
+        result = "tlsa-invalid";
+        reason = "no usable TLSA record";
+    }
     if (result == NULL && b->sts_failure != STS_OK && r.type != TLSRPT_TLSA) {
         result = sts_failure_name(b->sts_failure);
         reason = "";
@@ -286,6 +301,31 @@ static void backend_report(struct backend_leg *b, const char *result,
     tlsrpt_record(b->rpt, time(NULL), &r);
 }
 
+/* backend_report_skipped - a host given up because its TLSA lookup
+ * failed: dnssec-invalid (RFC 8460 4.3.2: no valid records came back
+ * from the resolver), under the tlsa policy the host was to have. */
+static void backend_report_skipped(struct backend_leg *b,
+                                   const struct nexthop_target *t,
+                                   const char *why)
+{
+    struct tlsrpt_result r;
+    char remote[NETADDR_TEXT];
+
+    if (b->rpt == NULL)
+        return;
+    netaddr_host(&t->addr, remote, sizeof remote, "");
+    memset(&r, 0, sizeof r);
+    r.domain = b->svc->backend_host;
+    r.type = TLSRPT_TLSA;
+    r.policy = "";
+    r.mx_hosts = t->host;
+    r.result = "dnssec-invalid";
+    r.sending_ip = "";
+    r.mx_host = t->host;
+    r.receiving_ip = remote;
+    r.reason = why;
+    tlsrpt_record(b->rpt, time(NULL), &r);
+}
 
 /*
  * backend_refuse - the policy cannot be met: refuse the client.  Returns
@@ -422,6 +462,9 @@ static void backend_on_target(void *ud, enum nexthop_end end,
         if (backend_sts_check(b))
             return;
         backend_enter(b, BACKEND_CONNECTING);
+        return;
+    case NEXTHOP_HOST_SKIPPED:
+        backend_report_skipped(b, t, why);
         return;
     case NEXTHOP_NULL_MX:
         backend_give_up(b, REPLY_BACKEND_NULL_MX, "backend_null_mx", why);
@@ -782,6 +825,7 @@ static void backend_tls_failed(struct backend_leg *b, const char *why)
 /* backend_handshake_timeout - see backend.h. */
 void backend_handshake_timeout(struct backend_leg *b)
 {
+    backend_count_failure(b, STATS_HS_TIMEOUT);
     backend_tls_failed(b, "TLS handshake timed out");
 }
 
@@ -901,6 +945,7 @@ static bool backend_sts_tls(struct backend_leg *b, struct conn *c)
     snprintf(why, sizeof why, "MTA-STS: certificate of %s: %s", b->host,
              X509_verify_cert_error_string(vr));
     backend_report(b, tls_failure_type(vr), X509_verify_cert_error_string(vr));
+    backend_count_failure(b, STATS_HS_STS);
     log_event(b->log, LOG_WARN, b->sid, "event=%s host=%s result=%s",
               backend_sts_mode(b) == STS_MODE_TESTING ? "sts_testing_failure"
                                                       : "backend_sts_failure",
@@ -917,15 +962,22 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
     if (b->closed || c != b->conn)
         return;
     if (status != 0) {
+        /* a chain that failed verification ends the handshake itself */
+        backend_count_failure(b, conn_ssl(c) != NULL &&
+                                     SSL_get_verify_result(conn_ssl(c)) !=
+                                         X509_V_OK
+                                     ? STATS_HS_VERIFY : STATS_HS_HANDSHAKE);
         backend_tls_failed(b, conn_error(c));
         return;
     }
     b->hs_start = 0;
     backend_record_tls(b);
     if (b->svc->backend_tls == BACKEND_TLS_VERIFY &&
-        SSL_get_verify_result(conn_ssl(c)) != X509_V_OK &&
-        backend_refuse(b, b->verify))
-        return;
+        SSL_get_verify_result(conn_ssl(c)) != X509_V_OK) {
+        backend_count_failure(b, STATS_HS_VERIFY);
+        if (backend_refuse(b, b->verify))
+            return;
+    }
     b->authenticated = b->svc->backend_tls == BACKEND_TLS_VERIFY &&
                        SSL_get_verify_result(conn_ssl(c)) == X509_V_OK;
     if (b->svc->backend_tls == BACKEND_TLS_FINGERPRINT) {
@@ -935,9 +987,12 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
                           b->svc->nbackend_pins, which, sizeof which)) {
             snprintf(b->verify, sizeof b->verify, "fingerprint:%s", which);
             b->authenticated = true;
-        } else if (backend_refuse_rule(b, "fingerprint",
-                                     "certificate matches no fingerprint"))
-            return;
+        } else {
+            backend_count_failure(b, STATS_HS_FINGERPRINT);
+            if (backend_refuse_rule(b, "fingerprint",
+                                    "certificate matches no fingerprint"))
+                return;
+        }
     }
     if (backend_dane_usable(b)) {
         tls_dane_describe(conn_ssl(c), b->dane, sizeof b->dane);
@@ -950,6 +1005,7 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
                       b->host, (unsigned long long)b->target.tlsa_digest,
                       b->dane);
             backend_report(b, "validation-failure", b->dane);
+            backend_count_failure(b, STATS_HS_DANE);
             if (backend_refuse_rule(b, "dane", b->dane))
                 return;
         }
@@ -990,6 +1046,7 @@ static void backend_on_eof(struct conn *c, void *ud, int status)
         snprintf(why, sizeof why, "connection %s during TLS handshake%s%s",
                  status == 0 ? "closed" : "lost",
                  conn_error(c)[0] ? ": " : "", conn_error(c));
+        backend_count_failure(b, STATS_HS_CLOSED);
         backend_tls_failed(b, why);
         return;
     }
@@ -1100,6 +1157,8 @@ static bool backend_reply_starttls(struct backend_leg *b,
          * what came behind the 220 is dropped unread */
         log_event(b->log, LOG_WARN, b->sid,
                   "event=backend_response_injection dropped=%zu", rep->extra);
+        if (b->stats != NULL)
+            stats_add(&b->stats->events[STATS_EV_RESPONSE_INJECTION], 1);
         sbuf_free(&b->in);
     }
     backend_enter(b, BACKEND_TLS_HANDSHAKE);
@@ -1184,6 +1243,8 @@ static void backend_setup_input(struct backend_leg *b)
         st = b->state;
         if (r == SMTP_REPLY_BAD || !backend_waits_reply(st)) {
             log_escape(esc, sizeof esc, p, b->in.len < 60 ? b->in.len : 60);
+            if (b->stats != NULL)
+                stats_add(&b->stats->events[STATS_EV_BACKEND_GARBAGE], 1);
             log_event(b->log, LOG_WARN, b->sid,
                       "event=backend_garbage state=%s data=\"%s\"",
                       backend_state_name(st), esc);
@@ -1222,6 +1283,8 @@ static void backend_on_data(struct conn *c, void *ud, const char *buf,
     if (b->closed || c != b->conn)
         return;
     backend_touch(b);
+    if (b->stats != NULL)
+        stats_add(&b->stats->bytes[STATS_DIR_FROM_BACKEND], len);
     if (sbuf_append(&b->in, buf, len) != 0) {
         backend_give_up(b, REPLY_BACKEND_LOST, "error", "out of memory");
         return;

@@ -81,6 +81,7 @@ enum key_id {
     K_TLSRPT_ORGANIZATION,
     K_TLSRPT_CONTACT,
     K_TLSRPT_INTERVAL,
+    K_METRICS_LISTEN,
     K_LISTEN,
     K_BACKEND,
     K_CLIENT_TLS,
@@ -317,6 +318,8 @@ static const struct key_def key_table[K_COUNT] = {
               .def = NULL),
     PROXY_KEY(K_TLSRPT_INTERVAL, "tlsrpt_interval", KT_UINT, tlsrpt_interval,
               .min = 10, .max = 604800, .def = "86400"),
+    PROXY_KEY(K_METRICS_LISTEN, "metrics_listen", KT_LISTEN, metrics_listen,
+              .off2 = offsetof(struct config, nmetrics_listen), .def = NULL),
     SERVICE_KEY(K_LISTEN, "listen", KT_LISTEN, listen,
                 .off2 = offsetof(struct service, nlisten)),
     SERVICE_KEY(K_BACKEND, "backend", KT_HOSTPORT, backend_host,
@@ -1857,7 +1860,7 @@ static int config_handle_key(void *user, const char *section,
             config_error(p, p->lineno, "out of memory");
         }
     }
-    if (k->type == KT_LISTEN) {
+    if (k->type == KT_LISTEN && k->scope == SCOPE_SERVICE) {
         p->nlisten_total += ((struct service *)base)->nlisten;
         if (p->nlisten_total > CONFIG_MAX_LISTEN) {
             st->bad[id] = true;
@@ -2184,6 +2187,13 @@ static void config_check_service(struct parser *p, size_t i)
             }
         }
     }
+    for (a = 0; a < svc->nlisten; a++)
+        for (b = 0; b < p->cfg->nmetrics_listen; b++)
+            if (config_addr_equal(&svc->listen[a], &p->cfg->metrics_listen[b]))
+                config_error(p, st->line[K_LISTEN],
+                             "listen: %s is already metrics_listen (line %d)",
+                             svc->listen[a].text,
+                             p->proxy.line[K_METRICS_LISTEN]);
     config_resolve_profiles(p, svc, st);
 }
 

@@ -24,9 +24,12 @@
 #include "listener.h"
 #include "log.h"
 #include "log_syslog.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "pidfile.h"
+#include "promtext.h"
 #include "sdnotify.h"
+#include "stats.h"
 #include "sts.h"
 #include "tls.h"
 #include "tlsrpt.h"
@@ -54,7 +57,10 @@ struct runtime {
     struct tlsrpt_store *tlsrpt;     /* opened at start when tlsrpt = yes
                                         and a service reports */
     unsigned long reloads;           /* SIGHUPs handled */
-    size_t next_slot;                /* the next unused connlimit slot */
+    unsigned long reloads_ok, reloads_failed;
+    size_t next_slot;                /* the next unused service slot (the
+                                        connection limits, the counters) */
+    struct metrics_server *metrics;  /* [proxy] metrics_listen; NULL */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
 };
@@ -258,7 +264,8 @@ static void main_free(struct runtime *rt)
  * main_reload_refusal - what a reload cannot change: workers (each has
  * its own listening sockets and loop), log, user, group, chroot, and
  * what is set up once at start (the resolver, the MTA-STS cache, TLS
- * reporting).  Services and listen addresses may change (main_reload).
+ * reporting, the metrics endpoint).  Services and listen addresses may
+ * change (main_reload).
  * NULL when cfg can replace old.
  */
 static const char *main_reload_refusal(const struct config *old,
@@ -303,6 +310,12 @@ static const char *main_reload_refusal(const struct config *old,
     if (config_sts_needed(cfg) && !config_sts_needed(old))
         return "the MTA-STS cache is opened at start: backend_tls = sts "
                "needs a restart when no service used it";
+    if (cfg->nmetrics_listen != old->nmetrics_listen)
+        return "metrics_listen cannot change by reload";
+    for (size_t i = 0; i < cfg->nmetrics_listen; i++)
+        if (strcmp(cfg->metrics_listen[i].text,
+                   old->metrics_listen[i].text) != 0)
+            return "metrics_listen cannot change by reload";
     return NULL;
 }
 
@@ -407,6 +420,107 @@ static void main_notify(const struct runtime *rt, const char *state)
     if (sdnotify_send(msg) != 0)
         log_event(&rt->log, LOG_WARN, 0, "event=notify_failed error=\"%s\"",
                   strerror(errno));
+}
+
+/* main_health - /healthz: 200 "ok" while every worker runs and accepts,
+ * 503 with the reason otherwise (a graceful stop, a worker gone). */
+static int main_health(const struct runtime *rt, struct promtext_buf *body)
+{
+    if (rt->draining) {
+        promtext_printf(body, "draining\n");
+        return 503;
+    }
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (worker_finished(&rt->workers[i])) {
+            promtext_printf(body, "worker %u stopped\n", i + 1);
+            return 503;
+        }
+    promtext_printf(body, "ok\n");
+    return 200;
+}
+
+/*
+ * main_metrics_render - a scrape (metrics.h), on the main loop: the
+ * workers' counters summed (stats.h, no lock), then what the main thread
+ * itself knows: reloads, the current generation's certificates, the
+ * build.
+ */
+static int main_metrics_render(void *ud, enum promtext_req what,
+                               struct promtext_buf *body,
+                               const char **content_type)
+{
+    struct runtime *rt = ud;
+    const struct stats *w[256];
+    size_t n = 0;
+
+    if (what == PROMTEXT_HEALTHZ)
+        return main_health(rt, body);
+    *content_type = PROMTEXT_CONTENT_TYPE;
+    for (unsigned i = 0; i < rt->nworkers && n < 256; i++)
+        w[n++] = &rt->workers[i].ctx.stats;
+    stats_render(body, w, n, rt->cfg);
+    promtext_family(body, "starttls_proxy_reloads_total", "counter",
+                    "Configuration reloads (SIGHUP), by result.");
+    promtext_sample(body, "starttls_proxy_reloads_total",
+                    (const char *const[]){ "result", "ok", NULL },
+                    (double)rt->reloads_ok);
+    promtext_sample(body, "starttls_proxy_reloads_total",
+                    (const char *const[]){ "result", "failed", NULL },
+                    (double)rt->reloads_failed);
+    promtext_family(body, "starttls_proxy_certificate_expiry_timestamp_seconds",
+                    "gauge", "End of validity (notAfter) of each certificate "
+                    "a service serves, in seconds since the epoch.");
+    for (size_t i = 0; i < rt->cfg->nservices; i++) {
+        char subject[256];
+        long long until;
+
+        for (size_t k = 0; tls_service_cert_expiry(&rt->tls[i], k, subject,
+                                                    sizeof subject, &until);
+             k++) {
+            const char *l[] = { "service", rt->cfg->services[i].name,
+                                "name", subject, NULL };
+
+            if (until >= 0)
+                promtext_sample(body,
+                    "starttls_proxy_certificate_expiry_timestamp_seconds", l,
+                    (double)until);
+        }
+    }
+    promtext_family(body, "starttls_proxy_build_info", "gauge",
+                    "Versions of the proxy and the libraries it runs on.");
+    promtext_sample(body, "starttls_proxy_build_info",
+                    (const char *const[]){ "version", STARTTLS_PROXY_VERSION,
+                                           "openssl",
+                                           OpenSSL_version(OPENSSL_VERSION_STRING),
+                                           "libuv", uv_version_string(),
+                                           NULL }, 1);
+    return 200;
+}
+
+/* main_metrics_sockets - a listening socket per metrics_listen address,
+ * bound with the others (before the privilege drop); NULL with a message
+ * in err.  None configured: an empty array. */
+static int *main_metrics_sockets(const struct config *cfg, char *err,
+                                 size_t err_len)
+{
+    int *fds = calloc(cfg->nmetrics_listen + 1, sizeof *fds);
+
+    if (fds == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nmetrics_listen; i++) {
+        const struct listen_addr *a = &cfg->metrics_listen[i];
+
+        if (listener_check_free(a, err, err_len) != 0 ||
+            (fds[i] = listener_socket(a, err, err_len)) < 0) {
+            while (i-- > 0)
+                close(fds[i]);
+            free(fds);
+            return NULL;
+        }
+    }
+    return fds;
 }
 
 static void main_on_status(uv_timer_t *t)
@@ -604,6 +718,7 @@ static void main_reload(struct runtime *rt)
     rt->reloads++;
     if (main_load_into(rt->path, &cfg, &tls, err, sizeof err) != 0) {
         main_log_lines(&rt->log, err);
+        rt->reloads_failed++;
         log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
                   "generation=%lu reason=\"configuration refused\"",
                   rt->gen->id);
@@ -617,6 +732,7 @@ static void main_reload(struct runtime *rt)
                   "generation=%lu reason=\"%s\"", rt->gen->id,
                   why ? why : "out of memory");
         main_free_loaded(cfg, tls);
+        rt->reloads_failed++;
         pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
         main_notify(rt, "READY=1");
         return;
@@ -630,6 +746,7 @@ static void main_reload(struct runtime *rt)
                   "generation=%lu reason=\"a listen address cannot be "
                   "bound\"", rt->gen->id);
         generation_release(gen);          /* and cfg and tls with it */
+        rt->reloads_failed++;
         pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
         main_notify(rt, "READY=1");
         return;
@@ -655,6 +772,7 @@ static void main_reload(struct runtime *rt)
     rt->cfg = cfg;
     rt->tls = tls;
     rt->log.level = cfg->log_level;
+    rt->reloads_ok++;
     pidfile_state(&rt->pf, rt->reloads, gen->id, "ok");
     main_notify(rt, "READY=1");
 }
@@ -665,6 +783,7 @@ static void main_on_hup(uv_signal_t *h, int signum)
 
     (void)signum;
     if (rt->draining) {
+        rt->reloads_failed++;
         log_event(&rt->log, LOG_WARN, 0,
                   "event=reload result=failed reason=\"stopping\"");
         return;
@@ -717,6 +836,8 @@ static void main_on_worker_done(uv_async_t *a)
     for (size_t i = 0; i < 3; i++)
         uv_close((uv_handle_t *)&rt->ignored[i], NULL);
     uv_close((uv_handle_t *)&rt->worker_done, NULL);
+    metrics_close(rt->metrics);
+    rt->metrics = NULL;
     if (rt->status_on)
         uv_close((uv_handle_t *)&rt->status_timer, NULL);
 }
@@ -949,7 +1070,7 @@ int main(int argc, char **argv)
     unsigned started = 0;
     unsigned long max_files;
     struct activated act;
-    int *fds;
+    int *fds, *mfds = NULL;
 
     while ((opt = getopt(argc, argv, "c:ts:Vh")) != -1) {
         switch (opt) {
@@ -1033,6 +1154,13 @@ int main(int argc, char **argv)
     free(act.used);
     free(act.names);
     free(act.names_buf);
+    if (fds != NULL &&
+        (mfds = main_metrics_sockets(rt.cfg, err, sizeof err)) == NULL) {
+        for (size_t k = 0; k < rt.nworkers * per_worker; k++)
+            close(fds[k]);
+        free(fds);
+        fds = NULL;
+    }
     rt.workers = calloc(rt.nworkers, sizeof *rt.workers);
     rt.limits = connlimit_new(rt.cfg->nservices);
     if (fds != NULL && strcmp(rt.cfg->pid_file, "none") != 0 &&
@@ -1045,6 +1173,12 @@ int main(int argc, char **argv)
             close(fds[k]);
         free(fds);
         fds = NULL;
+    }
+    if (fds == NULL && mfds != NULL) {
+        for (size_t k = 0; k < rt.cfg->nmetrics_listen; k++)
+            close(mfds[k]);
+        free(mfds);
+        mfds = NULL;
     }
     if (fds == NULL || rt.workers == NULL || rt.limits == NULL ||
         uv_loop_init(&loop) != 0 ||
@@ -1071,6 +1205,20 @@ int main(int argc, char **argv)
     }
     free(fds);
     rt.worker_done.data = &rt;
+    if (rc == 0 && rt.cfg->nmetrics_listen > 0) {
+        rt.metrics = metrics_open(&loop, &rt.log, mfds, rt.cfg->metrics_listen,
+                                  rt.cfg->nmetrics_listen, main_metrics_render,
+                                  &rt, err, sizeof err);
+        /* the sockets are the server's now (or closed), the array not */
+        if (rt.metrics == NULL) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            rc = 1;
+        }
+    } else if (mfds != NULL) {
+        for (size_t k = 0; k < rt.cfg->nmetrics_listen; k++)
+            close(mfds[k]);
+    }
+    free(mfds);
     if (rc == 0) {
         uv_signal_init(&loop, &rt.sigterm);
         uv_signal_init(&loop, &rt.sigquit);
@@ -1121,6 +1269,8 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < rt.nworkers; i++)
         if (worker_join(&rt.workers[i]) != 0)
             rc = 1;
+    for (unsigned i = 0; i < rt.nworkers; i++)
+        stats_free(&rt.workers[i].ctx.stats);   /* read until now */
     if (uv_loop_close(&loop) != 0)
         rc = 1;
     log_event(&rt.log, LOG_INFO, 0, "event=stopped");

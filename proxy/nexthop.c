@@ -145,6 +145,20 @@ static void nh_deliver(struct nexthop *nh)
     nh->cb(nh->ud, NEXTHOP_TARGET, t, NULL);
 }
 
+/* nh_skipped - tell the caller the current host is given up before any
+ * connection (see NEXTHOP_HOST_SKIPPED). */
+static void nh_skipped(struct nexthop *nh, const char *why)
+{
+    struct nexthop_target *t = &nh->t;
+
+    memset(t, 0, sizeof *t);
+    t->host = nh->hosts[nh->cur_host];
+    t->domain = nh->mx ? nh->name : NULL;
+    t->addr = nh->addrs[0];
+    t->dns = "";
+    nh->cb(nh->ud, NEXTHOP_HOST_SKIPPED, t, why);
+}
+
 /* ---- TLSA ----------------------------------------------------------------- */
 
 static uint64_t nh_fnv(const unsigned char *p, size_t n, uint64_t h)
@@ -221,6 +235,7 @@ static void nh_on_tlsa(void *ud, const struct dns_answer *a)
         /* RFC 7672 2.1.1: a failed TLSA lookup is never "no TLSA" */
         nh_why(nh, "TLSA lookup failed for", host,
                a->why ? a->why : dns_status_name(a->status));
+        nh_skipped(nh, dns_status_name(a->status));
         nh_host_begin(nh, nh->cur_host + 1);
         return;
     }

@@ -25,6 +25,7 @@ PACKAGES=(
   postfix swaks libnet-ssleay-perl testssl.sh curl
   stunnel4 nginx libnginx-mod-mail iproute2 debootstrap man-db systemd
   python3 python3-pytest python3-aiosmtpd python3-jsonschema zlib1g-dev
+  prometheus python3-prometheus-client
 )
 
 usage() {

@@ -107,7 +107,7 @@ def make_domain(dns, hosts, certs, tmp_path, label, text, **kw):
 
 
 def tlsrpt_proxy(proxy, dns, hosts, d, port, tmp_path, certs, interval=10,
-                 name="rpt"):
+                 name="rpt", backend_tls="sts"):
     state = str(tmp_path / "state")
     rdir = str(tmp_path / name)
     os.makedirs(state, exist_ok=True)
@@ -118,7 +118,7 @@ def tlsrpt_proxy(proxy, dns, hosts, d, port, tmp_path, certs, interval=10,
                "tlsrpt_organization": "Test Gateway",
                "tlsrpt_contact": "tls-reports@proxy.test",
                "tlsrpt_interval": str(interval)})
-    return proxy(backend="mx:%s:%d" % (d.name, port), backend_tls="sts",
+    return proxy(backend="mx:%s:%d" % (d.name, port), backend_tls=backend_tls,
                  backend_ca_file=certs.ca, proxy_keys=pk), rdir
 
 
@@ -227,6 +227,50 @@ def test_failures_are_reported_with_their_details(
     jsonschema.validate(kept, SCHEMA)
     assert kept["policies"][0]["failure-details"][0]["result-type"] == \
         "certificate-not-trusted"
+
+
+def test_bogus_and_unusable_tlsa_are_reported(
+        proxy, dns, hosts, aiosmtpd_backend, certs, client_ctx, tmp_path):
+    """backend_tls = dane: mx1's TLSA answer is bogus, so mx1 is skipped
+    (dnssec-invalid); mx2's records are signed but none is usable, so
+    the message goes over unauthenticated TLS (tlsa-invalid).  Both are
+    failures of a tlsa policy, each under its own MX host."""
+    from dnszone import tlsa_rdata
+    d = make_domain(dns, hosts, certs, tmp_path, "tlsa",
+                    policy("enforce", "*.tlsa.dane.example"))
+    rhost = report_domain(d, hosts)
+    b = mx_backend(aiosmtpd_backend, certs, tmp_path, d.host("mx2"))
+    d.zone.add("mx2.tlsa", "A", "127.0.0.1")
+    d.zone.add("tlsa", "MX", "20 mx2.tlsa." + d.zone.origin)
+    owner1 = "_%d._tcp.mx1.tlsa" % b.port
+    d.zone.add(owner1, "TLSA", tlsa_rdata(3, certs.backend_cert))
+    dns.tamper(d.zone.origin, owner1, "TLSA", "3 1 1 " + "00" * 32)
+    # matching type 3 does not exist: signed, but unusable
+    d.zone.add("_%d._tcp.mx2.tlsa" % b.port, "TLSA", "3 1 3 " + "11" * 32)
+    dns.start()
+    hosts.start()
+    p, rdir = tlsrpt_proxy(proxy, dns, hosts, d, b.port, tmp_path, certs,
+                           backend_tls="dane")
+    expect(send_one(p, client_ctx, unique_token("tlsa")), 250)
+    b.wait_messages(1)
+    docs = reports(hosts, rhost, 2)
+    by_mx = {pol["policy"]["mx-host"][0]: pol for pol in policies(docs)}
+    assert sorted(by_mx) == [d.host("mx1"), d.host("mx2")], by_mx
+    bogus, unusable = by_mx[d.host("mx1")], by_mx[d.host("mx2")]
+    assert bogus["policy"] == {"policy-type": "tlsa",
+                               "policy-domain": d.name,
+                               "mx-host": [d.host("mx1")]}, bogus
+    assert (bogus["ok"], bogus["failed"]) == (0, 1)
+    (det,) = bogus["details"]
+    assert det["result-type"] == "dnssec-invalid", det
+    assert det["receiving-mx-hostname"] == d.host("mx1")
+    assert det["receiving-ip"] == "127.0.0.1"
+    assert unusable["policy"]["policy-type"] == "tlsa"
+    assert unusable["policy"]["policy-string"] == ["3 1 3 " + "11" * 32]
+    assert (unusable["ok"], unusable["failed"]) == (0, 1)
+    (det,) = unusable["details"]
+    assert det["result-type"] == "tlsa-invalid", det
+    assert det["receiving-mx-hostname"] == d.host("mx2")
 
 
 def test_policy_fetch_error_and_a_refusing_receiver(
