@@ -60,9 +60,10 @@ struct generation {
      * no resumption. */
     struct ssl_session_st **backend_sess;
     unsigned nworkers;               /* rows of backend_sess */
-    /* limit_slots[i]: service i's counters in the shared connlimit,
-     * kept by name across reloads (main.c); NULL: i itself */
-    size_t *limit_slots;
+    /* slots[i]: service i's slot, kept by name across reloads
+     * (main.c): its counters in the shared connlimit and in each loop's
+     * stats; NULL: i itself */
+    size_t *slots;
     unsigned long id;                /* 1, 2, ... */
     unsigned long refs;              /* atomic */
 };
@@ -76,8 +77,9 @@ void generation_hold(struct generation *g);
  * nworkers loops (before g is shared); -1 when out of memory. */
 int generation_keep_sessions(struct generation *g, unsigned nworkers);
 
-/* generation_limit_slot - service svc_index's slot in the connlimit. */
-size_t generation_limit_slot(const struct generation *g, size_t svc_index);
+/* generation_slot - service svc_index's slot in the connlimit and the
+ * stats. */
+size_t generation_slot(const struct generation *g, size_t svc_index);
 
 void generation_release(struct generation *g);
 
@@ -99,9 +101,10 @@ struct loop_ctx {
     struct sts_fetcher *sts;         /* made by loop_sts when first asked */
     bool sts_failed;
     struct tlsrpt_sender *tlsrpt;    /* loop_tlsrpt_start's (worker 0) */
-    /* this loop's counters, written by it alone (stats.h): indexed like
-     * cfg->services, which a reload keeps; svc NULL when out of memory
-     * (then nothing is counted) */
+    /* this loop's counters, written by it alone (stats.h), by service
+     * slot (generation_slot); grown by the main thread before a reload
+     * hands over a generation with new slots.  A slot without memory
+     * counts nothing. */
     struct stats stats;
     /* scratch: filled and consumed within one callback, never kept
      * (session_cmd.c: filtered message content) */

@@ -43,7 +43,7 @@ void generation_release(struct generation *g)
                        i < (size_t)g->nworkers * g->cfg->nservices; i++)
         SSL_SESSION_free(g->backend_sess[i]);
     free(g->backend_sess);
-    free(g->limit_slots);
+    free(g->slots);
     for (size_t i = 0; g->tls != NULL && i < g->cfg->nservices; i++)
         tls_service_free(&g->tls[i]);
     free(g->tls);
@@ -63,10 +63,10 @@ int generation_keep_sessions(struct generation *g, unsigned nworkers)
     return 0;
 }
 
-/* generation_limit_slot - see loop.h. */
-size_t generation_limit_slot(const struct generation *g, size_t svc_index)
+/* generation_slot - see loop.h. */
+size_t generation_slot(const struct generation *g, size_t svc_index)
 {
-    return g->limit_slots != NULL ? g->limit_slots[svc_index] : svc_index;
+    return g->slots != NULL ? g->slots[svc_index] : svc_index;
 }
 
 /* loop_ctx_init - see loop.h. */

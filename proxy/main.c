@@ -335,7 +335,7 @@ static void main_generation_discard(struct generation *g)
 {
     g->cfg = NULL;
     g->tls = NULL;
-    free(g->limit_slots);
+    free(g->slots);
     free(g->backend_sess);
     free(g);
 }
@@ -343,9 +343,12 @@ static void main_generation_discard(struct generation *g)
 /*
  * main_generation - a generation of cfg and tls, with the resolver's
  * settings read at start, room for each worker's backend TLS sessions,
- * and each service's slot in the connection limits: a service the
- * current generation has by name keeps its slot (and so its counts),
- * any other gets a fresh one, even one that an earlier reload removed.
+ * and each service's slot in the connection limits and the workers'
+ * counters (stats.h): a service the current generation has by name
+ * keeps its slot (and so its counts), any other gets a fresh one, even
+ * one that an earlier reload removed.  The workers' counters grow here,
+ * before the generation is handed to them (at start they are made with
+ * the workers).
  */
 static struct generation *main_generation(struct runtime *rt,
                                           struct config *cfg,
@@ -360,9 +363,9 @@ static struct generation *main_generation(struct runtime *rt,
     g->dns = rt->have_dns ? &rt->dns : NULL;
     g->sts = rt->sts;
     g->tlsrpt = rt->tlsrpt;
-    g->limit_slots = calloc(cfg->nservices ? cfg->nservices : 1,
-                            sizeof *g->limit_slots);
-    if (g->limit_slots == NULL ||
+    g->slots = calloc(cfg->nservices ? cfg->nservices : 1,
+                      sizeof *g->slots);
+    if (g->slots == NULL ||
         generation_keep_sessions(g, rt->nworkers) != 0) {
         main_generation_discard(g);
         return NULL;
@@ -370,12 +373,17 @@ static struct generation *main_generation(struct runtime *rt,
     for (size_t i = 0; i < cfg->nservices; i++) {
         long o = main_old_service(rt, cfg->services[i].name);
 
-        g->limit_slots[i] = o >= 0 ? rt->gen->limit_slots[o] : next++;
+        g->slots[i] = o >= 0 ? rt->gen->slots[o] : next++;
     }
     if (rt->limits != NULL && connlimit_reserve(rt->limits, next) != 0) {
         main_generation_discard(g);
         return NULL;
     }
+    for (unsigned w = 0; rt->workers != NULL && w < rt->nworkers; w++)
+        if (stats_reserve(&rt->workers[w].ctx.stats, next) != 0) {
+            main_generation_discard(g);
+            return NULL;
+        }
     rt->next_slot = next;
     return g;
 }
@@ -458,7 +466,7 @@ static int main_metrics_render(void *ud, enum promtext_req what,
     *content_type = PROMTEXT_CONTENT_TYPE;
     for (unsigned i = 0; i < rt->nworkers && n < 256; i++)
         w[n++] = &rt->workers[i].ctx.stats;
-    stats_render(body, w, n, rt->cfg);
+    stats_render(body, w, n, rt->cfg, rt->gen->slots);
     promtext_family(body, "starttls_proxy_reloads_total", "counter",
                     "Configuration reloads (SIGHUP), by result.");
     promtext_sample(body, "starttls_proxy_reloads_total",
