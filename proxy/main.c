@@ -717,7 +717,7 @@ static void main_reload(struct runtime *rt)
     struct generation *gen;
     const char *why;
     char state[96];
-    size_t per_worker = 0;
+    size_t per_worker = 0, next_slot = rt->next_slot;
     int *fds;
 
     snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
@@ -754,6 +754,7 @@ static void main_reload(struct runtime *rt)
                   "generation=%lu reason=\"a listen address cannot be "
                   "bound\"", rt->gen->id);
         generation_release(gen);          /* and cfg and tls with it */
+        rt->next_slot = next_slot;  /* its new slots were never used */
         rt->reloads_failed++;
         pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
         main_notify(rt, "READY=1");
