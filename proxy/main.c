@@ -62,6 +62,8 @@ struct runtime {
                                         and a service reports */
     unsigned long reloads;           /* SIGHUPs handled */
     unsigned long reloads_ok, reloads_failed;
+    size_t next_slot;                /* the next unused service slot (the
+                                        connection limits, the counters) */
     struct metrics_server *metrics;  /* [proxy] metrics_listen; NULL */
     struct health *health;           /* backend_health probes; NULL */
     bool status_on;
@@ -264,16 +266,18 @@ static void main_free(struct runtime *rt)
 }
 
 /*
- * main_reload_refusal - what a reload cannot change, since the workers'
- * listeners and per-service state stay: the services (number, names,
- * listen addresses), workers, log, user, group, chroot.  NULL when cfg
- * can replace old.
+ * main_reload_refusal - what a reload cannot change: workers (each has
+ * its own listening sockets and loop), log, user, group, chroot, and
+ * what is set up once at start (the resolver, the MTA-STS cache, TLS
+ * reporting, the metrics endpoint).  Services and listen addresses may
+ * change (main_reload).
+ * NULL when cfg can replace old.
  */
 static const char *main_reload_refusal(const struct config *old,
                                        const struct config *cfg)
 {
     if (cfg->workers != old->workers)
-        return "workers cannot change by reload";
+        return "workers cannot change by reload (restart to change it)";
     if (cfg->log_target != old->log_target)
         return "log cannot change by reload";
     if ((cfg->user == NULL) != (old->user == NULL) ||
@@ -317,37 +321,75 @@ static const char *main_reload_refusal(const struct config *old,
         if (strcmp(cfg->metrics_listen[i].text,
                    old->metrics_listen[i].text) != 0)
             return "metrics_listen cannot change by reload";
-    if (cfg->nservices != old->nservices)
-        return "services cannot be added or removed by reload";
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        const struct service *a = &old->services[i], *b = &cfg->services[i];
-
-        if (strcmp(a->name, b->name) != 0)
-            return "services cannot be added, removed or renamed by reload";
-        if (a->nlisten != b->nlisten)
-            return "listen addresses cannot change by reload";
-        for (size_t j = 0; j < a->nlisten; j++)
-            if (strcmp(a->listen[j].text, b->listen[j].text) != 0)
-                return "listen addresses cannot change by reload";
-    }
     return NULL;
 }
 
-/* main_generation - a generation of cfg and tls, with the resolver's
- * settings read at start. */
-static struct generation *main_generation(const struct runtime *rt,
+/* main_old_service - the service of the current generation named name,
+ * or -1 (at start, or when the reload adds it). */
+static long main_old_service(const struct runtime *rt, const char *name)
+{
+    for (size_t i = 0; rt->gen != NULL && i < rt->cfg->nservices; i++)
+        if (strcmp(rt->cfg->services[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* main_generation_discard - a generation main_generation could not
+ * finish, without its cfg and tls (the caller frees those). */
+static void main_generation_discard(struct generation *g)
+{
+    g->cfg = NULL;
+    g->tls = NULL;
+    free(g->slots);
+    free(g->backend_sess);
+    free(g);
+}
+
+/*
+ * main_generation - a generation of cfg and tls, with the resolver's
+ * settings read at start, room for each worker's backend TLS sessions,
+ * and each service's slot in the connection limits and the workers'
+ * counters (stats.h): a service the current generation has by name
+ * keeps its slot (and so its counts), any other gets a fresh one, even
+ * one that an earlier reload removed.  The workers' counters grow here,
+ * before the generation is handed to them (at start they are made with
+ * the workers).
+ */
+static struct generation *main_generation(struct runtime *rt,
                                           struct config *cfg,
                                           struct tls_service *tls,
                                           unsigned long id)
 {
     struct generation *g = generation_new(cfg, tls, id);
+    size_t next = rt->next_slot;
 
-    if (g != NULL)
-        g->dns = rt->have_dns ? &rt->dns : NULL;
-    if (g != NULL)
-        g->sts = rt->sts;
-    if (g != NULL)
-        g->tlsrpt = rt->tlsrpt;
+    if (g == NULL)
+        return NULL;
+    g->dns = rt->have_dns ? &rt->dns : NULL;
+    g->sts = rt->sts;
+    g->tlsrpt = rt->tlsrpt;
+    g->slots = calloc(cfg->nservices ? cfg->nservices : 1,
+                      sizeof *g->slots);
+    if (g->slots == NULL ||
+        generation_keep_sessions(g, rt->nworkers) != 0) {
+        main_generation_discard(g);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        long o = main_old_service(rt, cfg->services[i].name);
+
+        g->slots[i] = o >= 0 ? rt->gen->slots[o] : next++;
+    }
+    if (rt->limits != NULL && connlimit_reserve(rt->limits, next) != 0) {
+        main_generation_discard(g);
+        return NULL;
+    }
+    for (unsigned w = 0; rt->workers != NULL && w < rt->nworkers; w++)
+        if (stats_reserve(&rt->workers[w].ctx.stats, next) != 0) {
+            main_generation_discard(g);
+            return NULL;
+        }
+    rt->next_slot = next;
     return g;
 }
 
@@ -440,7 +482,7 @@ static int main_metrics_render(void *ud, enum promtext_req what,
     *content_type = PROMTEXT_CONTENT_TYPE;
     for (unsigned i = 0; i < rt->nworkers && n < 256; i++)
         w[n++] = &rt->workers[i].ctx.stats;
-    stats_render(body, w, n, rt->cfg);
+    stats_render(body, w, n, rt->cfg, rt->gen->slots);
     promtext_family(body, "starttls_proxy_reloads_total", "counter",
                     "Configuration reloads (SIGHUP), by result.");
     promtext_sample(body, "starttls_proxy_reloads_total",
@@ -522,6 +564,173 @@ static void main_on_status(uv_timer_t *t)
     main_notify(t->data, "");
 }
 
+/* main_find_listen - the service of cfg that listens on addr, or -1. */
+static long main_find_listen(const struct config *cfg,
+                             const struct sockaddr_storage *addr)
+{
+    for (size_t i = 0; i < cfg->nservices; i++)
+        for (size_t j = 0; j < cfg->services[i].nlisten; j++)
+            if (netaddr_same(&cfg->services[i].listen[j].addr, addr))
+                return (long)i;
+    return -1;
+}
+
+/*
+ * main_reload_sockets - a reload's new listening sockets: for each
+ * address of cfg the current configuration does not listen on, one per
+ * worker, checked and bound as at start (main_sockets).  Returns
+ * nworkers rows of *per_worker entries (cfg's addresses in service
+ * order; -1: kept, the worker has it), or NULL with the reason in err,
+ * nothing left open.  Ports below 1024 need a privilege the proxy gave
+ * up when it dropped root (setuid clears every capability): err says so.
+ */
+static int *main_reload_sockets(const struct runtime *rt,
+                                const struct config *cfg, size_t *per_worker,
+                                char *err, size_t err_len)
+{
+    size_t total = 0, k = 0;
+    int *fds;
+
+    for (size_t i = 0; i < cfg->nservices; i++)
+        total += cfg->services[i].nlisten;
+    fds = malloc((total ? total : 1) * rt->nworkers * sizeof *fds);
+    if (fds == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    for (size_t n = 0; n < total * rt->nworkers; n++)
+        fds[n] = -1;
+    for (size_t i = 0; i < cfg->nservices; i++)
+        for (size_t j = 0; j < cfg->services[i].nlisten; j++, k++) {
+            const struct listen_addr *a = &cfg->services[i].listen[j];
+            int fail = 0;
+
+            if (main_find_listen(rt->cfg, &a->addr) >= 0)
+                continue;                 /* kept: the workers have it */
+            if (listener_check_free(a, err, err_len) != 0)
+                fail = 1;
+            for (unsigned w = 0; !fail && w < rt->nworkers; w++)
+                if ((fds[w * total + k] = listener_socket(a, err,
+                                                          err_len)) < 0)
+                    fail = 1;
+            if (!fail)
+                continue;
+            if (errno == EACCES && netaddr_port(&a->addr) < 1024) {
+                size_t used = strlen(err);
+
+                snprintf(err + used, err_len - used, "\nports below 1024 "
+                         "need CAP_NET_BIND_SERVICE, which a proxy started "
+                         "as root gives up with root: run it as its user "
+                         "with the capability (systemd: User= and "
+                         "AmbientCapabilities=CAP_NET_BIND_SERVICE), or "
+                         "restart it");
+            }
+            for (size_t n = 0; n < total * rt->nworkers; n++)
+                if (fds[n] >= 0)
+                    close(fds[n]);
+            free(fds);
+            return NULL;
+        }
+    *per_worker = total;
+    return fds;
+}
+
+/* main_log_changes - what a reload from old to cfg added and removed:
+ * services (by name) and listen addresses (by address). */
+static void main_log_changes(const struct logger *log, unsigned long gen,
+                             const struct config *old,
+                             const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct service *svc = &cfg->services[i];
+        bool known = false;
+
+        for (size_t o = 0; o < old->nservices && !known; o++)
+            known = strcmp(old->services[o].name, svc->name) == 0;
+        if (!known)
+            log_event(log, LOG_INFO, 0, "event=reload_change generation=%lu "
+                      "change=service_added service=%s", gen, svc->name);
+        for (size_t j = 0; j < svc->nlisten; j++) {
+            long o = main_find_listen(old, &svc->listen[j].addr);
+
+            if (o < 0)
+                log_event(log, LOG_INFO, 0, "event=reload_change "
+                          "generation=%lu change=listen_added service=%s "
+                          "listen=%s", gen, svc->name, svc->listen[j].text);
+            else if (strcmp(old->services[o].name, svc->name) != 0)
+                log_event(log, LOG_INFO, 0, "event=reload_change "
+                          "generation=%lu change=listen_moved service=%s "
+                          "from=%s listen=%s", gen, svc->name,
+                          old->services[o].name, svc->listen[j].text);
+        }
+    }
+    for (size_t o = 0; o < old->nservices; o++) {
+        const struct service *svc = &old->services[o];
+        bool kept = false;
+
+        for (size_t i = 0; i < cfg->nservices && !kept; i++)
+            kept = strcmp(cfg->services[i].name, svc->name) == 0;
+        if (!kept)
+            log_event(log, LOG_INFO, 0, "event=reload_change generation=%lu "
+                      "change=service_removed service=%s", gen, svc->name);
+        for (size_t j = 0; j < svc->nlisten; j++)
+            if (main_find_listen(cfg, &svc->listen[j].addr) < 0)
+                log_event(log, LOG_INFO, 0, "event=reload_change "
+                          "generation=%lu change=listen_removed service=%s "
+                          "listen=%s", gen, svc->name, svc->listen[j].text);
+    }
+}
+
+/* main_cert_known - did ts (NULL: no such service) serve a certificate
+ * with this SHA-256? */
+static bool main_cert_known(const struct tls_service *ts,
+                            const unsigned char sha256[32])
+{
+    char subject[8], until[8];
+    unsigned char md[32];
+
+    for (size_t n = 0; ts != NULL && tls_service_cert(ts, n, subject,
+                                                       sizeof subject, until,
+                                                       sizeof until, md);
+         n++)
+        if (memcmp(md, sha256, sizeof md) == 0)
+            return true;
+    return false;
+}
+
+/* main_log_certificates - each certificate of gen's services, with its
+ * end of validity and whether the previous generation (old, oldtls)
+ * served it: changed=no (the same), yes (the service had others), new
+ * (an added service, or one that had none). */
+static void main_log_certificates(const struct logger *log,
+                                  const struct generation *gen,
+                                  const struct config *old,
+                                  const struct tls_service *oldtls)
+{
+    for (size_t i = 0; i < gen->cfg->nservices; i++) {
+        const struct tls_service *prev = NULL;
+        char subject[256], esc[300], until[32];
+        unsigned char md[32];
+
+        for (size_t o = 0; o < old->nservices && prev == NULL; o++)
+            if (strcmp(old->services[o].name, gen->cfg->services[i].name) == 0)
+                prev = &oldtls[o];
+        if (prev != NULL && prev->server == NULL)
+            prev = NULL;
+        for (size_t n = 0; tls_service_cert(&gen->tls[i], n, subject,
+                                             sizeof subject, until,
+                                             sizeof until, md); n++) {
+            log_escape(esc, sizeof esc, subject, strlen(subject));
+            log_event(log, LOG_INFO, 0, "event=reload_certificate "
+                      "generation=%lu service=%s subject=\"%s\" "
+                      "not_after=%s changed=%s", gen->id,
+                      gen->cfg->services[i].name, esc, until,
+                      prev == NULL ? "new"
+                      : main_cert_known(prev, md) ? "no" : "yes");
+        }
+    }
+}
+
 /*
  * main_reload - SIGHUP: read the configuration and every certificate,
  * key and CA file again, checked as -t checks them; on success new
@@ -536,6 +745,8 @@ static void main_reload(struct runtime *rt)
     struct generation *gen;
     const char *why;
     char state[96];
+    size_t per_worker = 0, next_slot = rt->next_slot;
+    int *fds;
 
     snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
              (unsigned long long)(uv_hrtime() / 1000));
@@ -562,10 +773,37 @@ static void main_reload(struct runtime *rt)
         main_notify(rt, "READY=1");
         return;
     }
-    for (size_t i = 0; i < cfg->nservices; i++)
-        tls_service_keep_tickets(&tls[i], &rt->tls[i]);
+    /* every new address is bound before anything changes: one that
+     * cannot be fails the whole reload */
+    if ((fds = main_reload_sockets(rt, cfg, &per_worker, err,
+                                   sizeof err)) == NULL) {
+        main_log_lines(&rt->log, err);
+        log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
+                  "generation=%lu reason=\"a listen address cannot be "
+                  "bound\"", rt->gen->id);
+        generation_release(gen);          /* and cfg and tls with it */
+        rt->next_slot = next_slot;  /* its new slots were never used */
+        rt->reloads_failed++;
+        pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
+        main_notify(rt, "READY=1");
+        return;
+    }
+    /* by name: a service that moved keeps its ticket keys, an added one
+     * has fresh ones */
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        long o = main_old_service(rt, cfg->services[i].name);
+
+        if (o >= 0)
+            tls_service_keep_tickets(&tls[i], &rt->tls[o]);
+    }
     for (unsigned i = 0; i < rt->nworkers; i++)
-        worker_request_reload(&rt->workers[i], gen);
+        worker_request_reload(&rt->workers[i], gen, fds + i * per_worker,
+                              per_worker);
+    free(fds);
+    log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
+              "services=%zu", gen->id, cfg->nservices);
+    main_log_changes(&rt->log, gen->id, rt->cfg, cfg);
+    main_log_certificates(&rt->log, gen, rt->cfg, rt->tls);
     generation_release(rt->gen);
     rt->gen = gen;
     rt->cfg = cfg;
@@ -579,21 +817,6 @@ static void main_reload(struct runtime *rt)
                                                      &rt->worker_done),
                                   cfg, &rt->log, old);
         health_close(old);
-    }
-    log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
-              "services=%zu", gen->id, cfg->nservices);
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        char subject[256], esc[300], until[32];
-
-        for (size_t n = 0; tls_service_cert(&tls[i], n, subject,
-                                             sizeof subject, until,
-                                             sizeof until); n++) {
-            log_escape(esc, sizeof esc, subject, strlen(subject));
-            log_event(&rt->log, LOG_INFO, 0, "event=reload_certificate "
-                      "generation=%lu service=%s subject=\"%s\" "
-                      "not_after=%s", gen->id, cfg->services[i].name, esc,
-                      until);
-        }
     }
     pidfile_state(&rt->pf, rt->reloads, gen->id, "ok");
     main_notify(rt, "READY=1");
@@ -983,6 +1206,10 @@ int main(int argc, char **argv)
         main_free(&rt);
         return 1;
     }
+    rt.nworkers = rt.cfg->workers ? rt.cfg->workers
+                                  : (unsigned)uv_available_parallelism();
+    if (rt.nworkers == 0)
+        rt.nworkers = 1;
     if ((rt.gen = main_generation(&rt, rt.cfg, rt.tls, 1)) == NULL) {
         fprintf(stderr, "%s: out of memory\n", path);
         main_free(&rt);
@@ -1014,11 +1241,6 @@ int main(int argc, char **argv)
         log_syslog_open();          /* before any chroot */
         rt.log.to_syslog = true;
     }
-    rt.nworkers = rt.cfg->workers ? rt.cfg->workers
-                                  : (unsigned)uv_available_parallelism();
-    if (rt.nworkers == 0)
-        rt.nworkers = 1;
-
     max_files = main_raise_nofile();
     memset(&act, 0, sizeof act);
     act.n = sdnotify_listen_fds(&act.names, &act.names_buf);

@@ -56,7 +56,8 @@ static void session_on_timer_close(uv_handle_t *h)
         s->next->prev = s->prev;
     __atomic_sub_fetch(&ctx->nsessions, 1, __ATOMIC_RELAXED);
     if (s->limits_held)
-        connlimit_release(ctx->limits, s->svc_index,
+        connlimit_release(ctx->limits,
+                          generation_slot(s->gen, s->svc_index),
                           (const struct sockaddr *)&s->client_sa);
     sbuf_free(&s->cin);
     backend_free(&s->b);
@@ -874,7 +875,8 @@ static void session_begin(struct session *s)
         break;
     }
 
-    lim = connlimit_acquire(s->ctx->limits, s->svc_index,
+    lim = connlimit_acquire(s->ctx->limits,
+                            generation_slot(s->gen, s->svc_index),
                             (const struct sockaddr *)&s->client_sa,
                             svc->max_connections, svc->max_connections_per_ip,
                             !svc->enforce);
@@ -968,7 +970,7 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
     generation_hold(s->gen);
     s->svc = &ctx->cfg->services[svc_index];
     s->svc_index = svc_index;
-    s->st = stats_of(&ctx->stats, svc_index);
+    s->st = stats_of(&ctx->stats, generation_slot(s->gen, svc_index));
     SESSION_COUNT(s, started);
     s->tls = &ctx->tls[svc_index];
     s->id = loop_next_sid(ctx);

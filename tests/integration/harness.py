@@ -1181,9 +1181,10 @@ class PostfixInstance:
 class SmtpSink:
     """SmtpSink - Postfix's smtp-sink (no TLS) on a picked port; each message
     is dumped into its own file in self.dumpdir; -v writes the conversation
-    to self.logfile."""
+    to self.logfile.  backlog: its listen queue (more connections arriving
+    at once than that are dropped by the kernel and may never be greeted)."""
 
-    def __init__(self, *flags, port=None):
+    def __init__(self, *flags, port=None, backlog=100):
         binary = require_program("smtp-sink")
         import pwd
         pw = pwd.getpwnam("postfix")
@@ -1198,7 +1199,7 @@ class SmtpSink:
         self.proc = subprocess.Popen(
             [binary, "-u", "postfix", "-v", "-c",
              "-d", os.path.join(self.dumpdir, "%M."), *flags,
-             "127.0.0.1:%d" % self.port, "100"],
+             "127.0.0.1:%d" % self.port, str(backlog)],
             stdin=subprocess.DEVNULL, stdout=self.log_fd,
             stderr=self.log_fd)
         try:
