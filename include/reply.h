@@ -42,6 +42,9 @@ enum reply_id {
     REPLY_BACKEND_DNS,          /* 421 4.4.3 */
     REPLY_REQUIRETLS_UNAVAILABLE, /* 555 5.5.4 */
     REPLY_REQUIRETLS_WEAKER,    /* 550 5.7.30 */
+    REPLY_BACKEND_AUTH_FAILED,  /* 421 4.7.0 */
+    REPLY_SOURCE_REFUSED,       /* 554 5.7.1 */
+    REPLY_AUTH_BY_PROXY,        /* 503 5.5.1 */
     REPLY_COUNT
 };
 
