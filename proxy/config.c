@@ -2314,6 +2314,14 @@ static void config_check_auth(struct parser *p, struct service *svc,
                      "service [%s]: backend_auth needs enforce = yes (under "
                      "enforce = no a TLS failure would go on in plaintext)",
                      svc->name);
+    /* Postfix forgets a SASL login at XCLIENT (it starts the session
+     * over), and a provider takes no XCLIENT from us anyway */
+    if (!st->bad[K_BACKEND_CLIENT_ADDRESS] &&
+        svc->backend_client_address == CLIENT_ADDRESS_XCLIENT)
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth and backend_client_address "
+                     "= xclient do not go together (XCLIENT would undo the "
+                     "login)", svc->name);
     if (svc->nsources == 0 && !st->bad[K_SOURCES])
         config_error(p, st->line[K_BACKEND_AUTH],
                      "service [%s]: backend_auth needs sources (the clients "

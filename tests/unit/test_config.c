@@ -1712,6 +1712,13 @@ static void test_backend_auth(void **state)
                                "backend_auth_user = u\n", cred, &cfg, err,
                                sizeof err), -1);
     assert_non_null(strstr(err, "needs enforce = yes"));
+    /* XCLIENT after the login would undo it (Postfix starts over) */
+    assert_int_equal(auth_load("backend_auth = plain\nbackend_tls = encrypt\n"
+                               "sources = 10.0.0.0/8\n"
+                               "backend_client_address = xclient\n"
+                               "backend_auth_user = u\n", cred, &cfg, err,
+                               sizeof err), -1);
+    assert_non_null(strstr(err, "backend_client_address = xclient do not"));
     /* the file without backend_auth */
     assert_int_equal(auth_load("backend_tls = verify\n", cred, &cfg, err,
                                sizeof err), -1);
