@@ -215,6 +215,33 @@ def test_client_auth_refused_and_hidden(proxy, provider, certs, client_ctx,
     assert "(Authenticated sender: %s)" % USER in delivered(provider, token)
 
 
+def test_fresh_backend_session_logs_in_again(proxy, provider, certs,
+                                            client_ctx, tmp_path):
+    """A transaction in plaintext, then the client's STARTTLS: the
+    backend session is replaced (README, the verb table) and the new one
+    must log in too, or the provider refuses the message."""
+    since = provider.log_offset()
+    p = proxy(**to_provider(provider, certs, cred_file(tmp_path),
+                            provider.submission_port))
+    c = SMTPClient(p.port)
+    expect(c.read_reply(), 220)
+    c.ehlo()
+    expect(c.cmd("MAIL FROM:<scanner@example.org>"), 250)
+    expect(c.cmd("RSET"), 250)
+    c.starttls(client_ctx)
+    c.ehlo()
+    token = unique_token("fresh")
+    r = c.mail(sender="scanner@example.org", rcpts=("box@test.example",),
+               body=("Subject: %s\r\n\r\nscan\r\n" % token).encode())
+    expect(r, 250)
+    c.quit()
+    assert "(Authenticated sender: %s)" % USER in delivered(provider, token)
+    p.wait_log(r"event=backend_auth user=", count=2)
+    provider.wait_log(r"postfix-submission/smtpd.*disconnect from .* auth=1 ",
+                      since=since, count=2)
+    secrets_absent(p.log_text())
+
+
 def test_source_outside_sources_refused_without_backend(proxy, provider,
                                                         certs, tmp_path):
     p = proxy(**to_provider(provider, certs, cred_file(tmp_path),
@@ -260,7 +287,10 @@ class AuthBackend:
             user = auth_data.login.decode()
             ok = user == USER and auth_data.password.decode() == password
             backend.logins.append((mechanism, user, ok))
-            return AuthResult(success=ok, auth_data=auth_data)
+            # handled=False: aiosmtpd writes the 535 itself (with the
+            # default, True, a failure would get no reply at all)
+            return AuthResult(success=ok, handled=False,
+                              auth_data=auth_data)
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):
