@@ -22,6 +22,7 @@
 #include "nexthop.h"
 #include "reply.h"
 #include "sbuf.h"
+#include "stats.h"
 #include "sts_fetch.h"
 
 struct conn;
@@ -125,6 +126,9 @@ struct backend_leg {
     /* TLS reporting (RFC 8460): this attempt's result goes here once */
     struct tlsrpt_store *rpt;
     bool reported;
+    /* the service's counters on this loop (the owner sets it), or NULL:
+     * handshake failures, response injection, bytes */
+    struct stats_service *stats;
 
     /* the connection */
     struct conn *conn;

@@ -53,6 +53,13 @@ enum client_address {
     CLIENT_ADDRESS_XCLIENT
 };
 
+/* [service] backend_health: the probe the main thread runs (health.h) */
+enum backend_health {
+    BACKEND_HEALTH_NONE = 0,
+    BACKEND_HEALTH_CONNECT,        /* a TCP connect, then close */
+    BACKEND_HEALTH_SMTP            /* read the greeting, send QUIT */
+};
+
 enum client_cert { CLIENT_CERT_NONE = 0, CLIENT_CERT_ASK, CLIENT_CERT_REQUIRE };
 
 /* backend_auth: how the proxy logs in to the backend (issue 14 2) */
@@ -133,6 +140,8 @@ struct service {
     enum backend_tls backend_tls;  /* default: may */
     struct tls_pin *backend_pins;  /* backend_tls_fingerprints */
     size_t nbackend_pins;
+    enum backend_health backend_health;   /* the probe of health.h */
+    unsigned backend_health_interval;     /* seconds between probes */
     bool backend_implicit_tls;     /* default: no */
     char *backend_ca_file;         /* NULL: the system store */
     char *backend_verify_name;     /* defaults to backend_host; NULL for
@@ -212,6 +221,8 @@ struct config {
     char *tlsrpt_organization;     /* organization-name */
     char *tlsrpt_contact;          /* contact-info: an address */
     unsigned tlsrpt_interval;      /* seconds per report, default 86400 */
+    struct listen_addr *metrics_listen; /* the metrics endpoint; NULL: off */
+    size_t nmetrics_listen;
     struct profile *profiles;      /* every [profile NAME] section */
     size_t nprofiles;
 };

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "conn.h"
 #include "log.h"
+#include "stats.h"
 
 struct session;
 struct connlimit;
@@ -82,6 +83,10 @@ struct loop_ctx {
     struct sts_fetcher *sts;         /* made by loop_sts when first asked */
     bool sts_failed;
     struct tlsrpt_sender *tlsrpt;    /* loop_tlsrpt_start's (worker 0) */
+    /* this loop's counters, written by it alone (stats.h): indexed like
+     * cfg->services, which a reload keeps; svc NULL when out of memory
+     * (then nothing is counted) */
+    struct stats stats;
     /* scratch: filled and consumed within one callback, never kept
      * (session_cmd.c: filtered message content) */
     char scratch[LOOP_SCRATCH];

@@ -127,6 +127,7 @@ struct session {
     const struct service *svc;
     const struct tls_service *tls;
     size_t svc_index;
+    struct stats_service *st;         /* its counters on this loop, or NULL */
     uint64_t id;
     struct session *prev, *next;      /* ctx->sessions (session.c) */
     unsigned refs;                    /* handles still open */
@@ -217,6 +218,14 @@ struct session {
 
 /* session.c: lifetime, deadlines, the FIFO of owed replies, flow
  * control, both legs' callbacks */
+/* SESSION_COUNT - one more in counter field of s's service (stats.h):
+ * a load and a store of this loop's own word. */
+#define SESSION_COUNT(s, field)                                            \
+    do {                                                                   \
+        if ((s)->st != NULL)                                               \
+            stats_add(&(s)->st->field, 1);                                 \
+    } while (0)
+
 void session_arm(struct session *s);
 void session_backend_restart(struct session *s);
 void session_close(struct session *s, enum reply_id reply);

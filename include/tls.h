@@ -70,6 +70,12 @@ bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
                       size_t subject_len, char *not_after,
                       size_t not_after_len);
 
+/* tls_service_cert_expiry - the same n-th certificate's subject and end
+ * of validity in seconds since the epoch (-1 if unreadable). */
+bool tls_service_cert_expiry(const struct tls_service *ts, size_t n,
+                             char *subject, size_t subject_len,
+                             long long *not_after);
+
 /* tls_service_free - free every context (fine on a zeroed struct). */
 void tls_service_free(struct tls_service *ts);
 

@@ -45,6 +45,14 @@ static const struct conn_cbs backend_cbs = {
     .on_close = backend_on_close,
 };
 
+/* backend_count_failure - one more failed handshake or certificate
+ * check on this leg, for the metrics. */
+static void backend_count_failure(struct backend_leg *b, enum stats_hs why)
+{
+    if (b->stats != NULL)
+        stats_add(&b->stats->handshake[STATS_LEG_BACKEND][why], 1);
+}
+
 /* ---- states --------------------------------------------------------------- */
 
 const char *backend_state_name(enum backend_state st)
@@ -840,6 +848,7 @@ static void backend_tls_failed(struct backend_leg *b, const char *why)
 /* backend_handshake_timeout - see backend.h. */
 void backend_handshake_timeout(struct backend_leg *b)
 {
+    backend_count_failure(b, STATS_HS_TIMEOUT);
     backend_tls_failed(b, "TLS handshake timed out");
 }
 
@@ -1080,6 +1089,7 @@ static bool backend_sts_tls(struct backend_leg *b, struct conn *c)
     snprintf(why, sizeof why, "MTA-STS: certificate of %s: %s", b->host,
              X509_verify_cert_error_string(vr));
     backend_report(b, tls_failure_type(vr), X509_verify_cert_error_string(vr));
+    backend_count_failure(b, STATS_HS_STS);
     log_event(b->log, LOG_WARN, b->sid, "event=%s host=%s result=%s",
               backend_sts_mode(b) == STS_MODE_TESTING ? "sts_testing_failure"
                                                       : "backend_sts_failure",
@@ -1096,15 +1106,22 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
     if (b->closed || c != b->conn)
         return;
     if (status != 0) {
+        /* a chain that failed verification ends the handshake itself */
+        backend_count_failure(b, conn_ssl(c) != NULL &&
+                                     SSL_get_verify_result(conn_ssl(c)) !=
+                                         X509_V_OK
+                                     ? STATS_HS_VERIFY : STATS_HS_HANDSHAKE);
         backend_tls_failed(b, conn_error(c));
         return;
     }
     b->hs_start = 0;
     backend_record_tls(b);
     if (b->svc->backend_tls == BACKEND_TLS_VERIFY &&
-        SSL_get_verify_result(conn_ssl(c)) != X509_V_OK &&
-        backend_refuse(b, b->verify))
-        return;
+        SSL_get_verify_result(conn_ssl(c)) != X509_V_OK) {
+        backend_count_failure(b, STATS_HS_VERIFY);
+        if (backend_refuse(b, b->verify))
+            return;
+    }
     b->authenticated = b->svc->backend_tls == BACKEND_TLS_VERIFY &&
                        SSL_get_verify_result(conn_ssl(c)) == X509_V_OK;
     if (b->svc->backend_tls == BACKEND_TLS_FINGERPRINT) {
@@ -1114,9 +1131,12 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
                           b->svc->nbackend_pins, which, sizeof which)) {
             snprintf(b->verify, sizeof b->verify, "fingerprint:%s", which);
             b->authenticated = true;
-        } else if (backend_refuse_rule(b, "fingerprint",
-                                     "certificate matches no fingerprint"))
-            return;
+        } else {
+            backend_count_failure(b, STATS_HS_FINGERPRINT);
+            if (backend_refuse_rule(b, "fingerprint",
+                                    "certificate matches no fingerprint"))
+                return;
+        }
     }
     if (backend_dane_usable(b)) {
         tls_dane_describe(conn_ssl(c), b->dane, sizeof b->dane);
@@ -1129,6 +1149,7 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
                       b->host, (unsigned long long)b->target.tlsa_digest,
                       b->dane);
             backend_report(b, "validation-failure", b->dane);
+            backend_count_failure(b, STATS_HS_DANE);
             if (backend_refuse_rule(b, "dane", b->dane))
                 return;
         }
@@ -1169,6 +1190,7 @@ static void backend_on_eof(struct conn *c, void *ud, int status)
         snprintf(why, sizeof why, "connection %s during TLS handshake%s%s",
                  status == 0 ? "closed" : "lost",
                  conn_error(c)[0] ? ": " : "", conn_error(c));
+        backend_count_failure(b, STATS_HS_CLOSED);
         backend_tls_failed(b, why);
         return;
     }
@@ -1281,6 +1303,8 @@ static bool backend_reply_starttls(struct backend_leg *b,
          * what came behind the 220 is dropped unread */
         log_event(b->log, LOG_WARN, b->sid,
                   "event=backend_response_injection dropped=%zu", rep->extra);
+        if (b->stats != NULL)
+            stats_add(&b->stats->events[STATS_EV_RESPONSE_INJECTION], 1);
         sbuf_free(&b->in);
     }
     backend_enter(b, BACKEND_TLS_HANDSHAKE);
@@ -1454,6 +1478,8 @@ static void backend_setup_input(struct backend_leg *b)
         st = b->state;
         if (r == SMTP_REPLY_BAD || !backend_waits_reply(st)) {
             log_escape(esc, sizeof esc, p, b->in.len < 60 ? b->in.len : 60);
+            if (b->stats != NULL)
+                stats_add(&b->stats->events[STATS_EV_BACKEND_GARBAGE], 1);
             log_event(b->log, LOG_WARN, b->sid,
                       "event=backend_garbage state=%s data=\"%s\"",
                       backend_state_name(st), esc);
@@ -1502,6 +1528,8 @@ static void backend_on_data(struct conn *c, void *ud, const char *buf,
     if (b->closed || c != b->conn)
         return;
     backend_touch(b);
+    if (b->stats != NULL)
+        stats_add(&b->stats->bytes[STATS_DIR_FROM_BACKEND], len);
     if (sbuf_append(&b->in, buf, len) != 0) {
         backend_give_up(b, REPLY_BACKEND_LOST, "error", "out of memory");
         return;

@@ -83,6 +83,7 @@ enum key_id {
     K_TLSRPT_ORGANIZATION,
     K_TLSRPT_CONTACT,
     K_TLSRPT_INTERVAL,
+    K_METRICS_LISTEN,
     K_LISTEN,
     K_BACKEND,
     K_CLIENT_TLS,
@@ -129,6 +130,8 @@ enum key_id {
     K_BACKEND_AUTH,
     K_BACKEND_AUTH_FILE,
     K_BACKEND_AUTH_USER,
+    K_BACKEND_HEALTH,
+    K_BACKEND_HEALTH_INTERVAL,
     KP_SOURCES,
     KP_CLIENT_TLS,
     KP_CLIENT_PLAINTEXT_AUTH,
@@ -192,6 +195,8 @@ _Static_assert(sizeof(enum client_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum backend_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_cert) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum bare_newline) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum backend_health) == sizeof(int),
+               "enum stored as int");
 _Static_assert(sizeof(enum client_address) == sizeof(int),
                "enum stored as int");
 _Static_assert(sizeof(enum backend_auth) == sizeof(int), "enum stored as int");
@@ -254,6 +259,12 @@ static const struct enum_name bare_newline_names[] = {
 static const struct enum_name backend_auth_names[] = {
     { "none", BACKEND_AUTH_NONE }, { "plain", BACKEND_AUTH_PLAIN },
     { "login", BACKEND_AUTH_LOGIN },
+    { NULL, 0 }
+};
+
+static const struct enum_name backend_health_names[] = {
+    { "none", BACKEND_HEALTH_NONE }, { "connect", BACKEND_HEALTH_CONNECT },
+    { "smtp", BACKEND_HEALTH_SMTP },
     { NULL, 0 }
 };
 
@@ -330,6 +341,8 @@ static const struct key_def key_table[K_COUNT] = {
               .def = NULL),
     PROXY_KEY(K_TLSRPT_INTERVAL, "tlsrpt_interval", KT_UINT, tlsrpt_interval,
               .min = 10, .max = 604800, .def = "86400"),
+    PROXY_KEY(K_METRICS_LISTEN, "metrics_listen", KT_LISTEN, metrics_listen,
+              .off2 = offsetof(struct config, nmetrics_listen), .def = NULL),
     SERVICE_KEY(K_LISTEN, "listen", KT_LISTEN, listen,
                 .off2 = offsetof(struct service, nlisten)),
     SERVICE_KEY(K_BACKEND, "backend", KT_HOSTPORT, backend_host,
@@ -411,6 +424,10 @@ static const struct key_def key_table[K_COUNT] = {
                 backend_auth_file, .def = NULL),
     SERVICE_KEY(K_BACKEND_AUTH_USER, "backend_auth_user", KT_PATH,
                 backend_auth_user, .def = NULL),
+    SERVICE_KEY(K_BACKEND_HEALTH, "backend_health", KT_ENUM, backend_health,
+                .names = backend_health_names, .def = "none"),
+    SERVICE_KEY(K_BACKEND_HEALTH_INTERVAL, "backend_health_interval", KT_UINT,
+                backend_health_interval, .min = 1, .max = 3600, .def = "10"),
     /* [profile NAME]: no defaults; a key not given leaves has_* false */
     PROFILE_KEY(KP_SOURCES, "sources", KT_CIDRS, sources,
                 .off2 = offsetof(struct profile, nsources)),
@@ -1880,7 +1897,7 @@ static int config_handle_key(void *user, const char *section,
             config_error(p, p->lineno, "out of memory");
         }
     }
-    if (k->type == KT_LISTEN) {
+    if (k->type == KT_LISTEN && k->scope == SCOPE_SERVICE) {
         p->nlisten_total += ((struct service *)base)->nlisten;
         if (p->nlisten_total > CONFIG_MAX_LISTEN) {
             st->bad[id] = true;
@@ -2385,6 +2402,19 @@ static void config_check_service(struct parser *p, size_t i)
         config_error(p, svc->line,
                      "service [%s]: backend_implicit_tls needs TLS, but "
                      "backend_tls = none", svc->name);
+    if (!st->bad[K_BACKEND_HEALTH] && !st->bad[K_BACKEND] &&
+        svc->backend_health != BACKEND_HEALTH_NONE && svc->backend_mx)
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health needs a host:port "
+                     "backend, not mx: (its next hops change with DNS and "
+                     "each session already tries them in turn)", svc->name);
+    if (!st->bad[K_BACKEND_HEALTH] && !st->bad[K_BACKEND_IMPLICIT_TLS] &&
+        svc->backend_health == BACKEND_HEALTH_SMTP &&
+        svc->backend_implicit_tls)
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health = smtp reads a plaintext "
+                     "greeting, but backend_implicit_tls = yes: use "
+                     "backend_health = connect", svc->name);
     /* a client trickling a command is cut off as soon as an idle one */
     if (st->line[K_COMMAND_TIMEOUT] == 0)
         svc->command_timeout = svc->idle_timeout;
@@ -2439,6 +2469,13 @@ static void config_check_service(struct parser *p, size_t i)
             }
         }
     }
+    for (a = 0; a < svc->nlisten; a++)
+        for (b = 0; b < p->cfg->nmetrics_listen; b++)
+            if (config_addr_equal(&svc->listen[a], &p->cfg->metrics_listen[b]))
+                config_error(p, st->line[K_LISTEN],
+                             "listen: %s is already metrics_listen (line %d)",
+                             svc->listen[a].text,
+                             p->proxy.line[K_METRICS_LISTEN]);
     config_check_auth(p, svc, st);
     config_resolve_profiles(p, svc, st);
 }

@@ -75,6 +75,9 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
     ctx->sts = NULL;
     ctx->sts_failed = false;
     ctx->tlsrpt = NULL;
+    if (stats_init(&ctx->stats, cfg->nservices) != 0)
+        log_event(&ctx->log, LOG_ERROR, 0, "event=error "
+                  "error=\"out of memory: no metrics on this worker\"");
 }
 
 /* loop_dns - see loop.h. */
@@ -212,6 +215,8 @@ void loop_ctx_release(struct loop_ctx *ctx)
     free(ctx->backend_sess);
     ctx->backend_sess = NULL;
     conn_loop_release(&ctx->conns);
+    /* stats are not freed: the metrics endpoint (main thread) may read
+     * them until every worker has been joined (main_free_stats) */
     generation_release(ctx->gen);
     ctx->gen = NULL;
 }

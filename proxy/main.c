@@ -21,12 +21,16 @@
 #include "config.h"
 #include "connlimit.h"
 #include "dns.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "log_syslog.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "pidfile.h"
+#include "promtext.h"
 #include "sdnotify.h"
+#include "stats.h"
 #include "sts.h"
 #include "tls.h"
 #include "tlsrpt.h"
@@ -54,6 +58,9 @@ struct runtime {
     struct tlsrpt_store *tlsrpt;     /* opened at start when tlsrpt = yes
                                         and a service reports */
     unsigned long reloads;           /* SIGHUPs handled */
+    unsigned long reloads_ok, reloads_failed;
+    struct metrics_server *metrics;  /* [proxy] metrics_listen; NULL */
+    struct health *health;           /* backend_health probes; NULL */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
 };
@@ -301,6 +308,12 @@ static const char *main_reload_refusal(const struct config *old,
     if (config_sts_needed(cfg) && !config_sts_needed(old))
         return "the MTA-STS cache is opened at start: backend_tls = sts "
                "needs a restart when no service used it";
+    if (cfg->nmetrics_listen != old->nmetrics_listen)
+        return "metrics_listen cannot change by reload";
+    for (size_t i = 0; i < cfg->nmetrics_listen; i++)
+        if (strcmp(cfg->metrics_listen[i].text,
+                   old->metrics_listen[i].text) != 0)
+            return "metrics_listen cannot change by reload";
     if (cfg->nservices != old->nservices)
         return "services cannot be added or removed by reload";
     for (size_t i = 0; i < cfg->nservices; i++) {
@@ -377,6 +390,130 @@ static void main_notify(const struct runtime *rt, const char *state)
                   strerror(errno));
 }
 
+/* main_health - /healthz: 200 "ok" while every worker runs and accepts,
+ * 503 with the reason otherwise (a graceful stop, a worker gone). */
+static int main_health(const struct runtime *rt, struct promtext_buf *body)
+{
+    if (rt->draining) {
+        promtext_printf(body, "draining\n");
+        return 503;
+    }
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        if (worker_finished(&rt->workers[i])) {
+            promtext_printf(body, "worker %u stopped\n", i + 1);
+            return 503;
+        }
+    promtext_printf(body, "ok\n");
+    for (size_t i = 0; i < rt->cfg->nservices; i++) {
+        const char *name = rt->cfg->services[i].name, *why;
+        int st = health_state(rt->health, name, &why);
+
+        if (rt->cfg->services[i].backend_health == BACKEND_HEALTH_NONE)
+            continue;
+        promtext_printf(body, "backend %s %s%s%s%s\n", name,
+                        st == HEALTH_UP ? "up" : st == HEALTH_DOWN ? "down"
+                                                                   : "unknown",
+                        why[0] ? " (" : "", why, why[0] ? ")" : "");
+    }
+    return 200;
+}
+
+/*
+ * main_metrics_render - a scrape (metrics.h), on the main loop: the
+ * workers' counters summed (stats.h, no lock), then what the main thread
+ * itself knows: reloads, the current generation's certificates, the
+ * build.
+ */
+static int main_metrics_render(void *ud, enum promtext_req what,
+                               struct promtext_buf *body,
+                               const char **content_type)
+{
+    struct runtime *rt = ud;
+    const struct stats *w[256];
+    size_t n = 0;
+
+    if (what == PROMTEXT_HEALTHZ)
+        return main_health(rt, body);
+    *content_type = PROMTEXT_CONTENT_TYPE;
+    for (unsigned i = 0; i < rt->nworkers && n < 256; i++)
+        w[n++] = &rt->workers[i].ctx.stats;
+    stats_render(body, w, n, rt->cfg);
+    promtext_family(body, "starttls_proxy_reloads_total", "counter",
+                    "Configuration reloads (SIGHUP), by result.");
+    promtext_sample(body, "starttls_proxy_reloads_total",
+                    (const char *const[]){ "result", "ok", NULL },
+                    (double)rt->reloads_ok);
+    promtext_sample(body, "starttls_proxy_reloads_total",
+                    (const char *const[]){ "result", "failed", NULL },
+                    (double)rt->reloads_failed);
+    promtext_family(body, "starttls_proxy_certificate_expiry_timestamp_seconds",
+                    "gauge", "End of validity (notAfter) of each certificate "
+                    "a service serves, in seconds since the epoch.");
+    for (size_t i = 0; i < rt->cfg->nservices; i++) {
+        char subject[256];
+        long long until;
+
+        for (size_t k = 0; tls_service_cert_expiry(&rt->tls[i], k, subject,
+                                                    sizeof subject, &until);
+             k++) {
+            const char *l[] = { "service", rt->cfg->services[i].name,
+                                "name", subject, NULL };
+
+            if (until >= 0)
+                promtext_sample(body,
+                    "starttls_proxy_certificate_expiry_timestamp_seconds", l,
+                    (double)until);
+        }
+    }
+    promtext_family(body, "starttls_proxy_backend_up", "gauge",
+                    "The last backend_health probe of each service that "
+                    "has one: 1 up, 0 down.");
+    for (size_t i = 0; i < rt->cfg->nservices; i++) {
+        int st = health_state(rt->health, rt->cfg->services[i].name, NULL);
+
+        if (st != HEALTH_UNKNOWN)
+            promtext_sample(body, "starttls_proxy_backend_up",
+                            (const char *const[]){
+                                "service", rt->cfg->services[i].name, NULL },
+                            st == HEALTH_UP ? 1 : 0);
+    }
+    promtext_family(body, "starttls_proxy_build_info", "gauge",
+                    "Versions of the proxy and the libraries it runs on.");
+    promtext_sample(body, "starttls_proxy_build_info",
+                    (const char *const[]){ "version", STARTTLS_PROXY_VERSION,
+                                           "openssl",
+                                           OpenSSL_version(OPENSSL_VERSION_STRING),
+                                           "libuv", uv_version_string(),
+                                           NULL }, 1);
+    return 200;
+}
+
+/* main_metrics_sockets - a listening socket per metrics_listen address,
+ * bound with the others (before the privilege drop); NULL with a message
+ * in err.  None configured: an empty array. */
+static int *main_metrics_sockets(const struct config *cfg, char *err,
+                                 size_t err_len)
+{
+    int *fds = calloc(cfg->nmetrics_listen + 1, sizeof *fds);
+
+    if (fds == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nmetrics_listen; i++) {
+        const struct listen_addr *a = &cfg->metrics_listen[i];
+
+        if (listener_check_free(a, err, err_len) != 0 ||
+            (fds[i] = listener_socket(a, err, err_len)) < 0) {
+            while (i-- > 0)
+                close(fds[i]);
+            free(fds);
+            return NULL;
+        }
+    }
+    return fds;
+}
+
 static void main_on_status(uv_timer_t *t)
 {
     main_notify(t->data, "");
@@ -403,6 +540,7 @@ static void main_reload(struct runtime *rt)
     rt->reloads++;
     if (main_load_into(rt->path, &cfg, &tls, err, sizeof err) != 0) {
         main_log_lines(&rt->log, err);
+        rt->reloads_failed++;
         log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
                   "generation=%lu reason=\"configuration refused\"",
                   rt->gen->id);
@@ -416,6 +554,7 @@ static void main_reload(struct runtime *rt)
                   "generation=%lu reason=\"%s\"", rt->gen->id,
                   why ? why : "out of memory");
         main_free_loaded(cfg, tls);
+        rt->reloads_failed++;
         pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
         main_notify(rt, "READY=1");
         return;
@@ -429,6 +568,15 @@ static void main_reload(struct runtime *rt)
     rt->cfg = cfg;
     rt->tls = tls;
     rt->log.level = cfg->log_level;
+    rt->reloads_ok++;
+    {
+        struct health *old = rt->health;
+
+        rt->health = health_start(uv_handle_get_loop((uv_handle_t *)
+                                                     &rt->worker_done),
+                                  cfg, &rt->log, old);
+        health_close(old);
+    }
     log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
               "services=%zu", gen->id, cfg->nservices);
     for (size_t i = 0; i < cfg->nservices; i++) {
@@ -454,6 +602,7 @@ static void main_on_hup(uv_signal_t *h, int signum)
 
     (void)signum;
     if (rt->draining) {
+        rt->reloads_failed++;
         log_event(&rt->log, LOG_WARN, 0,
                   "event=reload result=failed reason=\"stopping\"");
         return;
@@ -506,6 +655,10 @@ static void main_on_worker_done(uv_async_t *a)
     for (size_t i = 0; i < 3; i++)
         uv_close((uv_handle_t *)&rt->ignored[i], NULL);
     uv_close((uv_handle_t *)&rt->worker_done, NULL);
+    metrics_close(rt->metrics);
+    rt->metrics = NULL;
+    health_close(rt->health);
+    rt->health = NULL;
     if (rt->status_on)
         uv_close((uv_handle_t *)&rt->status_timer, NULL);
 }
@@ -738,7 +891,7 @@ int main(int argc, char **argv)
     unsigned started = 0;
     unsigned long max_files;
     struct activated act;
-    int *fds;
+    int *fds, *mfds = NULL;
 
     while ((opt = getopt(argc, argv, "c:ts:Vh")) != -1) {
         switch (opt) {
@@ -823,6 +976,13 @@ int main(int argc, char **argv)
     free(act.used);
     free(act.names);
     free(act.names_buf);
+    if (fds != NULL &&
+        (mfds = main_metrics_sockets(rt.cfg, err, sizeof err)) == NULL) {
+        for (size_t k = 0; k < rt.nworkers * per_worker; k++)
+            close(fds[k]);
+        free(fds);
+        fds = NULL;
+    }
     rt.workers = calloc(rt.nworkers, sizeof *rt.workers);
     rt.limits = connlimit_new(rt.cfg->nservices);
     if (fds != NULL && strcmp(rt.cfg->pid_file, "none") != 0 &&
@@ -835,6 +995,12 @@ int main(int argc, char **argv)
             close(fds[k]);
         free(fds);
         fds = NULL;
+    }
+    if (fds == NULL && mfds != NULL) {
+        for (size_t k = 0; k < rt.cfg->nmetrics_listen; k++)
+            close(mfds[k]);
+        free(mfds);
+        mfds = NULL;
     }
     if (fds == NULL || rt.workers == NULL || rt.limits == NULL ||
         uv_loop_init(&loop) != 0 ||
@@ -861,6 +1027,20 @@ int main(int argc, char **argv)
     }
     free(fds);
     rt.worker_done.data = &rt;
+    if (rc == 0 && rt.cfg->nmetrics_listen > 0) {
+        rt.metrics = metrics_open(&loop, &rt.log, mfds, rt.cfg->metrics_listen,
+                                  rt.cfg->nmetrics_listen, main_metrics_render,
+                                  &rt, err, sizeof err);
+        /* the sockets are the server's now (or closed), the array not */
+        if (rt.metrics == NULL) {
+            fprintf(stderr, "%s: %s\n", path, err);
+            rc = 1;
+        }
+    } else if (mfds != NULL) {
+        for (size_t k = 0; k < rt.cfg->nmetrics_listen; k++)
+            close(mfds[k]);
+    }
+    free(mfds);
     if (rc == 0) {
         uv_signal_init(&loop, &rt.sigterm);
         uv_signal_init(&loop, &rt.sigquit);
@@ -893,6 +1073,7 @@ int main(int argc, char **argv)
                   "max_files=%lu max_sessions=%lu",
                   STARTTLS_PROXY_VERSION, rt.cfg->hostname, rt.nworkers,
                   max_files, max_files > 64 ? (max_files - 64) / 2 : 0);
+        rt.health = health_start(&loop, rt.cfg, &rt.log, NULL);
         main_notify(&rt, "READY=1");
         if (sdnotify_enabled()) {
             uv_timer_init(&loop, &rt.status_timer);
@@ -911,6 +1092,8 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < rt.nworkers; i++)
         if (worker_join(&rt.workers[i]) != 0)
             rc = 1;
+    for (unsigned i = 0; i < rt.nworkers; i++)
+        stats_free(&rt.workers[i].ctx.stats);   /* read until now */
     if (uv_loop_close(&loop) != 0)
         rc = 1;
     log_event(&rt.log, LOG_INFO, 0, "event=stopped");

@@ -179,6 +179,10 @@ static void session_on_timer(uv_timer_t *t)
     }
     log_event(&s->ctx->log, LOG_INFO, s->id, "event=timeout waiting_for=%s",
               what);
+    if (s->cmode == CLIENT_HANDSHAKE)
+        SESSION_COUNT(s, handshake[STATS_LEG_CLIENT][STATS_HS_TIMEOUT]);
+    else if (strcmp(what, "backend_tls_handshake") != 0)
+        SESSION_COUNT(s, events[STATS_EV_TIMEOUT]);
     if (strcmp(what, "backend_tls_handshake") == 0) {
         backend_handshake_timeout(&s->b);   /* "may": retried in plaintext */
         session_arm(s);
@@ -204,6 +208,23 @@ static void session_summary(struct session *s)
     const char *cert = s->client_cert_subject ? s->client_cert_subject : "";
 
     log_escape(subject, sizeof subject, cert, strlen(cert));
+    if (s->st != NULL) {
+        enum stats_tls ct = stats_tls_of(s->client_tls,
+                                         s->client_cert_verify
+                                             ? s->client_cert_verify : "");
+        /* a backend leg refused or failed in its setup is "none" */
+        enum stats_tls bt = s->b.state == BACKEND_READY
+                                ? stats_tls_of(s->b.tls_desc[0] != '\0',
+                                               s->b.verify)
+                                : STATS_TLS_NONE;
+
+        stats_add(&s->st->sessions[ct][bt], 1);
+        stats_add(&s->st->ended, 1);
+        if (session_in_message(s))
+            stats_add(&s->st->messages[STATS_MSG_VANISHED], 1);
+        stats_observe(s->st, STATS_H_SESSION,
+                      (uv_now(s->ctx->loop) - s->started_ms) * 1000);
+    }
     log_event(&s->ctx->log, LOG_INFO, s->id,
               "event=summary client=%s service=%s profile=%s client_tls=%s "
               "client_cert=\"%s\" backend=%s:%s backend_tls=%s "
@@ -243,6 +264,8 @@ bool session_enforce(struct session *s, const char *rule, const char *detail)
 {
     char esc[160];
 
+    if (s->st != NULL)
+        stats_add(&s->st->policy[stats_rule(rule)][s->svc->enforce], 1);
     if (s->svc->enforce)
         return true;
     log_escape(esc, sizeof esc, detail ? detail : "", detail ? strlen(detail) : 0);
@@ -393,6 +416,7 @@ static void session_start_client_tls(struct session *s)
 {
     session_write_reply(s, REPLY_STARTTLS_GO);
     if (s->cin.len > 0) {
+        SESSION_COUNT(s, events[STATS_EV_STARTTLS_INJECTION]);
         log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", s->cin.len);
         sbuf_free(&s->cin);
@@ -544,6 +568,8 @@ static void session_on_backend_ready(void *owner)
         session_client_process(s);
         return;
     }
+    stats_observe(s->st, STATS_H_BACKEND_SETUP,
+                  (uv_now(s->ctx->loop) - s->started_ms) * 1000);
     session_try_greet(s);
 }
 
@@ -628,6 +654,8 @@ static void session_client_input(struct session *s, const char *buf,
 
     if (s->closing)
         return;
+    if (s->st != NULL)
+        stats_add(&s->st->bytes[STATS_DIR_FROM_CLIENT], len);
     session_touch_client(s);
     if (!s->greeted && !s->pregreet_seen) {
         /* RFC 5321 3.1: the client waits for the greeting.  One that talks
@@ -636,6 +664,7 @@ static void session_client_input(struct session *s, const char *buf,
         char esc[200];
 
         s->pregreet_seen = true;
+        SESSION_COUNT(s, events[STATS_EV_PREGREET]);
         log_escape(esc, sizeof esc, buf, len < 120 ? len : 120);
         log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=pregreet bytes=%zu data=\"%s\"", len, esc);
@@ -645,6 +674,7 @@ static void session_client_input(struct session *s, const char *buf,
         }
     }
     if (s->cmode == CLIENT_STARTTLS) {
+        SESSION_COUNT(s, events[STATS_EV_STARTTLS_INJECTION]);
         log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", len);
         return;
@@ -674,6 +704,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     if (s->closing)
         return;
     if (status != 0) {
+        SESSION_COUNT(s, handshake[STATS_LEG_CLIENT][STATS_HS_HANDSHAKE]);
         log_escape(esc, sizeof esc, conn_error(c), strlen(conn_error(c)));
         log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=client_tls_failed error=\"%s\"", esc);
@@ -682,6 +713,8 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
         return;
     }
     s->client_tls = true;
+    stats_observe(s->st, STATS_H_CLIENT_HANDSHAKE,
+                  (uv_now(s->ctx->loop) - s->hs_start) * 1000);
     tls_describe(conn_ssl(c), s->client_tls_desc, sizeof s->client_tls_desc);
     tls_peer_info(conn_ssl(c), subject, sizeof subject, verify,
                   sizeof verify);
@@ -867,6 +900,7 @@ static void session_begin(struct session *s)
                                 ? "max_connections" : "max_connections_per_ip";
 
         log_event(&s->ctx->log, LOG_WARN, s->id, "event=limit limit=%s", which);
+        SESSION_COUNT(s, events[STATS_EV_LIMIT]);
         if (session_enforce(s, which, s->client_addr)) {
             session_close(s, lim == CONNLIMIT_SERVICE_FULL
                                  ? REPLY_TOO_MANY_CONNECTIONS
@@ -903,6 +937,8 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
     generation_hold(s->gen);
     s->svc = &ctx->cfg->services[svc_index];
     s->svc_index = svc_index;
+    s->st = stats_of(&ctx->stats, svc_index);
+    SESSION_COUNT(s, started);
     s->tls = &ctx->tls[svc_index];
     s->id = loop_next_sid(ctx);
     s->started_ms = uv_now(ctx->loop);
@@ -915,6 +951,7 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
                  &(struct backend_client){&s->client_sa, &s->client_dst,
                                           s->client_addr},
                  &session_backend_events, s);
+    s->b.stats = s->st;
     if (config_service_dns(s->svc))
         backend_use_dns(&s->b, loop_dns(ctx));
     if (config_service_sts(s->svc))

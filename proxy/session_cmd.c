@@ -517,18 +517,23 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
             s->bare_logged = true;
             if (s->svc->bare_newline == BARE_NEWLINE_REJECT &&
                 !s->msg_rejected &&
-                session_enforce(s, "bare_newline", "message"))
+                session_enforce(s, "bare_newline", "message")) {
+                SESSION_COUNT(s, events[STATS_EV_SMUGGLING_REFUSED]);
                 session_reject_message(s, "bare_newline_message",
                                        REPLY_BARE_NEWLINE_MESSAGE);
-            else
+            } else {
+                if (!s->msg_rejected)
+                    SESSION_COUNT(s, events[STATS_EV_SMUGGLING_NORMALIZED]);
                 log_event(&s->ctx->log, LOG_INFO, s->id,
                           "event=bare_newline_message action=%s",
                           s->msg_rejected ? "reject" : "normalize");
+            }
         }
         if (smtp_data_filter_nul_seen(&s->filter) && !s->nul_logged) {
             /* a backend that drops NULs could read "\r\n\0.\r\n" as an
              * end: they never reach it (removed, or the message refused) */
             s->nul_logged = true;
+            SESSION_COUNT(s, events[STATS_EV_NUL_REMOVED]);
             if (s->svc->bare_newline == BARE_NEWLINE_REJECT &&
                 !s->msg_rejected && session_enforce(s, "nul_byte", "message"))
                 session_reject_message(s, "nul_message", REPLY_NUL_MESSAGE);
@@ -595,6 +600,7 @@ static bool session_client_step(struct session *s)
             return false;
         case SMTP_LINE_TOO_LONG:
             log_event(&s->ctx->log, LOG_INFO, s->id, "event=line_too_long");
+            SESSION_COUNT(s, events[STATS_EV_LINE_TOO_LONG]);
             session_auth_cancel(s);
             session_enter(s, CLIENT_SKIP_LINE);
             session_local(s, REPLY_LINE_TOO_LONG);
@@ -605,6 +611,7 @@ static bool session_client_step(struct session *s)
         if (smtp_line_has_bare_cr_lf(p, line_len, total)) {
             /* a line a backend could split differently (smuggling) */
             log_event(&s->ctx->log, LOG_INFO, s->id, "event=bare_newline_command");
+            SESSION_COUNT(s, events[STATS_EV_BARE_NEWLINE_COMMAND]);
             sbuf_consume(&s->cin, total);
             session_auth_cancel(s);
             session_enter(s, CLIENT_COMMAND);
@@ -615,6 +622,7 @@ static bool session_client_step(struct session *s)
             /* RFC 5321 2.3.8: no NUL in a command; a backend may cut the
              * line there, or drop it and read something else */
             log_event(&s->ctx->log, LOG_INFO, s->id, "event=nul_command");
+            SESSION_COUNT(s, events[STATS_EV_NUL_REMOVED]);
             sbuf_consume(&s->cin, total);
             session_auth_cancel(s);
             session_enter(s, CLIENT_COMMAND);
@@ -659,6 +667,7 @@ static bool session_client_step(struct session *s)
         return true;
     }
     case CLIENT_STARTTLS:
+        SESSION_COUNT(s, events[STATS_EV_STARTTLS_INJECTION]);
         log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", len);
         sbuf_free(&s->cin);

@@ -272,6 +272,9 @@ static void session_relay(struct session *s, const char *p,
     case EXPECT_BDAT_LAST:
         if (rep->code >= 200 && rep->code < 300)
             s->nmessages++;
+        SESSION_COUNT(s, messages[rep->code < 300   ? STATS_MSG_ACCEPTED
+                                  : rep->code < 500 ? STATS_MSG_TEMPFAIL
+                                                    : STATS_MSG_REFUSED]);
         log_event(&s->ctx->log, LOG_INFO, s->id,
                   "event=message_reply code=%d", rep->code);
         break;
@@ -334,6 +337,7 @@ void session_backend_process(struct session *s)
             e->kind == EXPECT_STARTTLS) {
             log_escape(esc, sizeof esc, sbuf_ptr(&s->b.in),
                        s->b.in.len < 80 ? s->b.in.len : 80);
+            SESSION_COUNT(s, events[STATS_EV_BACKEND_GARBAGE]);
             log_event(&s->ctx->log, LOG_WARN, s->id,
                       "event=backend_garbage kind=%s data=\"%s\"",
                       r == SMTP_REPLY_BAD ? "not_a_reply" : "unsolicited", esc);

@@ -744,10 +744,9 @@ static int tls_server_sets(const struct config *cfg, const struct service *svc,
  * checked against the same store, but only so that the result can be
  * logged.
  */
-/* tls_service_cert - see tls.h. */
-bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
-                      size_t subject_len, char *not_after,
-                      size_t not_after_len)
+/* tls_service_nth_cert - the n-th certificate the client leg serves, or
+ * NULL after the last one (see tls_service_cert). */
+static X509 *tls_service_nth_cert(const struct tls_service *ts, size_t n)
 {
     const struct tls_server_set *set = ts->nsets > 0 ? &ts->sets[0] : NULL;
 
@@ -757,21 +756,47 @@ bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
         for (; r == 1; r = SSL_CTX_set_current_cert(set->ctx[g],
                                                      SSL_CERT_SET_NEXT)) {
             X509 *x = SSL_CTX_get0_certificate(set->ctx[g]);
-            struct tm tm;
 
-            if (x == NULL || n-- > 0)
-                continue;
-            X509_NAME_oneline(X509_get_subject_name(x), subject,
-                              (int)subject_len);
-            memset(&tm, 0, sizeof tm);
-            if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 ||
-                strftime(not_after, not_after_len, "%Y-%m-%dT%H:%M:%SZ",
-                         &tm) == 0)
-                snprintf(not_after, not_after_len, "?");
-            return true;
+            if (x != NULL && n-- == 0)
+                return x;
         }
     }
-    return false;
+    return NULL;
+}
+
+/* tls_service_cert - see tls.h. */
+bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
+                      size_t subject_len, char *not_after,
+                      size_t not_after_len)
+{
+    X509 *x = tls_service_nth_cert(ts, n);
+    struct tm tm;
+
+    if (x == NULL)
+        return false;
+    X509_NAME_oneline(X509_get_subject_name(x), subject, (int)subject_len);
+    memset(&tm, 0, sizeof tm);
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 ||
+        strftime(not_after, not_after_len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(not_after, not_after_len, "?");
+    return true;
+}
+
+/* tls_service_cert_expiry - see tls.h. */
+bool tls_service_cert_expiry(const struct tls_service *ts, size_t n,
+                             char *subject, size_t subject_len,
+                             long long *not_after)
+{
+    X509 *x = tls_service_nth_cert(ts, n);
+    struct tm tm;
+
+    if (x == NULL)
+        return false;
+    X509_NAME_oneline(X509_get_subject_name(x), subject, (int)subject_len);
+    memset(&tm, 0, sizeof tm);
+    *not_after = ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1
+                     ? (long long)timegm(&tm) : -1;
+    return true;
 }
 
 /* tls_service_keep_tickets - see tls.h.  The keys are OpenSSL's 80

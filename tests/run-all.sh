@@ -15,8 +15,11 @@
 set -euo pipefail
 
 # Packages the build and the test suite need. libnet-ssleay-perl is what
-# swaks --tls uses (only a Recommends of swaks). dovecot-core is the SASL
-# server of the private Postfix that test_backend_auth.py logs in to.
+# swaks --tls uses (only a Recommends of swaks). podman builds and runs the
+# container image (test_container.py) with runc: Debian 12's crun refuses
+# hybrid cgroup layouts; python3-yaml reads docker/compose.yaml and
+# docker/k8s/. dovecot-core is the SASL server of the private Postfix
+# that test_backend_auth.py logs in to.
 PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libssl-dev libinih-dev libcmocka-dev libunbound-dev dns-root-data
@@ -26,6 +29,8 @@ PACKAGES=(
   postfix swaks libnet-ssleay-perl testssl.sh curl dovecot-core
   stunnel4 nginx libnginx-mod-mail iproute2 debootstrap man-db systemd
   python3 python3-pytest python3-aiosmtpd python3-jsonschema zlib1g-dev
+  prometheus python3-prometheus-client haproxy
+  podman buildah runc python3-yaml
 )
 
 usage() {

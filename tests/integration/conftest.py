@@ -60,8 +60,8 @@ def postfix_backend(certs):
 def smtp_sink():
     sinks = []
 
-    def start(*flags):
-        s = SmtpSink(*flags)
+    def start(*flags, port=None):
+        s = SmtpSink(*flags, port=port)
         sinks.append(s)
         return s
     yield start

@@ -276,9 +276,10 @@ class SMTPClient:
 
     def __init__(self, port, host="127.0.0.1", timeout=TIMEOUT,
                  implicit_tls=None, server_hostname="localhost",
-                 expect_cn=PROXY_CN):
+                 expect_cn=PROXY_CN, source=None):
         self.expect_cn = expect_cn
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=source)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.received = bytearray()
@@ -1311,7 +1312,7 @@ class SmtpSink:
     is dumped into its own file in self.dumpdir; -v writes the conversation
     to self.logfile."""
 
-    def __init__(self, *flags):
+    def __init__(self, *flags, port=None):
         binary = require_program("smtp-sink")
         import pwd
         pw = pwd.getpwnam("postfix")
@@ -1321,7 +1322,7 @@ class SmtpSink:
         os.mkdir(self.dumpdir)
         os.chown(self.dumpdir, pw.pw_uid, pw.pw_gid)
         self.logfile = os.path.join(self.base, "sink.log")
-        self.port = free_port()
+        self.port = port or free_port()
         self.log_fd = open(self.logfile, "wb")
         self.proc = subprocess.Popen(
             [binary, "-u", "postfix", "-v", "-c",
