@@ -916,6 +916,9 @@ static void backend_auth_refuse(struct backend_leg *b, int code,
     log_event(b->log, LOG_WARN, b->sid,
               "event=backend_auth_failed user=%s mechanism=%s code=%d "
               "reply=\"%s\"", user, backend_auth_mech(b), code, esc);
+    /* counted as a rule (the metrics); config requires enforce = yes,
+     * and a refused login could not be let through anyway */
+    (void)b->ev->enforce(b->owner, "backend_auth", text);
     backend_enter(b, BACKEND_FAILED);
     b->ev->refuse(b->owner, REPLY_BACKEND_AUTH_FAILED, "backend_auth_required",
                   "the backend did not accept the proxy's login");

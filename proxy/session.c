@@ -869,6 +869,9 @@ static void session_begin(struct session *s)
         !netaddr_in_cidrs(svc->sources, svc->nsources, &s->client_sa)) {
         log_event(&s->ctx->log, LOG_WARN, s->id,
                   "event=source_refused client=%s", s->client_addr);
+        /* refused under enforce = no too: counted as enforced */
+        if (s->st != NULL)
+            stats_add(&s->st->policy[STATS_RULE_SOURCES][1], 1);
         session_close(s, REPLY_SOURCE_REFUSED);
         return;
     }

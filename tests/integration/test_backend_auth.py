@@ -102,6 +102,26 @@ def appliance_sends(c, token, client_ctx=None):
     return ehlos, r
 
 
+def refusals(mport, rule):
+    """refusals - starttls_proxy_policy_refusals_total{rule=RULE,
+    enforced="yes"} from the metrics port (0 when absent)."""
+    s = socket.create_connection(("127.0.0.1", mport), timeout=10)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    total = 0
+    for line in data.decode().splitlines():
+        if line.startswith("starttls_proxy_policy_refusals_total{") and \
+                'rule="%s"' % rule in line and 'enforced="yes"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def delivered(provider, token):
     """delivered - the message with token, as it landed in the mbox."""
     def find():
@@ -165,7 +185,9 @@ def test_wrong_password_refuses_the_client(proxy, provider, certs, tmp_path,
     since = provider.log_offset()
     cred = cred_file(tmp_path, text="user %s\npassword %s\n" % (USER, WRONG))
     extra = {"backend_implicit_tls": "yes"} if port == "smtps" else {}
-    p = proxy(**to_provider(provider, certs, cred,
+    mport = free_port()
+    p = proxy(proxy_keys={"metrics_listen": "127.0.0.1:%d" % mport},
+              **to_provider(provider, certs, cred,
                             getattr(provider, port + "_port"), mech,
                             client_tls="none", **extra))
     c = SMTPClient(p.port)
@@ -186,6 +208,7 @@ def test_wrong_password_refuses_the_client(proxy, provider, certs, tmp_path,
     assert not re.search(r"mail=\d", log), log
     secrets_absent(p.log_text())
     secrets_absent(provider.log_since(since))
+    assert refusals(mport, "backend_auth") == 1
 
 
 def test_client_auth_refused_and_hidden(proxy, provider, certs, client_ctx,
@@ -244,7 +267,9 @@ def test_fresh_backend_session_logs_in_again(proxy, provider, certs,
 
 def test_source_outside_sources_refused_without_backend(proxy, provider,
                                                         certs, tmp_path):
-    p = proxy(**to_provider(provider, certs, cred_file(tmp_path),
+    mport = free_port()
+    p = proxy(proxy_keys={"metrics_listen": "127.0.0.1:%d" % mport},
+              **to_provider(provider, certs, cred_file(tmp_path),
                             provider.submission_port, client_tls="none",
                             sources="127.0.0.2/32, 10.0.0.0/8"))
     since = provider.log_offset()
@@ -254,6 +279,7 @@ def test_source_outside_sources_refused_without_backend(proxy, provider,
     p.wait_log(r"event=source_refused client=127\.0\.0\.1")
     p.wait_log(r"event=summary .*backend_connections=0")
     assert "event=backend_state" not in p.log_text()
+    assert refusals(mport, "sources") == 1
     # an allowed address is served, with a backend connection of its own
     s = socket.create_connection(("127.0.0.1", p.port), timeout=30,
                                  source_address=("127.0.0.2", 0))
