@@ -16,6 +16,7 @@ import base64
 import os
 import pwd
 import re
+import signal
 import socket
 
 import pytest
@@ -262,6 +263,36 @@ def test_fresh_backend_session_logs_in_again(proxy, provider, certs,
     p.wait_log(r"event=backend_auth user=", count=2)
     provider.wait_log(r"postfix-submission/smtpd.*disconnect from .* auth=1 ",
                       since=since, count=2)
+    secrets_absent(p.log_text())
+
+
+def test_reload_reads_the_new_password(proxy, provider, certs, tmp_path):
+    """The file is read again on a reload (SIGHUP): a password changed at
+    the provider is fixed without a restart; a file made readable by
+    others is refused by the reload, which keeps the running one."""
+    cred = cred_file(tmp_path, text="user %s\npassword %s\n" % (USER, WRONG))
+    p = proxy(**to_provider(provider, certs, cred, provider.submission_port,
+                            client_tls="none"))
+    c = SMTPClient(p.port)
+    expect(c.read_reply(), 421, "4.7.0")
+    c.expect_closed()
+    cred_file(tmp_path)                  # the right password, same path
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=ok generation=2")
+    c = SMTPClient(p.port)
+    token = unique_token("reloaded")
+    _, r = appliance_sends(c, token)
+    expect(r, 250)
+    c.quit()
+    assert "(Authenticated sender: %s)" % USER in delivered(provider, token)
+    os.chmod(cred, 0o640)
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=failed generation=2")
+    p.wait_log(r"event=reload_error .*lets\\x20group\\x20or\\x20others")
+    c = SMTPClient(p.port)
+    _, r = appliance_sends(c, unique_token("kept"))
+    expect(r, 250)
+    c.quit()
     secrets_absent(p.log_text())
 
 
