@@ -66,6 +66,19 @@ enum client_cert { CLIENT_CERT_NONE = 0, CLIENT_CERT_ASK, CLIENT_CERT_REQUIRE };
 enum backend_auth { BACKEND_AUTH_NONE = 0, BACKEND_AUTH_PLAIN,
                     BACKEND_AUTH_LOGIN };
 
+/* transparent interception: where the backend is the connection's
+ * original destination, and how it is learnt */
+enum transparent {
+    TRANSPARENT_OFF = 0,
+    TRANSPARENT_REDIRECT,   /* nftables REDIRECT/DNAT: SO_ORIGINAL_DST */
+    TRANSPARENT_TPROXY      /* nftables TPROXY, IP_TRANSPARENT listeners:
+                               the accepted socket's own address */
+};
+
+/* transparent = tproxy: the source address of the backend connection */
+enum transparent_source { TRANSPARENT_SOURCE_PROXY = 0,
+                          TRANSPARENT_SOURCE_CLIENT };
+
 /*
  * TLS settings of one leg.  Strings are OpenSSL's syntax and are checked
  * when the contexts are built (tls.c), so "-t" reports a bad list.
@@ -193,6 +206,14 @@ struct service {
     char *backend_auth_user;       /* overrides the file's user line */
     char *auth_user;               /* loaded: the account (NULL: none) */
     char *auth_password;           /* loaded: its secret, wiped on free */
+
+    /* ---- transparent interception (issue 14) ---- */
+    enum transparent transparent;  /* default off; not off: no backend
+                                      key, backend_host is NULL */
+    enum transparent_source transparent_source; /* default proxy */
+    struct cidr *transparent_destinations; /* NULL: any but our own */
+    size_t ntransparent_destinations;
+    unsigned backend_mark;         /* SO_MARK of backend sockets; 0: none */
     int *key_lines;                /* private: config_service_key_line() */
 };
 

@@ -45,6 +45,9 @@ enum reply_id {
     REPLY_BACKEND_AUTH_FAILED,  /* 421 4.7.0 */
     REPLY_SOURCE_REFUSED,       /* 554 5.7.1 */
     REPLY_AUTH_BY_PROXY,        /* 503 5.5.1 */
+    REPLY_TRANSPARENT_LOOP,     /* 554 5.4.6 */
+    REPLY_TRANSPARENT_DENIED,   /* 554 5.7.1 */
+    REPLY_TRANSPARENT_UNKNOWN,  /* 421 4.3.5 */
     REPLY_COUNT
 };
 

@@ -85,6 +85,9 @@ enum stats_event {
     STATS_EV_LIMIT,                  /* a connection limit was hit */
     STATS_EV_LINE_TOO_LONG,
     STATS_EV_TIMEOUT,
+    STATS_EV_TRANSPARENT_LOOP,       /* transparent: refused, our own */
+    STATS_EV_TRANSPARENT_DENIED,     /* ... outside transparent_destinations */
+    STATS_EV_TRANSPARENT_UNKNOWN,    /* ... no original destination */
     STATS_EV_N
 };
 

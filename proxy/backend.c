@@ -24,6 +24,7 @@
 #include "smtp.h"
 #include "tls.h"
 #include "tlsrpt.h"
+#include "transparent.h"
 
 #define BACKEND_REPLY_LINE 2048       /* one setup reply line */
 #define BACKEND_REPLY_LINES 200
@@ -586,6 +587,27 @@ static void backend_connect(struct backend_leg *b)
     b->ev->ref(b->owner, 1);
     b->conn = c;
     b->nconnections++;
+    if (b->svc->backend_mark != 0 ||
+        b->svc->transparent_source == TRANSPARENT_SOURCE_CLIENT) {
+        /* backend_mark: nftables leaves our own connections alone;
+         * transparent_source = client: the destination sees the client */
+        char why[160];
+        int fd = transparent_backend_socket(
+            b->addr.ss_family, b->svc->backend_mark,
+            b->svc->transparent_source == TRANSPARENT_SOURCE_CLIENT
+                ? b->client.addr : NULL,
+            why, sizeof why);
+
+        if (fd < 0) {
+            backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_error",
+                            why);
+            return;
+        }
+        if (conn_connect_socket(c, fd, (const struct sockaddr *)&b->addr) != 0)
+            backend_give_up(b, REPLY_BACKEND_UNAVAILABLE,
+                            "backend_unreachable", conn_error(c));
+        return;
+    }
     if (conn_connect(c, (const struct sockaddr *)&b->addr) != 0)
         backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
                         conn_error(c));
@@ -643,7 +665,7 @@ static void backend_resolve(struct backend_leg *b)
 /* backend_start - see backend.h. */
 void backend_start(struct backend_leg *b, bool plain_retry)
 {
-    int port = (int)strtol(b->svc->backend_port, NULL, 10); /* validated */
+    int port;
 
     sbuf_free(&b->in);
     b->state = BACKEND_IDLE;
@@ -654,6 +676,14 @@ void backend_start(struct backend_leg *b, bool plain_retry)
     free(b->auth_ehlo);
     b->auth_ehlo = NULL;
     b->auth_ehlo_len = 0;
+    if (b->svc->transparent != TRANSPARENT_OFF) {
+        /* the client's original destination, checked by the owner */
+        b->addr = *b->client.dst;
+        netaddr_host(&b->addr, b->host, sizeof b->host, "");
+        backend_enter(b, BACKEND_CONNECTING);
+        return;
+    }
+    port = (int)strtol(b->svc->backend_port, NULL, 10); /* validated */
     if (config_service_dns(b->svc)) {
         /* a plaintext retry, or a fresh backend session: the same host */
         if (b->have_target) {

@@ -132,6 +132,10 @@ enum key_id {
     K_BACKEND_AUTH_USER,
     K_BACKEND_HEALTH,
     K_BACKEND_HEALTH_INTERVAL,
+    K_TRANSPARENT,
+    K_TRANSPARENT_SOURCE,
+    K_TRANSPARENT_DESTINATIONS,
+    K_BACKEND_MARK,
     KP_SOURCES,
     KP_CLIENT_TLS,
     KP_CLIENT_PLAINTEXT_AUTH,
@@ -200,6 +204,9 @@ _Static_assert(sizeof(enum backend_health) == sizeof(int),
 _Static_assert(sizeof(enum client_address) == sizeof(int),
                "enum stored as int");
 _Static_assert(sizeof(enum backend_auth) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum transparent) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum transparent_source) == sizeof(int),
+               "enum stored as int");
 
 static const struct enum_name log_level_names[] = {
     { "error", LOG_ERROR }, { "warn", LOG_WARN },
@@ -271,6 +278,18 @@ static const struct enum_name backend_health_names[] = {
 static const struct enum_name client_address_names[] = {
     { "none", CLIENT_ADDRESS_NONE },         { "proxy-v1", CLIENT_ADDRESS_PROXY_V1 },
     { "proxy-v2", CLIENT_ADDRESS_PROXY_V2 }, { "xclient", CLIENT_ADDRESS_XCLIENT },
+    { NULL, 0 }
+};
+
+static const struct enum_name transparent_names[] = {
+    { "off", TRANSPARENT_OFF }, { "redirect", TRANSPARENT_REDIRECT },
+    { "tproxy", TRANSPARENT_TPROXY },
+    { NULL, 0 }
+};
+
+static const struct enum_name transparent_source_names[] = {
+    { "proxy", TRANSPARENT_SOURCE_PROXY },
+    { "client", TRANSPARENT_SOURCE_CLIENT },
     { NULL, 0 }
 };
 
@@ -428,6 +447,16 @@ static const struct key_def key_table[K_COUNT] = {
                 .names = backend_health_names, .def = "none"),
     SERVICE_KEY(K_BACKEND_HEALTH_INTERVAL, "backend_health_interval", KT_UINT,
                 backend_health_interval, .min = 1, .max = 3600, .def = "10"),
+    SERVICE_KEY(K_TRANSPARENT, "transparent", KT_ENUM, transparent,
+                .names = transparent_names, .def = "off"),
+    SERVICE_KEY(K_TRANSPARENT_SOURCE, "transparent_source", KT_ENUM,
+                transparent_source, .names = transparent_source_names,
+                .def = "proxy"),
+    SERVICE_KEY(K_TRANSPARENT_DESTINATIONS, "transparent_destinations",
+                KT_CIDRS, transparent_destinations,
+                .off2 = offsetof(struct service, ntransparent_destinations)),
+    SERVICE_KEY(K_BACKEND_MARK, "backend_mark", KT_UINT, backend_mark,
+                .min = 0, .max = 4294967295u, .def = "0"),  /* 0: none */
     /* [profile NAME]: no defaults; a key not given leaves has_* false */
     PROFILE_KEY(KP_SOURCES, "sources", KT_CIDRS, sources,
                 .off2 = offsetof(struct profile, nsources)),
@@ -2355,6 +2384,87 @@ static void config_check_auth(struct parser *p, struct service *svc,
     config_load_auth(p, svc, st);
 }
 
+/*
+ * config_check_transparent - transparent = redirect | tproxy: the backend
+ * is each connection's original destination, an address and a port.
+ * Nothing names it before the client connects, so what needs a name or a
+ * domain cannot apply: no backend key, no mx:, no DANE or MTA-STS (the
+ * backend is connected before the client names a recipient), no pins
+ * (one pin list for every destination), and verify only against a
+ * configured backend_verify_name.  A PROXY header's destination would
+ * come from the load balancer, not from the kernel: refused too.
+ */
+static void config_check_transparent(struct parser *p, struct service *svc,
+                                     struct sect_state *st)
+{
+    static const char *const btls[] = {
+        "none", "may", "encrypt", "verify", "dane", "dane-only",
+        "fingerprint", "sts" };
+
+    if (st->bad[K_TRANSPARENT])
+        return;
+    if (svc->transparent == TRANSPARENT_OFF) {
+        if (st->line[K_TRANSPARENT_DESTINATIONS] != 0)
+            config_error(p, st->line[K_TRANSPARENT_DESTINATIONS],
+                         "service [%s]: transparent_destinations needs "
+                         "transparent = redirect | tproxy", svc->name);
+        if (st->line[K_TRANSPARENT_SOURCE] != 0 &&
+            !st->bad[K_TRANSPARENT_SOURCE] &&
+            svc->transparent_source == TRANSPARENT_SOURCE_CLIENT)
+            config_error(p, st->line[K_TRANSPARENT_SOURCE],
+                         "service [%s]: transparent_source = client needs "
+                         "transparent = tproxy", svc->name);
+        return;
+    }
+    if (st->line[K_BACKEND] != 0)
+        config_error(p, st->line[K_BACKEND],
+                     "service [%s]: backend cannot be given with "
+                     "transparent (the backend is the connection's "
+                     "original destination)", svc->name);
+    if (!st->bad[K_TRANSPARENT_SOURCE] &&
+        svc->transparent_source == TRANSPARENT_SOURCE_CLIENT &&
+        svc->transparent != TRANSPARENT_TPROXY)
+        config_error(p, st->line[K_TRANSPARENT_SOURCE],
+                     "service [%s]: transparent_source = client needs "
+                     "transparent = tproxy", svc->name);
+    if (svc->backend_health != BACKEND_HEALTH_NONE &&
+        !st->bad[K_BACKEND_HEALTH])
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health cannot be used with "
+                     "transparent (there is no one backend to probe)",
+                     svc->name);
+    if (svc->client_proxy_protocol && !st->bad[K_CLIENT_PROXY_PROTOCOL])
+        config_error(p, st->line[K_CLIENT_PROXY_PROTOCOL],
+                     "service [%s]: client_proxy_protocol cannot be used "
+                     "with transparent (the original destination comes "
+                     "from the kernel)", svc->name);
+    if (st->bad[K_BACKEND_TLS])
+        return;
+    switch (svc->backend_tls) {
+    case BACKEND_TLS_NONE:
+    case BACKEND_TLS_MAY:
+    case BACKEND_TLS_ENCRYPT:
+        break;
+    case BACKEND_TLS_VERIFY:
+        if (svc->backend_verify_name == NULL &&
+            !st->bad[K_BACKEND_VERIFY_NAME])
+            config_error(p, st->line[K_BACKEND_TLS],
+                         "service [%s]: backend_tls = verify with "
+                         "transparent needs backend_verify_name (only the "
+                         "destination's address is known)", svc->name);
+        break;
+    default:
+        config_error(p, st->line[K_BACKEND_TLS],
+                     "service [%s]: backend_tls = %s cannot be used with "
+                     "transparent (use none, may, encrypt, or verify with "
+                     "backend_verify_name: only the destination's address "
+                     "is known, and the backend is connected before the "
+                     "client names a recipient)", svc->name,
+                     btls[svc->backend_tls]);
+        break;
+    }
+}
+
 /* config_check_service - the rules between the keys of service i; errors
  * name its header line.  Keys whose value was rejected are not checked
  * again. */
@@ -2371,9 +2481,11 @@ static void config_check_service(struct parser *p, size_t i)
     if (svc->nlisten == 0 && !st->bad[K_LISTEN])
         config_error(p, svc->line, "service [%s]: listen is required",
                      svc->name);
-    if (svc->backend_host == NULL && !st->bad[K_BACKEND])
-        config_error(p, svc->line, "service [%s]: backend is required",
-                     svc->name);
+    if (svc->backend_host == NULL && !st->bad[K_BACKEND] &&
+        svc->transparent == TRANSPARENT_OFF && !st->bad[K_TRANSPARENT])
+        config_error(p, svc->line, "service [%s]: backend is required "
+                     "(or transparent = redirect | tproxy)", svc->name);
+    config_check_transparent(p, svc, st);
     if (client_ok && svc->client_implicit_tls &&
         svc->client_tls == CLIENT_TLS_NONE)
         config_error(p, svc->line,

@@ -10,7 +10,9 @@
 #include <string.h>
 #include <grp.h>
 #include <pwd.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -34,6 +36,7 @@
 #include "sts.h"
 #include "tls.h"
 #include "tlsrpt.h"
+#include "transparent.h"
 #include "worker.h"
 
 struct runtime {
@@ -695,6 +698,38 @@ static unsigned long main_raise_nofile(void)
 
 #define MAIN_DEFAULT_USER "starttls-proxy"
 
+/* main_needs_net_admin - does a service set options on its backend
+ * sockets that need CAP_NET_ADMIN (SO_MARK, IP_TRANSPARENT)? */
+static bool main_needs_net_admin(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (cfg->services[i].backend_mark != 0 ||
+            cfg->services[i].transparent_source == TRANSPARENT_SOURCE_CLIENT)
+            return true;
+    return false;
+}
+
+/*
+ * main_keep_net_admin - after setuid with PR_SET_KEEPCAPS: CAP_NET_ADMIN
+ * alone stays permitted and effective (no other capability, none
+ * inheritable), for the backend sockets' SO_MARK and IP_TRANSPARENT.
+ * Before any worker thread starts: capabilities are per thread, and
+ * threads inherit them.
+ */
+static int main_keep_net_admin(void)
+{
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+    memset(d, 0, sizeof d);
+    d[CAP_TO_INDEX(CAP_NET_ADMIN)].permitted = CAP_TO_MASK(CAP_NET_ADMIN);
+    d[CAP_TO_INDEX(CAP_NET_ADMIN)].effective = CAP_TO_MASK(CAP_NET_ADMIN);
+    if (syscall(SYS_capset, &h, d) != 0)
+        return -1;
+    (void)prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    return 0;
+}
+
 /*
  * main_drop_privileges - once every socket is bound and every certificate,
  * key and CA file read: chroot (if asked), then the user's group and
@@ -711,6 +746,7 @@ static int main_drop_privileges(const struct config *cfg,
     struct passwd *pw;
     struct group *gr;
     gid_t gid;
+    bool keep;
 
     if (geteuid() != 0) {
         if (cfg->user != NULL || cfg->chroot_dir != NULL)
@@ -747,9 +783,20 @@ static int main_drop_privileges(const struct config *cfg,
     }
     if (pw == NULL)
         return 0;                /* chroot only, still root (warned) */
+    keep = pw->pw_uid != 0 && main_needs_net_admin(cfg);
+    if (keep && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) {
+        snprintf(err, err_len, "PR_SET_KEEPCAPS: %s", strerror(errno));
+        return -1;
+    }
     if (setgroups(0, NULL) != 0 || setgid(gid) != 0 ||
         setuid(pw->pw_uid) != 0) {
         snprintf(err, err_len, "cannot become user %s: %s", name,
+                 strerror(errno));
+        return -1;
+    }
+    /* backend_mark, transparent_source = client: CAP_NET_ADMIN alone */
+    if (keep && main_keep_net_admin() != 0) {
+        snprintf(err, err_len, "cannot keep CAP_NET_ADMIN as %s: %s", name,
                  strerror(errno));
         return -1;
     }
@@ -765,8 +812,9 @@ static int main_drop_privileges(const struct config *cfg,
     (void)prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 #endif
     log_event(log, LOG_INFO, 0, "event=privileges user=%s uid=%lu gid=%lu "
-              "chroot=%s", name, (unsigned long)pw->pw_uid,
-              (unsigned long)gid, cfg->chroot_dir ? cfg->chroot_dir : "none");
+              "chroot=%s capabilities=%s", name, (unsigned long)pw->pw_uid,
+              (unsigned long)gid, cfg->chroot_dir ? cfg->chroot_dir : "none",
+              keep ? "cap_net_admin" : "none");
     return 0;
 }
 
@@ -856,6 +904,18 @@ static int *main_sockets(const struct config *cfg, unsigned nworkers,
                                      listener_check_free(a, err, err_len) != 0
                                  ? -1
                                  : listener_socket(a, err, err_len);
+                }
+                /* tproxy: the TPROXY rule hands this socket connections
+                 * to addresses that are not ours (checked per packet, so
+                 * it may be set after bind, also on a passed socket) */
+                if (fds[k] >= 0 &&
+                    cfg->services[i].transparent == TRANSPARENT_TPROXY &&
+                    transparent_listen_opts(fds[k], a->addr.ss_family) != 0) {
+                    snprintf(err, err_len, "listen %s: IP_TRANSPARENT "
+                             "(transparent = tproxy needs CAP_NET_ADMIN): %s",
+                             a->text, strerror(errno));
+                    close(fds[k]);
+                    fds[k] = -1;
                 }
                 if (fds[k] < 0) {
                     while (k-- > 0)
@@ -1064,9 +1124,12 @@ int main(int argc, char **argv)
 
             for (size_t j = 0; j < svc->nlisten; j++)
                 log_event(&rt.log, LOG_INFO, 0,
-                          "event=listening service=%s listen=%s backend=%s:%s",
-                          svc->name, svc->listen[j].text, svc->backend_host,
-                          svc->backend_port);
+                          "event=listening service=%s listen=%s backend=%s%s%s",
+                          svc->name, svc->listen[j].text,
+                          svc->backend_host ? svc->backend_host
+                                            : "original-destination",
+                          svc->backend_host ? ":" : "",
+                          svc->backend_host ? svc->backend_port : "");
         }
         log_event(&rt.log, LOG_INFO, 0,
                   "event=start version=%s hostname=%s workers=%u "

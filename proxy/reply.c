@@ -42,6 +42,17 @@ static const struct reply_def reply_table[REPLY_COUNT] = {
     /* backend_auth: the proxy is logged in for every client */
     [REPLY_AUTH_BY_PROXY] = {"503 5.5.1", 0,
         "Error: already authenticated (the proxy logs in to the backend)"},
+    /* transparent interception, before any backend connection: the
+     * original destination is the proxy itself (RFC 3463 X.4.6: routing
+     * loop detected), is not one the proxy may relay to (X.7.1: delivery
+     * not authorized), or cannot be learnt (X.3.5: system incorrectly
+     * configured, e.g. no conntrack entry) */
+    [REPLY_TRANSPARENT_LOOP] = {"554 5.4.6", 1,
+        "Routing loop detected: the destination is this proxy"},
+    [REPLY_TRANSPARENT_DENIED] = {"554 5.7.1", 1,
+        "Relaying to this destination is not allowed"},
+    [REPLY_TRANSPARENT_UNKNOWN] = {"421 4.3.5", 1,
+        "Original destination unknown; try again later"},
     [REPLY_BACKEND_DNS] = {"421 4.4.3", 1,
         "Backend not found in DNS; try again later"},
     [REPLY_LINE_TOO_LONG] = {"500 5.5.2", 0, "Error: line too long"},

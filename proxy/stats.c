@@ -27,7 +27,8 @@ static const char *const stats_rule_names[STATS_RULE_N] = {
 static const char *const stats_event_names[STATS_EV_N] = {
     "smuggling_normalized", "smuggling_refused", "bare_newline_command",
     "nul_removed", "starttls_injection", "response_injection", "pregreet",
-    "backend_garbage", "limit", "line_too_long", "timeout"
+    "backend_garbage", "limit", "line_too_long", "timeout",
+    "transparent_loop", "transparent_denied", "transparent_unknown"
 };
 static const char *const stats_dir_names[STATS_DIR_N] = {
     "from_client", "from_backend"

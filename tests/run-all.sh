@@ -27,7 +27,7 @@ PACKAGES=(
   nsd ldnsutils
   openssl ca-certificates
   postfix swaks libnet-ssleay-perl testssl.sh curl dovecot-core
-  stunnel4 nginx libnginx-mod-mail iproute2 debootstrap man-db systemd
+  stunnel4 nginx libnginx-mod-mail iproute2 nftables debootstrap man-db systemd
   python3 python3-pytest python3-aiosmtpd python3-jsonschema zlib1g-dev
   prometheus python3-prometheus-client haproxy
   podman buildah runc python3-yaml

@@ -53,6 +53,22 @@ struct err_case {
 };
 
 static const struct ok_case ok_cases[] = {
+    { "transparent: no backend key; defaults; both modes; backend_mark",
+      "[in]\nlisten = 127.0.0.1:2525\nclient_tls = none\n"
+      "transparent = redirect\nbackend_mark = 4294967295\n"
+      "transparent_destinations = 203.0.113.0/24, 2001:db8::/32\n"
+      "[tp]\nlisten = 127.0.0.1:2526\nclient_tls = none\n"
+      "transparent = TPROXY\ntransparent_source = client\n"
+      "backend_tls = verify\nbackend_verify_name = mx.example.net\n"
+      "[plain]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "backend_mark = 25\n",
+      { "in.transparent=redirect", "in.backend_host=(null)",
+        "in.backend_mark=4294967295", "in.transparent_destinations=2",
+        "in.transparent_source=proxy", "in.backend_verify_name=(null)",
+        "tp.transparent=tproxy", "tp.transparent_source=client",
+        "tp.backend_tls=verify", "tp.backend_verify_name=mx.example.net",
+        "plain.transparent=off", "plain.backend_mark=25",
+        "plain.transparent_destinations=0", NULL } },
     { "mx: backends, port 25 by default; dane; the dns keys",
       "[proxy]\ndns_resolver = 192.0.2.53, 2001:db8::53@5353 ,198.51.100.1\n"
       "dns_trust_anchor = /etc/anchor.ds\ndns_timeout = 3\n"
@@ -530,6 +546,47 @@ static const struct ok_case ok_cases[] = {
 };
 
 static const struct err_case err_cases[] = {
+    { "transparent: what needs a name or a domain is refused",
+      "[a]\nlisten = 127.0.0.1:2525\nbackend = h:25\nclient_tls = none\n"
+      "transparent = redirect\n"
+      "[b]\nlisten = 127.0.0.1:2526\nclient_tls = none\n"
+      "transparent = redirect\nbackend_tls = verify\n"
+      "[c]\nlisten = 127.0.0.1:2527\nclient_tls = none\n"
+      "transparent = tproxy\nbackend_tls = dane\n"
+      "[d]\nlisten = 127.0.0.1:2528\nclient_tls = none\n"
+      "transparent = redirect\nbackend_tls = sts\n"
+      "[e]\nlisten = 127.0.0.1:2529\nclient_tls = none\n"
+      "transparent = redirect\ntransparent_source = client\n"
+      "[f]\nlisten = 127.0.0.1:2530\nbackend = h:25\nclient_tls = none\n"
+      "transparent_destinations = 192.0.2.0/24\n",
+      0,
+      { { 3, "service [a]: backend cannot be given with transparent" },
+        { 10, "service [b]: backend_tls = verify with transparent needs "
+              "backend_verify_name" },
+        { 15, "service [c]: backend_tls = dane cannot be used with "
+              "transparent" },
+        { 20, "service [d]: backend_tls = sts cannot be used with "
+              "transparent" },
+        { 25, "service [e]: transparent_source = client needs "
+              "transparent = tproxy" },
+        { 30, "service [f]: transparent_destinations needs transparent" },
+        { 0, NULL } } },
+    { "transparent: a bad value; no backend without it; PROXY headers",
+      "[g]\nlisten = 127.0.0.1:2531\nclient_tls = none\n"
+      "transparent = dnat\nbackend_mark = -1\n"
+      "[h]\nlisten = 127.0.0.1:2532\nclient_tls = none\n"
+      "transparent = redirect\nclient_proxy_protocol = yes\n"
+      "trusted_proxies = 192.0.2.1\n"
+      "[i]\nlisten = 127.0.0.1:2533\nclient_tls = none\n"
+      "transparent = tproxy\nbackend_health = connect\n",
+      0,
+      { { 4, "transparent: \"dnat\" is not one of off, redirect, tproxy" },
+        { 5, "backend_mark: \"-1\" is not a number" },
+        { 10, "service [h]: client_proxy_protocol cannot be used with "
+              "transparent" },
+        { 16, "service [i]: backend_health cannot be used with "
+              "transparent" },
+        { 0, NULL } } },
     { "mx: needs a domain; dane needs a name; dns_resolver numeric",
       "[proxy]\ndns_resolver = ns1.example.com\n"
       "[a]\nlisten = 127.0.0.1:2525\nbackend = mx:192.0.2.1\n"
@@ -1321,6 +1378,11 @@ static char *dump(const struct config *cfg)
                 str_text(s->backend_verify_name));
         fprintf(m, "%s.idle_timeout=%u\n%s.max_line_length=%u\n", n,
                 s->idle_timeout, n, s->max_line_length);
+        fprintf(m, "%s.transparent=%s\n%s.transparent_source=%s\n"
+                "%s.backend_mark=%u\n%s.transparent_destinations=%zu\n", n,
+                (const char *[]){ "off", "redirect", "tproxy" }[s->transparent],
+                n, s->transparent_source ? "client" : "proxy", n,
+                s->backend_mark, n, s->ntransparent_destinations);
         dump_hardening(m, s);
     }
     fprintf(m, "profiles=%zu\n", cfg->nprofiles);
