@@ -2360,6 +2360,13 @@ static void config_check_auth(struct parser *p, struct service *svc,
                      "service [%s]: backend_auth needs enforce = yes (under "
                      "enforce = no a TLS failure would go on in plaintext)",
                      svc->name);
+    /* the account's secret goes to the backend: under transparent that
+     * is wherever a client connects to, any server on the internet */
+    if (!st->bad[K_TRANSPARENT] && svc->transparent != TRANSPARENT_OFF)
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth cannot be used with "
+                     "transparent (the login would go to whatever server "
+                     "a client connects to)", svc->name);
     /* Postfix forgets a SASL login at XCLIENT (it starts the session
      * over), and a provider takes no XCLIENT from us anyway */
     if (!st->bad[K_BACKEND_CLIENT_ADDRESS] &&

@@ -873,7 +873,7 @@ static void session_begin(struct session *s)
      * backend connection is made */
     if (svc->nsources > 0 &&
         !netaddr_in_cidrs(svc->sources, svc->nsources, &s->client_sa)) {
-        log_event(&s->ctx->log, LOG_WARN, s->id,
+        log_event(&s->log, LOG_WARN, s->id,
                   "event=source_refused client=%s", s->client_addr);
         /* refused under enforce = no too: counted as enforced */
         if (s->st != NULL)

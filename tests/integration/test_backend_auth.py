@@ -479,6 +479,9 @@ def test_check_rules(proxy_check, certs, tmp_path):
     assert rc != 0 and "needs enforce = yes" in out, out
     rc, out, _ = proxy_check(svc(backend_client_address="xclient"))
     assert rc != 0 and "xclient do not go together" in out, out
+    # transparent: the login would go to any server a client connects to
+    rc, out, _ = proxy_check(svc(backend=None, transparent="redirect"))
+    assert rc != 0 and "backend_auth cannot be used with transparent" in out, out
     # owned by someone who is neither root nor the proxy's user
     foreign = cred_file(tmp_path, name="foreign")
     nobody = pwd.getpwnam("nobody")
