@@ -317,9 +317,14 @@ def test_source_outside_sources_refused_without_backend(proxy, provider,
     s.settimeout(30)
     assert s.recv(512).startswith(b"220 ")
     s.close()
-    log = provider.wait_log(r"postfix-submission/smtpd.*connect from",
-                            since=since)
-    assert len(log) == 1
+    # its connection, and only that one ("disconnect from" is no other)
+    m = provider.wait_log(r"postfix-submission/smtpd\[(\d+)\]: connect from",
+                          since=since)[0]
+    provider.wait_log(r"postfix-submission/smtpd\[%s\]: disconnect from"
+                      % m.group(1), since=since)
+    log = provider.log_since(since)
+    assert len(re.findall(r"postfix-submission/smtpd\[\d+\]: connect from",
+                          log)) == 1, log
 
 
 # -- the backends Postfix cannot play (aiosmtpd)
