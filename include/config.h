@@ -62,6 +62,10 @@ enum backend_health {
 
 enum client_cert { CLIENT_CERT_NONE = 0, CLIENT_CERT_ASK, CLIENT_CERT_REQUIRE };
 
+/* backend_auth: how the proxy logs in to the backend (issue 14 2) */
+enum backend_auth { BACKEND_AUTH_NONE = 0, BACKEND_AUTH_PLAIN,
+                    BACKEND_AUTH_LOGIN };
+
 /* transparent interception: where the backend is the connection's
  * original destination, and how it is learnt */
 enum transparent {
@@ -192,6 +196,16 @@ struct service {
     char **ehlo_pass;              /* EHLO keywords passed besides the
                                       proxy's own list, upper case */
     size_t nehlo_pass;
+
+    /* ---- upstream AUTH (issue 14 2) ---- */
+    struct cidr *sources;          /* who may connect at all; NULL: anyone
+                                      (required with backend_auth) */
+    size_t nsources;
+    enum backend_auth backend_auth; /* default none */
+    char *backend_auth_file;       /* "user NAME" / "password SECRET" */
+    char *backend_auth_user;       /* overrides the file's user line */
+    char *auth_user;               /* loaded: the account (NULL: none) */
+    char *auth_password;           /* loaded: its secret, wiped on free */
 
     /* ---- transparent interception (issue 14) ---- */
     enum transparent transparent;  /* default off; not off: no backend

@@ -71,6 +71,8 @@ enum stats_rule {
     STATS_RULE_MAX_ERRORS,
     STATS_RULE_MAX_CONNECTIONS,
     STATS_RULE_MAX_CONNECTIONS_PER_IP,
+    STATS_RULE_SOURCES,       /* a client outside the service's sources */
+    STATS_RULE_BACKEND_AUTH,  /* the backend refused the proxy's login */
     STATS_RULE_OTHER,
     STATS_RULE_N
 };

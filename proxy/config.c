@@ -28,9 +28,11 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <ini.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/tls1.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -124,6 +126,10 @@ enum key_id {
     K_PROFILES,
     K_EHLO_PASS,
     K_BACKEND_TLS_FINGERPRINTS,
+    K_SOURCES,
+    K_BACKEND_AUTH,
+    K_BACKEND_AUTH_FILE,
+    K_BACKEND_AUTH_USER,
     K_BACKEND_HEALTH,
     K_BACKEND_HEALTH_INTERVAL,
     K_TRANSPARENT,
@@ -197,6 +203,7 @@ _Static_assert(sizeof(enum backend_health) == sizeof(int),
                "enum stored as int");
 _Static_assert(sizeof(enum client_address) == sizeof(int),
                "enum stored as int");
+_Static_assert(sizeof(enum backend_auth) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum transparent) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum transparent_source) == sizeof(int),
                "enum stored as int");
@@ -253,6 +260,12 @@ static const struct enum_name client_cert_names[] = {
 
 static const struct enum_name bare_newline_names[] = {
     { "normalize", BARE_NEWLINE_NORMALIZE }, { "reject", BARE_NEWLINE_REJECT },
+    { NULL, 0 }
+};
+
+static const struct enum_name backend_auth_names[] = {
+    { "none", BACKEND_AUTH_NONE }, { "plain", BACKEND_AUTH_PLAIN },
+    { "login", BACKEND_AUTH_LOGIN },
     { NULL, 0 }
 };
 
@@ -420,6 +433,16 @@ static const struct key_def key_table[K_COUNT] = {
     SERVICE_KEY(K_BACKEND_TLS_FINGERPRINTS, "backend_tls_fingerprints",
                 KT_PINS, backend_pins,
                 .off2 = offsetof(struct service, nbackend_pins)),
+    /* the service's own sources: who may connect at all (a profile's
+     * sources only choose its settings) */
+    SERVICE_KEY(K_SOURCES, "sources", KT_CIDRS, sources,
+                .off2 = offsetof(struct service, nsources)),
+    SERVICE_KEY(K_BACKEND_AUTH, "backend_auth", KT_ENUM, backend_auth,
+                .names = backend_auth_names, .def = "none"),
+    SERVICE_KEY(K_BACKEND_AUTH_FILE, "backend_auth_file", KT_PATH,
+                backend_auth_file, .def = NULL),
+    SERVICE_KEY(K_BACKEND_AUTH_USER, "backend_auth_user", KT_PATH,
+                backend_auth_user, .def = NULL),
     SERVICE_KEY(K_BACKEND_HEALTH, "backend_health", KT_ENUM, backend_health,
                 .names = backend_health_names, .def = "none"),
     SERVICE_KEY(K_BACKEND_HEALTH_INTERVAL, "backend_health_interval", KT_UINT,
@@ -2129,6 +2152,245 @@ static void config_check_certs(struct parser *p, struct service *svc,
                      ncert ? "key" : "cert");
 }
 
+#define CONFIG_AUTH_FILE_MAX 4096  /* bytes of a backend_auth_file */
+#define CONFIG_AUTH_FIELD_MAX 255  /* bytes of its user or password */
+
+/* config_auth_owner_ok - may uid own a backend_auth_file?  root, the
+ * configured user (or the default one, starttls-proxy, when it exists),
+ * or whoever runs the proxy (an unprivileged start reads it as itself). */
+static bool config_auth_owner_ok(const struct config *cfg, uid_t uid)
+{
+    const char *name = cfg->user != NULL ? cfg->user : "starttls-proxy";
+    const struct passwd *pw;
+
+    if (uid == 0 || uid == geteuid())
+        return true;
+    pw = getpwnam(name);
+    return pw != NULL && pw->pw_uid == uid;
+}
+
+/* config_auth_field - the value of a "user NAME" or "password SECRET"
+ * line: the rest of the line after the blanks that follow the word, taken
+ * as it is (a password may hold blanks), into a new string at *out. */
+static int config_auth_field(const char *v, char **out, const char *what,
+                             char *why, size_t why_len)
+{
+    size_t n = strlen(v);
+
+    if (*out != NULL) {
+        snprintf(why, why_len, "%s is given twice", what);
+        return -1;
+    }
+    if (n == 0 || n > CONFIG_AUTH_FIELD_MAX) {
+        snprintf(why, why_len, "%s must be 1..%d bytes", what,
+                 CONFIG_AUTH_FIELD_MAX);
+        return -1;
+    }
+    if ((*out = strdup(v)) == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * config_auth_parse - the text of a backend_auth_file: lines "user NAME"
+ * and "password SECRET" (LF or CRLF), blank lines and lines starting
+ * with '#' ignored.  Sets *user (NULL when there is no user line) and
+ * *password.  The secret never goes into why.
+ */
+static int config_auth_parse(char *text, char **user, char **password,
+                             char *why, size_t why_len)
+{
+    char *line = text, *next, *v;
+    unsigned lineno = 0;
+
+    *user = *password = NULL;
+    for (; line != NULL && *line != '\0'; line = next) {
+        lineno++;
+        next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
+        if (*line != '\0' && line[strlen(line) - 1] == '\r')
+            line[strlen(line) - 1] = '\0';
+        if (*line == '\0' || *line == '#')
+            continue;
+        v = line + strcspn(line, " \t");
+        if (*v != '\0')
+            *v++ = '\0';
+        v += strspn(v, " \t");
+        if (strcmp(line, "user") == 0) {
+            if (config_auth_field(v, user, "user", why, why_len) < 0)
+                goto bad;
+        } else if (strcmp(line, "password") == 0) {
+            if (config_auth_field(v, password, "password", why, why_len) < 0)
+                goto bad;
+        } else {
+            snprintf(why, why_len, "line %u: \"user NAME\" or \"password "
+                     "SECRET\" expected", lineno);
+            goto bad;
+        }
+    }
+    if (*password == NULL) {
+        snprintf(why, why_len, "no password line");
+        goto bad;
+    }
+    return 0;
+bad:
+    free(*user);
+    if (*password != NULL)
+        OPENSSL_cleanse(*password, strlen(*password));
+    free(*password);
+    *user = *password = NULL;
+    return -1;
+}
+
+/*
+ * config_load_auth - read service svc's backend_auth_file (at start and
+ * on every reload, so before the privilege drop at start).  Refused when
+ * it is not a regular file, when its group or others may read or write
+ * it, or when it belongs to someone who is neither root nor the proxy's
+ * user: a secret anyone else can read is no longer a secret.
+ */
+static void config_load_auth(struct parser *p, struct service *svc,
+                             struct sect_state *st)
+{
+    int line = st->line[K_BACKEND_AUTH_FILE];
+    char q[CONFIG_QUOTE_BUF], why[CONFIG_WHY_BUF];
+    char buf[CONFIG_AUTH_FILE_MAX + 1];
+    struct stat sb;
+    ssize_t n;
+    size_t len = 0;
+    int fd;
+
+    config_quote(q, sizeof q, svc->backend_auth_file);
+    fd = open(svc->backend_auth_file, O_RDONLY | O_NOCTTY | O_NONBLOCK |
+                                          O_CLOEXEC);
+    if (fd < 0) {
+        config_error(p, line, "backend_auth_file %s: %s", q, strerror(errno));
+        return;
+    }
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        config_error(p, line, "backend_auth_file %s: not a regular file", q);
+        close(fd);
+        return;
+    }
+    if (sb.st_mode & (S_IRWXG | S_IRWXO)) {
+        config_error(p, line, "backend_auth_file %s: mode %04o lets group or "
+                     "others at the secret; chmod 0600 it", q,
+                     (unsigned)(sb.st_mode & 07777));
+        close(fd);
+        return;
+    }
+    if (!config_auth_owner_ok(p->cfg, sb.st_uid)) {
+        config_error(p, line, "backend_auth_file %s: owned by uid %lu, "
+                     "neither root nor the proxy's user", q,
+                     (unsigned long)sb.st_uid);
+        close(fd);
+        return;
+    }
+    while (len < sizeof buf - 1 &&
+           (n = read(fd, buf + len, sizeof buf - 1 - len)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    if (len == sizeof buf - 1 || memchr(buf, '\0', len) != NULL) {
+        config_error(p, line, "backend_auth_file %s: not a text file of at "
+                     "most %d bytes", q, CONFIG_AUTH_FILE_MAX - 1);
+    } else if (config_auth_parse(buf, &svc->auth_user, &svc->auth_password,
+                                 why, sizeof why) < 0) {
+        config_error(p, line, "backend_auth_file %s: %s", q, why);
+    } else if (svc->backend_auth_user != NULL && svc->auth_user != NULL) {
+        config_error(p, line, "backend_auth_file %s has a user line, and "
+                     "backend_auth_user is set too: keep one", q);
+    } else if (svc->backend_auth_user == NULL && svc->auth_user == NULL) {
+        config_error(p, line, "backend_auth_file %s has no user line (or "
+                     "set backend_auth_user)", q);
+    } else if (svc->auth_user == NULL &&
+               (svc->auth_user = strdup(svc->backend_auth_user)) == NULL) {
+        config_error(p, line, "out of memory");
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
+}
+
+/*
+ * config_check_auth - backend_auth: the credentials only ever go over
+ * TLS, so the backend policy must be one that never falls back to
+ * plaintext, and a relay through the account must not be open to the
+ * world (sources).  Then the file is read.
+ */
+static void config_check_auth(struct parser *p, struct service *svc,
+                              struct sect_state *st)
+{
+    static const char *const btls[] = { "none", "may", "encrypt", "verify",
+                                        "dane", "dane-only", "fingerprint",
+                                        "sts" };
+
+    if (st->bad[K_BACKEND_AUTH])
+        return;
+    if (svc->backend_auth == BACKEND_AUTH_NONE) {
+        if (svc->backend_auth_file != NULL)
+            config_error(p, st->line[K_BACKEND_AUTH_FILE],
+                         "service [%s]: backend_auth_file needs "
+                         "backend_auth = plain or login", svc->name);
+        if (svc->backend_auth_user != NULL)
+            config_error(p, st->line[K_BACKEND_AUTH_USER],
+                         "service [%s]: backend_auth_user needs "
+                         "backend_auth = plain or login", svc->name);
+        return;
+    }
+    if (!st->bad[K_BACKEND_TLS] &&
+        (svc->backend_tls == BACKEND_TLS_NONE ||
+         svc->backend_tls == BACKEND_TLS_MAY ||
+         svc->backend_tls == BACKEND_TLS_DANE ||
+         svc->backend_tls == BACKEND_TLS_STS))
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth needs a backend_tls that "
+                     "never falls back to plaintext (encrypt, verify, "
+                     "fingerprint, dane-only), not %s", svc->name,
+                     btls[svc->backend_tls]);
+    if (!st->bad[K_ENFORCE] && !svc->enforce)
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth needs enforce = yes (under "
+                     "enforce = no a TLS failure would go on in plaintext)",
+                     svc->name);
+    /* the account's secret goes to the backend: under transparent that
+     * is wherever a client connects to, any server on the internet */
+    if (!st->bad[K_TRANSPARENT] && svc->transparent != TRANSPARENT_OFF)
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth cannot be used with "
+                     "transparent (the login would go to whatever server "
+                     "a client connects to)", svc->name);
+    /* Postfix forgets a SASL login at XCLIENT (it starts the session
+     * over), and a provider takes no XCLIENT from us anyway */
+    if (!st->bad[K_BACKEND_CLIENT_ADDRESS] &&
+        svc->backend_client_address == CLIENT_ADDRESS_XCLIENT)
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth and backend_client_address "
+                     "= xclient do not go together (XCLIENT would undo the "
+                     "login)", svc->name);
+    if (svc->nsources == 0 && !st->bad[K_SOURCES])
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth needs sources (the clients "
+                     "that may send through the account; without it the "
+                     "proxy is an open relay on the provider's account)",
+                     svc->name);
+    if (svc->backend_auth_file == NULL) {
+        if (!st->bad[K_BACKEND_AUTH_FILE])
+            config_error(p, st->line[K_BACKEND_AUTH],
+                         "service [%s]: backend_auth needs "
+                         "backend_auth_file", svc->name);
+        return;
+    }
+    config_load_auth(p, svc, st);
+}
+
 /*
  * config_check_transparent - transparent = redirect | tproxy: the backend
  * is each connection's original destination, an address and a port.
@@ -2333,6 +2595,7 @@ static void config_check_service(struct parser *p, size_t i)
                              "listen: %s is already metrics_listen (line %d)",
                              svc->listen[a].text,
                              p->proxy.line[K_METRICS_LISTEN]);
+    config_check_auth(p, svc, st);
     config_resolve_profiles(p, svc, st);
 }
 
@@ -2594,6 +2857,12 @@ void config_free(struct config *cfg)
     if (cfg == NULL)
         return;
     for (i = 0; i < cfg->nservices; i++) {
+        struct service *svc = &cfg->services[i];
+
+        if (svc->auth_password != NULL)
+            OPENSSL_cleanse(svc->auth_password, strlen(svc->auth_password));
+        free(svc->auth_password);
+        free(svc->auth_user);
         config_free_fields(&cfg->services[i], SCOPE_SERVICE);
         free(cfg->services[i].name);
         free(cfg->services[i].key_lines);

@@ -542,6 +542,18 @@ static void session_on_backend_ready(void *owner)
 {
     struct session *s = owner;
 
+    if (s->b.auth_ehlo != NULL) {
+        /* backend_auth: the client's EHLO is this backend session's
+         * second; one that refuses it is answered from the first
+         * (session_relay.c, session_answer_repeat) */
+        free(s->held_helo);
+        s->held_helo = s->b.auth_ehlo;
+        s->held_helo_len = s->b.auth_ehlo_len;
+        s->held_ehlo = true;
+        s->b.auth_ehlo = NULL;
+        s->b.auth_ehlo_len = 0;
+    }
+
     if (s->backend_refresh) {
         /* a fresh backend after the client's STARTTLS (the client is about
          * to send EHLO) or after a refused message (it is not: say its
@@ -857,6 +869,19 @@ static void session_begin(struct session *s)
     const struct service *svc = s->svc;
     enum connlimit_result lim;
 
+    /* the service's sources: who may use it at all (with backend_auth,
+     * who may send through the provider's account); refused before any
+     * backend connection is made */
+    if (svc->nsources > 0 &&
+        !netaddr_in_cidrs(svc->sources, svc->nsources, &s->client_sa)) {
+        log_event(&s->log, LOG_WARN, s->id,
+                  "event=source_refused client=%s", s->client_addr);
+        /* refused under enforce = no too: counted as enforced */
+        if (s->st != NULL)
+            stats_add(&s->st->policy[STATS_RULE_SOURCES][1], 1);
+        session_close(s, REPLY_SOURCE_REFUSED);
+        return;
+    }
     s->profile = SIZE_MAX;
     s->client_policy = svc->client_tls;
     s->plaintext_auth = svc->client_plaintext_auth;

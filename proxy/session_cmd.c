@@ -173,6 +173,10 @@ static enum reply_id session_auth_refusal(struct session *s,
                                           const struct smtp_cmd *cmd)
 {
     (void)cmd;
+    /* backend_auth: the backend session is the proxy's login; AUTH is
+     * not shown, and a client's would be a second one */
+    if (s->svc->backend_auth != BACKEND_AUTH_NONE)
+        return REPLY_AUTH_BY_PROXY;
     return !s->client_tls && !s->plaintext_auth ? REPLY_AUTH_NEEDS_TLS
                                                 : REPLY_NONE;
 }

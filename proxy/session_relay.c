@@ -80,7 +80,9 @@ static void session_ehlo_opts(const struct session *s,
     opts->offer_starttls = !s->client_tls && !s->svc->client_implicit_tls &&
                            s->client_policy != CLIENT_TLS_NONE;
     opts->keep = SESSION_EHLO_KEEP;
-    if (s->client_tls || s->plaintext_auth)
+    /* backend_auth: the proxy is logged in already, the client never */
+    if ((s->client_tls || s->plaintext_auth) &&
+        s->svc->backend_auth == BACKEND_AUTH_NONE)
         opts->keep |= SMTP_CAP_AUTH;
     /* RFC 8689: only what the backend offered, and only over a path
      * that is authenticated TLS on both legs */

@@ -22,7 +22,7 @@ static const char *const stats_hs_names[STATS_HS_N] = {
 static const char *const stats_rule_names[STATS_RULE_N] = {
     "backend_tls", "dane", "sts", "fingerprint", "client_tls_encrypt",
     "pregreet", "bare_newline", "nul_byte", "max_errors", "max_connections",
-    "max_connections_per_ip", "other"
+    "max_connections_per_ip", "sources", "backend_auth", "other"
 };
 static const char *const stats_event_names[STATS_EV_N] = {
     "smuggling_normalized", "smuggling_refused", "bare_newline_command",

@@ -130,6 +130,18 @@ static void check_config(const struct config *cfg)
                      s->client_implicit_tls)));
         FUZZ_CHECK(!s->client_proxy_protocol || s->ntrusted_proxies > 0);
         check_cidrs(s->trusted_proxies, s->ntrusted_proxies);
+        check_cidrs(s->sources, s->nsources);
+        /* backend_auth: loaded credentials, sources, a TLS-only policy */
+        FUZZ_CHECK(s->backend_auth == BACKEND_AUTH_NONE ||
+                   (s->auth_user != NULL && s->auth_password != NULL &&
+                    s->nsources > 0 && s->enforce &&
+                    s->backend_tls != BACKEND_TLS_NONE &&
+                    s->backend_tls != BACKEND_TLS_MAY &&
+                    s->backend_tls != BACKEND_TLS_DANE &&
+                    s->backend_tls != BACKEND_TLS_STS));
+        FUZZ_CHECK(s->backend_auth != BACKEND_AUTH_NONE ||
+                   (s->auth_user == NULL && s->auth_password == NULL &&
+                    s->backend_auth_file == NULL));
         FUZZ_CHECK(s->max_connections >= 1 &&
                    s->max_connections <= 1000000);
         FUZZ_CHECK(s->max_connections_per_ip <= 1000000);

@@ -143,6 +143,8 @@ static void test_tables(void **state)
     assert_int_equal(stats_rule("dane"), STATS_RULE_DANE);
     assert_int_equal(stats_rule("max_connections_per_ip"),
                      STATS_RULE_MAX_CONNECTIONS_PER_IP);
+    assert_int_equal(stats_rule("sources"), STATS_RULE_SOURCES);
+    assert_int_equal(stats_rule("backend_auth"), STATS_RULE_BACKEND_AUTH);
     assert_int_equal(stats_rule("anything else"), STATS_RULE_OTHER);
     assert_int_equal(stats_rule("other"), STATS_RULE_OTHER);
     assert_int_equal(stats_tls_of(false, "verified"), STATS_TLS_PLAINTEXT);
