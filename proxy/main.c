@@ -380,6 +380,11 @@ static struct generation *main_generation(struct runtime *rt,
 
         g->slots[i] = o >= 0 ? rt->gen->slots[o] : next++;
     }
+    if (next > STATS_CHUNK * STATS_MAX_CHUNKS) {
+        main_generation_discard(g);
+        errno = ENOSPC;          /* every slot this process had is used */
+        return NULL;
+    }
     if (rt->limits != NULL && connlimit_reserve(rt->limits, next) != 0) {
         main_generation_discard(g);
         return NULL;
@@ -762,11 +767,16 @@ static void main_reload(struct runtime *rt)
         main_notify(rt, "READY=1");
         return;
     }
+    errno = 0;
     if ((why = main_reload_refusal(rt->cfg, cfg)) != NULL ||
         (gen = main_generation(rt, cfg, tls, rt->gen->id + 1)) == NULL) {
+        if (why == NULL)
+            why = errno == ENOSPC
+                      ? "too many services added over the process's life "
+                        "(their counters are kept): restart"
+                      : "out of memory";
         log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
-                  "generation=%lu reason=\"%s\"", rt->gen->id,
-                  why ? why : "out of memory");
+                  "generation=%lu reason=\"%s\"", rt->gen->id, why);
         main_free_loaded(cfg, tls);
         rt->reloads_failed++;
         pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
