@@ -94,6 +94,7 @@
 #include "log.h"
 #include "proxyproto.h"
 #include "smtp.h"
+#include "stats.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -1482,6 +1483,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(f->torn_down && f->w->ctx.sessions == NULL && f->nbconns == 0);
     FUZZ_CHECK(conn_loop_idle(&f->w->ctx.conns));
     worker_release(f->w);
+    stats_free(&f->w->ctx.stats);  /* the proxy frees them after its scrape */
     connlimit_free(f->limits);
     if (fz_debug)
         fprintf(stderr, "fuzz_session: done in %llu ms%s\n",
