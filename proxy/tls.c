@@ -234,6 +234,12 @@ static int tls_apply_knobs(SSL_CTX *ctx, const struct tls_knobs *k,
 
     if (!k->session_tickets)
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    else if (server)
+        /* TLS 1.3: one ticket per full handshake, not OpenSSL's two.
+         * Each costs a session encoding, its encryption and MAC and two
+         * random draws; a client resumes with one, and gets a fresh one
+         * at every resumption. */
+        SSL_CTX_set_num_tickets(ctx, 1);
     return 0;
 }
 
