@@ -249,8 +249,9 @@ static int conn_send(struct conn *c, const char *buf, size_t len)
     return 0;
 }
 
-/* conn_flush_tls - put what TLS wrote for c on the wire. */
-static int conn_flush_tls(struct conn *c)
+/* conn_flush_out - put what is held for c in the loop's output buffer
+ * (TLS records, or plaintext written under the cork) on the wire. */
+static int conn_flush_out(struct conn *c)
 {
     struct conn_loop *cl = c->cl;
     size_t n = cl->olen;
@@ -302,20 +303,18 @@ static int conn_bio_read(BIO *b, char *out, size_t len, size_t *got)
 }
 
 /*
- * conn_bio_write - append to the loop's output buffer, after sending what
+ * conn_hold - append to the loop's output buffer, after sending what
  * another conn left there.  If that cannot be sent (out of memory), the
  * other conn's failure is reported when the callback in progress ends:
  * a write on one conn never closes another under its owner's feet.
+ * 0, or -1 when out of memory.
  */
-static int conn_bio_write(BIO *b, const char *data, size_t len,
-                          size_t *written)
+static int conn_hold(struct conn *c, const char *data, size_t len)
 {
-    struct conn *c = BIO_get_data(b), *o;
     struct conn_loop *cl = c->cl;
+    struct conn *o = cl->oowner;
 
-    BIO_clear_retry_flags(b);
-    o = cl->oowner;
-    if (o != c && o != NULL && conn_flush_tls(o) != 0 && !o->fail_deferred) {
+    if (o != c && o != NULL && conn_flush_out(o) != 0 && !o->fail_deferred) {
         /* o's stream lost bytes: o fails, but at the end of the callback
          * in progress (conn_uncork), not inside c's write */
         o->fail_deferred = true;
@@ -330,13 +329,25 @@ static int conn_bio_write(BIO *b, const char *data, size_t len,
             cap *= 2;
         p = realloc(cl->obuf, cap);
         if (p == NULL)
-            return 0;
+            return -1;
         cl->obuf = p;
         cl->ocap = cap;
     }
     memcpy(cl->obuf + cl->olen, data, len);
     cl->olen += len;
     cl->oowner = c;
+    return 0;
+}
+
+/* conn_bio_write - what TLS writes waits in the loop's output buffer. */
+static int conn_bio_write(BIO *b, const char *data, size_t len,
+                          size_t *written)
+{
+    struct conn *c = BIO_get_data(b);
+
+    BIO_clear_retry_flags(b);
+    if (conn_hold(c, data, len) != 0)
+        return 0;
     *written = len;
     return 1;
 }
@@ -423,7 +434,7 @@ static void conn_uncork(struct conn_loop *cl)
         return;
     /* a conn closed meanwhile dropped its output (conn_close) */
     if ((c = cl->oowner) != NULL) {
-        if (conn_flush_tls(c) != 0)
+        if (conn_flush_out(c) != 0)
             conn_fail(c, -1, "out of memory");
         else
             conn_check_drain(c);   /* all of it may have left at once */
@@ -444,7 +455,7 @@ static int conn_output(struct conn *c)
 {
     if (c->cl->cork > 0)
         return 0;
-    return conn_flush_tls(c);
+    return conn_flush_out(c);
 }
 
 int conn_write(struct conn *c, const char *buf, size_t len)
@@ -453,15 +464,20 @@ int conn_write(struct conn *c, const char *buf, size_t len)
 
     if (!conn_alive(c) || c->failed)
         return -1;
-    if (c->tls == CONN_TLS_NONE)
+    if (c->tls == CONN_TLS_NONE) {
+        /* under the cork plaintext waits too: a message body and its
+         * terminator, or a reply and what follows it, leave in one write */
+        if (c->cl->cork > 0 && len > 0)
+            return conn_hold(c, buf, len);
         return conn_send(c, buf, len);
+    }
     if (c->tls != CONN_TLS_UP)
         return -1;
     while (len > 0) {
         ERR_clear_error();
         if (SSL_write_ex(c->ssl, buf, len, &done) != 1) {
             tls_last_error(c->err, sizeof c->err);
-            conn_flush_tls(c);
+            conn_flush_out(c);
             return -1;
         }
         buf += done;
@@ -513,7 +529,7 @@ static void conn_pump(struct conn *c)
         if (c->tls == CONN_TLS_HANDSHAKE && conn_alive(c)) {
             ERR_clear_error();
             r = SSL_do_handshake(c->ssl);
-            conn_flush_tls(c);   /* at once: a failure's alert too */
+            conn_flush_out(c);   /* at once: a failure's alert too */
             if (r == 1) {
                 c->tls = CONN_TLS_UP;
                 if (c->cbs->on_handshake != NULL)
@@ -780,8 +796,8 @@ void conn_close_flush(struct conn *c)
     if (c->tls == CONN_TLS_UP) {
         ERR_clear_error();
         (void)SSL_shutdown(c->ssl);   /* queues our close_notify */
-        conn_flush_tls(c);
     }
+    conn_flush_out(c);   /* before the FIN: what the cork holds */
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
