@@ -63,6 +63,8 @@ struct conn {
     bool above_high;
     bool failed;           /* on_eof with an error was already reported */
     bool fail_deferred;    /* on the loop's list of failures to report */
+    bool ticket_due;       /* TLS 1.3 server: the session ticket goes out
+                              with the first record written (tls.c) */
     struct conn *next_failed;
     uv_connect_t creq;
     uv_shutdown_t sreq;
@@ -458,6 +460,18 @@ static int conn_output(struct conn *c)
     return conn_flush_out(c);
 }
 
+/* conn_ticket_due - a TLS 1.3 server context with tickets on that sends
+ * none by itself (tls.c: num_tickets 0) wants one, after the handshake:
+ * asked for just before the first record written, it leaves in the same
+ * write as that record instead of one of its own. */
+static void conn_ticket_due(struct conn *c)
+{
+    c->ticket_due = SSL_is_server(c->ssl) &&
+                    SSL_version(c->ssl) == TLS1_3_VERSION &&
+                    SSL_get_num_tickets(c->ssl) == 0 &&
+                    (SSL_get_options(c->ssl) & SSL_OP_NO_TICKET) == 0;
+}
+
 int conn_write(struct conn *c, const char *buf, size_t len)
 {
     size_t done;
@@ -473,6 +487,13 @@ int conn_write(struct conn *c, const char *buf, size_t len)
     }
     if (c->tls != CONN_TLS_UP)
         return -1;
+    if (c->ticket_due && len > 0) {
+        c->ticket_due = false;
+        /* written by the SSL_write_ex below, ahead of the data; without
+         * it the client only resumes no more */
+        ERR_clear_error();
+        (void)SSL_new_session_ticket(c->ssl);
+    }
     while (len > 0) {
         ERR_clear_error();
         if (SSL_write_ex(c->ssl, buf, len, &done) != 1) {
@@ -532,6 +553,7 @@ static void conn_pump(struct conn *c)
             conn_flush_out(c);   /* at once: a failure's alert too */
             if (r == 1) {
                 c->tls = CONN_TLS_UP;
+                conn_ticket_due(c);
                 if (c->cbs->on_handshake != NULL)
                     c->cbs->on_handshake(c, c->ud, 0);
             } else if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) {
