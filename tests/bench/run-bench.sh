@@ -570,7 +570,6 @@ setup_or_fail() {
 
 # ---------------------------------------------------------------- scenarios
 # throughput SCEN SETUP CERT METRIC(sessions|mbytes) ARGS...
-# (a fixed-rate scenario, S1F/S2F, picks its median run by CPU)
 throughput() {
     local scen=$1 setup=$2 cert=$3 metric=$4 id v
     shift 4
@@ -579,13 +578,19 @@ throughput() {
     setup_or_fail "$scen" "$setup" "$metric" "$cert" || return
     local key=sessions_per_s
     [ "$metric" = mbytes ] && key=mbytes_per_s
-    case "$scen" in *F) key=cpu:sessions ;; esac
     if ! run_median "$id" "$key" "${LOAD_TLS[@]}" "$@"; then
         stop_all
         fail_row "$scen" "$setup" "$metric" "errors: $(kv errors "$RESULT")"
         return
     fi
     stop_all
+    record_throughput "$scen" "$setup" "$metric"
+}
+
+# record_throughput SCEN SETUP METRIC - the row of a throughput run from
+# RESULT (the median run) and RUNS (every run's key value)
+record_throughput() {
+    local scen=$1 setup=$2 metric=$3 v
     case "$metric" in
     sessions) v=$(kv sessions_per_s "$RESULT") ;;
     mbytes) v=$(kv mbytes_per_s "$RESULT") ;;
@@ -618,6 +623,44 @@ throughput() {
     [ "$REPEAT" -gt 1 ] && note="$note; median of $RUNS"
     record "$scen" "$setup" "$metric" "$v" "$p50" "$p99" "$(kv errors "$RESULT")" \
         "$note" "$(cpu_per "$metric" "$RESULT")" "$cu"
+}
+
+# fixed_rate SCEN CERT "SETUPS" ARGS... - a fixed-rate scenario (S1F,
+# S2F): REPEAT rounds, each starting every setup in turn for one run, so
+# that a burst of other work on the machine falls on every setup alike
+# rather than on one setup's repeats; each row is the run with the median
+# CPU per session.  A setup that fails once is dropped from later rounds.
+fixed_rate() {
+    local scen=$1 cert=$2 setups=$3 n s pick v
+    shift 3
+    declare -A lines=() runs=() dead=()
+    for n in $(seq 1 "$REPEAT"); do
+        for s in $setups; do
+            [ -n "${dead[$s]:-}" ] && continue
+            log "$scen: $(setup_label "$s"), round $n of $REPEAT ..."
+            if ! setup_or_fail "$scen" "$s" sessions "$cert"; then
+                dead[$s]=1
+                continue
+            fi
+            if ! run_load "$scen-$s-$n" "${LOAD_TLS[@]}" "$@"; then
+                stop_all
+                fail_row "$scen" "$s" sessions "errors: $(kv errors "$RESULT")"
+                dead[$s]=1
+                continue
+            fi
+            stop_all
+            v=$(cpu_per sessions "$RESULT")
+            lines[$s]="${lines[$s]:-}${v:-0} $RESULT"$'\n'
+            runs[$s]="${runs[$s]:-}${runs[$s]:+ }$v"
+        done
+    done
+    for s in $setups; do
+        [ -n "${dead[$s]:-}" ] && continue
+        pick=$(printf '%s' "${lines[$s]}" | sort -g -k1,1 | sed -n "$(((REPEAT + 1) / 2))p")
+        RESULT=${pick#* }
+        RUNS=${runs[$s]}
+        record_throughput "$scen" "$s" sessions
+    done
 }
 
 # rss_kib PIDS - VmRSS of the processes and their children, in KiB
@@ -753,9 +796,7 @@ if want S1R; then
     done
 fi
 if want S1F; then
-    for s in direct-tls proxy stunnel nginx; do
-        throughput S1F "$s" ec sessions --rate "$RATE" -c "$RATE_CAP" -d "$SECS" -m 1 -s 4096
-    done
+    fixed_rate S1F ec "direct-tls proxy stunnel nginx" --rate "$RATE" -c "$RATE_CAP" -d "$SECS" -m 1 -s 4096
 fi
 if want S2; then
     for s in direct-tls proxy-tls stunnel-chain; do
@@ -763,9 +804,7 @@ if want S2; then
     done
 fi
 if want S2F; then
-    for s in direct-tls proxy-tls stunnel-chain; do
-        throughput S2F "$s" ec sessions --rate "$RATE" -c "$RATE_CAP" -d "$SECS" -m 1 -s 4096
-    done
+    fixed_rate S2F ec "direct-tls proxy-tls stunnel-chain" --rate "$RATE" -c "$RATE_CAP" -d "$SECS" -m 1 -s 4096
 fi
 if want S3; then
     for s in direct-tls proxy-tls stunnel-chain; do
