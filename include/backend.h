@@ -3,10 +3,10 @@
  * before the client is greeted (README "Architecture", step 2).
  *
  * resolve -> connect -> [implicit TLS] -> greeting -> EHLO -> STARTTLS ->
- * handshake -> [XCLIENT] -> ready.  The leg is an object of its own: it
- * is embedded in its owner (the session) and talks to it only through
- * struct backend_events, so it knows nothing of the client or of the
- * relay.  Once READY, the bytes the backend sends go to the owner
+ * handshake -> [EHLO, AUTH | XCLIENT] -> ready.  The leg is an object of
+ * its own: it is embedded in its owner (the session) and talks to it only
+ * through struct backend_events, so it knows nothing of the client or of
+ * the relay.  Once READY, the bytes the backend sends go to the owner
  * (events.input) and the owner writes through backend_write.
  */
 #ifndef STARTTLS_PROXY_BACKEND_H
@@ -46,6 +46,10 @@ enum backend_state {
     BACKEND_TLS_HANDSHAKE,
     BACKEND_XCLIENT_EHLO, /* EHLO to learn whether XCLIENT is offered */
     BACKEND_XCLIENT,      /* XCLIENT ADDR=... sent, 220 expected */
+    BACKEND_AUTH_EHLO,    /* backend_auth: EHLO over TLS, to learn AUTH */
+    BACKEND_AUTH,         /* AUTH PLAIN <response> or AUTH LOGIN sent */
+    BACKEND_AUTH_USER,    /* LOGIN: the user name sent, 334 expected */
+    BACKEND_AUTH_PASSWORD, /* LOGIN: the password sent, 235 expected */
     BACKEND_READY,        /* relaying: the owner has the conn */
     BACKEND_FAILED,
     BACKEND_NSTATES
@@ -144,6 +148,12 @@ struct backend_leg {
                                          owner sets it too, when a relayed
                                          EHLO is refused) */
     bool xclient_ok;                  /* it took our XCLIENT ADDR= */
+    bool auth_done;                   /* backend_auth: it took our login */
+    char *auth_ehlo;                  /* ... and its EHLO reply over TLS,
+                                         for the owner to take (the answer
+                                         to a refused repeated EHLO) */
+    size_t auth_ehlo_len;
+    unsigned auth_caps;               /* ... that reply's keywords */
     bool authenticated;               /* the backend's certificate was
                                          checked and passed: verify, a DANE
                                          match, a pin (REQUIRETLS needs it) */

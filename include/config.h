@@ -53,7 +53,31 @@ enum client_address {
     CLIENT_ADDRESS_XCLIENT
 };
 
+/* [service] backend_health: the probe the main thread runs (health.h) */
+enum backend_health {
+    BACKEND_HEALTH_NONE = 0,
+    BACKEND_HEALTH_CONNECT,        /* a TCP connect, then close */
+    BACKEND_HEALTH_SMTP            /* read the greeting, send QUIT */
+};
+
 enum client_cert { CLIENT_CERT_NONE = 0, CLIENT_CERT_ASK, CLIENT_CERT_REQUIRE };
+
+/* backend_auth: how the proxy logs in to the backend (issue 14 2) */
+enum backend_auth { BACKEND_AUTH_NONE = 0, BACKEND_AUTH_PLAIN,
+                    BACKEND_AUTH_LOGIN };
+
+/* transparent interception: where the backend is the connection's
+ * original destination, and how it is learnt */
+enum transparent {
+    TRANSPARENT_OFF = 0,
+    TRANSPARENT_REDIRECT,   /* nftables REDIRECT/DNAT: SO_ORIGINAL_DST */
+    TRANSPARENT_TPROXY      /* nftables TPROXY, IP_TRANSPARENT listeners:
+                               the accepted socket's own address */
+};
+
+/* transparent = tproxy: the source address of the backend connection */
+enum transparent_source { TRANSPARENT_SOURCE_PROXY = 0,
+                          TRANSPARENT_SOURCE_CLIENT };
 
 /*
  * TLS settings of one leg.  Strings are OpenSSL's syntax and are checked
@@ -129,6 +153,8 @@ struct service {
     enum backend_tls backend_tls;  /* default: may */
     struct tls_pin *backend_pins;  /* backend_tls_fingerprints */
     size_t nbackend_pins;
+    enum backend_health backend_health;   /* the probe of health.h */
+    unsigned backend_health_interval;     /* seconds between probes */
     bool backend_implicit_tls;     /* default: no */
     char *backend_ca_file;         /* NULL: the system store */
     char *backend_verify_name;     /* defaults to backend_host; NULL for
@@ -170,6 +196,24 @@ struct service {
     char **ehlo_pass;              /* EHLO keywords passed besides the
                                       proxy's own list, upper case */
     size_t nehlo_pass;
+
+    /* ---- upstream AUTH (issue 14 2) ---- */
+    struct cidr *sources;          /* who may connect at all; NULL: anyone
+                                      (required with backend_auth) */
+    size_t nsources;
+    enum backend_auth backend_auth; /* default none */
+    char *backend_auth_file;       /* "user NAME" / "password SECRET" */
+    char *backend_auth_user;       /* overrides the file's user line */
+    char *auth_user;               /* loaded: the account (NULL: none) */
+    char *auth_password;           /* loaded: its secret, wiped on free */
+
+    /* ---- transparent interception (issue 14) ---- */
+    enum transparent transparent;  /* default off; not off: no backend
+                                      key, backend_host is NULL */
+    enum transparent_source transparent_source; /* default proxy */
+    struct cidr *transparent_destinations; /* NULL: any but our own */
+    size_t ntransparent_destinations;
+    unsigned backend_mark;         /* SO_MARK of backend sockets; 0: none */
     int *key_lines;                /* private: config_service_key_line() */
 };
 

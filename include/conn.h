@@ -85,6 +85,11 @@ int conn_open(struct conn *c, int fd);
 /* conn_connect - connect c to addr; on_connect reports the result. */
 int conn_connect(struct conn *c, const struct sockaddr *addr);
 
+/* conn_connect_socket - conn_connect on a socket the caller made (with
+ * its options set, perhaps bound); c owns fd from now on, also on
+ * failure. */
+int conn_connect_socket(struct conn *c, int fd, const struct sockaddr *addr);
+
 /* conn_read_start / conn_read_stop - flow control on incoming data. */
 int conn_read_start(struct conn *c);
 void conn_read_stop(struct conn *c);

@@ -26,6 +26,13 @@ struct connlimit *connlimit_new(size_t nservices);
 void connlimit_free(struct connlimit *cl);
 
 /*
+ * connlimit_reserve - counters for nservices services at least (a reload
+ * gives an added service a slot of its own: see main.c); the counts of
+ * the existing ones stay.  Returns -1 when out of memory.
+ */
+int connlimit_reserve(struct connlimit *cl, size_t nservices);
+
+/*
  * connlimit_acquire - count one more connection from addr to service svc,
  * unless that passes max_total or max_per_addr (0: unlimited).  When
  * force is set the connection is counted even past the limits (the

@@ -19,7 +19,7 @@ struct listener;
 
 /*
  * listener_check_free - 0 if nothing listens on addr, else -1 with a
- * message in err ("Address already in use").  SO_REUSEPORT lets any
+ * message in err ("Address already in use") and errno set.  SO_REUSEPORT lets any
  * process of the same user join the workers' sockets, so a second
  * instance (or a second service on the same address) would silently get
  * a share of the connections: call this before the first
@@ -30,7 +30,7 @@ int listener_check_free(const struct listen_addr *addr, char *err,
 
 /*
  * listener_socket - a listening socket for addr (SO_REUSEPORT set).
- * Returns the descriptor, or -1 with a message in err.
+ * Returns the descriptor, or -1 with a message in err and errno set.
  */
 int listener_socket(const struct listen_addr *addr, char *err, size_t err_len);
 
@@ -53,9 +53,24 @@ struct listener *listener_open(uv_loop_t *loop, struct logger *log,
                                listener_accept_cb on_accept, void *ud,
                                char *err, size_t err_len);
 
-/* listener_set_addr - the listener's address now lives at addr (the
- * same address in a reloaded configuration). */
-void listener_set_addr(struct listener *l, const struct listen_addr *addr);
+/* listener_set_service - a reload kept the listener's address: it now
+ * lives at addr (in the new configuration), for service svc_index. */
+void listener_set_service(struct listener *l, size_t svc_index,
+                          const struct listen_addr *addr);
+
+/* listener_addr - the address l listens on (as its configuration says). */
+const struct listen_addr *listener_addr(const struct listener *l);
+
+/* listener_service - the service number l accepts for. */
+size_t listener_service(const struct listener *l);
+
+/*
+ * listener_drain_close - a reload removed l's address: stop accepting,
+ * hand every connection already queued to on_accept (synchronously, so
+ * the caller's configuration is still the one they came for), close the
+ * socket and then l (as listener_close).  Returns how many it handed.
+ */
+size_t listener_drain_close(struct listener *l);
 
 /* listener_close - stop accepting; the memory goes in the close callback. */
 void listener_close(struct listener *l);

@@ -19,12 +19,35 @@ struct logger {
     enum log_level level;
     FILE *out;          /* where lines go, unless to_syslog */
     bool to_syslog;     /* "log = syslog": syslog(3), facility mail */
+    /* a session's own logger (log_tagged): level and target are base's,
+     * which a reload may change; tag ("orig_dst=192.0.2.1:25") follows
+     * the session id on every line.  NULL in the loop's logger. */
+    const struct logger *base;
+    const char *tag;
 };
+
+/* log_base - where lg's level and target are kept. */
+static inline const struct logger *log_base(const struct logger *lg)
+{
+    return lg->base != NULL ? lg->base : lg;
+}
 
 /* log_enabled - true when a message at level would be written. */
 static inline int log_enabled(const struct logger *lg, enum log_level level)
 {
-    return lg != NULL && level <= lg->level;
+    return lg != NULL && level <= log_base(lg)->level;
+}
+
+/* log_tagged - a logger writing through base with tag (kept, not
+ * copied) on every line; tag NULL or "": base's lines unchanged. */
+static inline struct logger log_tagged(const struct logger *base,
+                                       const char *tag)
+{
+    struct logger lg = { .level = base->level, .out = base->out,
+                         .to_syslog = base->to_syslog, .base = log_base(base),
+                         .tag = tag };
+
+    return lg;
 }
 
 /*

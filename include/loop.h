@@ -52,6 +52,18 @@ struct generation {
     struct tlsrpt_store *tlsrpt;     /* the TLS reporting counts of the
                                         process (opened at start); NULL:
                                         no service reports */
+    /* backend_sess[w * cfg->nservices + i]: the newest resumable TLS
+     * session of service i's backend leg on worker w's loop (written by
+     * that loop only).  Per generation: a reload starts with none, so a
+     * changed CA or policy is never bypassed by resuming, and a service
+     * that moved to another position cannot pick up another's.  NULL:
+     * no resumption. */
+    struct ssl_session_st **backend_sess;
+    unsigned nworkers;               /* rows of backend_sess */
+    /* slots[i]: service i's slot, kept by name across reloads
+     * (main.c): its counters in the shared connlimit and in each loop's
+     * stats; NULL: i itself */
+    size_t *slots;
     unsigned long id;                /* 1, 2, ... */
     unsigned long refs;              /* atomic */
 };
@@ -60,6 +72,15 @@ struct generation {
 struct generation *generation_new(struct config *cfg, struct tls_service *tls,
                                   unsigned long id);
 void generation_hold(struct generation *g);
+
+/* generation_keep_sessions - room for the backend TLS sessions of
+ * nworkers loops (before g is shared); -1 when out of memory. */
+int generation_keep_sessions(struct generation *g, unsigned nworkers);
+
+/* generation_slot - service svc_index's slot in the connlimit and the
+ * stats. */
+size_t generation_slot(const struct generation *g, size_t svc_index);
+
 void generation_release(struct generation *g);
 
 struct loop_ctx {
@@ -74,18 +95,16 @@ struct loop_ctx {
     struct session *sessions;        /* live sessions (session.c's) */
     unsigned long nsessions;         /* how many: written by this loop
                                         only, read by others (atomic) */
-    /* the newest resumable TLS session of each service's backend leg
-     * (indexed like cfg->services; NULL array: no resumption) */
-    struct ssl_session_st **backend_sess;
     struct conn_loop conns;          /* conn.c's */
     struct dns_resolver *dns;        /* made by loop_dns when first asked */
     bool dns_failed;                 /* ... and it could not be made */
     struct sts_fetcher *sts;         /* made by loop_sts when first asked */
     bool sts_failed;
     struct tlsrpt_sender *tlsrpt;    /* loop_tlsrpt_start's (worker 0) */
-    /* this loop's counters, written by it alone (stats.h): indexed like
-     * cfg->services, which a reload keeps; svc NULL when out of memory
-     * (then nothing is counted) */
+    /* this loop's counters, written by it alone (stats.h), by service
+     * slot (generation_slot); grown by the main thread before a reload
+     * hands over a generation with new slots.  A slot without memory
+     * counts nothing. */
     struct stats stats;
     /* scratch: filled and consumed within one callback, never kept
      * (session_cmd.c: filtered message content) */
@@ -99,8 +118,8 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
                    unsigned id);
 
 /* loop_ctx_switch - new sessions use gen from now on (a reference is
- * taken; the old one is released); kept backend TLS sessions are
- * dropped: a changed CA or policy must not be bypassed by resuming. */
+ * taken; the old one is released).  Backend TLS sessions are kept per
+ * generation (struct generation), so gen starts with none. */
 void loop_ctx_switch(struct loop_ctx *ctx, struct generation *gen);
 
 /* loop_ctx_release - free what ctx holds once its loop has run dry. */
@@ -126,8 +145,8 @@ void loop_ctx_stop(struct loop_ctx *ctx);
 /* loop_next_sid - a new session id, unique within the process. */
 uint64_t loop_next_sid(struct loop_ctx *ctx);
 
-/* loop_backend_session - where service svc_index's backend TLS session
- * is kept on this loop, or NULL. */
+/* loop_backend_session - where service svc_index's (of ctx->gen)
+ * backend TLS session is kept on this loop, or NULL. */
 struct ssl_session_st **loop_backend_session(struct loop_ctx *ctx,
                                              size_t svc_index);
 

@@ -62,6 +62,10 @@ bool netaddr_in_cidr(const struct cidr *c,
 bool netaddr_in_cidrs(const struct cidr *c, size_t n,
                       const struct sockaddr_storage *addr);
 
+/* netaddr_same - same family, address and port (a listen address). */
+bool netaddr_same(const struct sockaddr_storage *a,
+                  const struct sockaddr_storage *b);
+
 /* netaddr_same_host - same family and address (ports aside). */
 bool netaddr_same_host(const struct sockaddr_storage *a,
                        const struct sockaddr_storage *b);

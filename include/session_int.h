@@ -22,6 +22,7 @@
 #include "smtp.h"
 #include "tls.h"
 #include "loop.h"
+#include "netaddr.h"
 
 
 /* Where the client side of the relay is. */
@@ -205,6 +206,13 @@ struct session {
      * should be small) */
     char *client_cert_subject;
     char *client_cert_verify;
+
+    /* the session's own logger: the loop's, with "orig_dst=ADDR:PORT"
+     * on every line of a transparent service (dst_tag) */
+    struct logger log;
+    char dst_tag[NETADDR_TEXT + 16];
+    char dst_text[NETADDR_TEXT];      /* the original destination; "" when
+                                         not transparent */
 
     /* for the summary line */
     unsigned ncommands;

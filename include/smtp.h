@@ -149,6 +149,14 @@ enum {
  */
 unsigned smtp_ehlo_caps(const char *reply, size_t len);
 
+/*
+ * smtp_ehlo_auth_mech - does a complete 250 EHLO reply offer the SASL
+ * mechanism mech (e.g. "PLAIN") on an AUTH line (RFC 4954 3: "AUTH"
+ * SP mechanism list; the old "AUTH=" form counts too)?  Names compare
+ * case-insensitively and whole: "PLAINX" is not PLAIN.
+ */
+bool smtp_ehlo_auth_mech(const char *reply, size_t len, const char *mech);
+
 struct smtp_ehlo_rewrite {
     bool offer_starttls;  /* make sure STARTTLS is advertised exactly once;
                              otherwise every STARTTLS line is removed */

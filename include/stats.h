@@ -7,9 +7,13 @@
  * no locked instruction.  The metrics endpoint (main thread) reads every
  * worker's words with relaxed loads and adds them up at scrape time.
  *
- * Counters are indexed by service number.  A reload keeps the services
- * (their number, names and order: main_reload_refusal), so a service's
- * counters keep their name across generations and are never reset.
+ * Counters are indexed by service slot (struct generation, main.c): a
+ * service that a reload keeps (by name) keeps its slot wherever it
+ * moves, so its counters are never reset; an added one gets a fresh
+ * slot.  Slots only grow: the main thread adds them (stats_reserve)
+ * before it hands the generation that uses them to the worker, and
+ * they never move, so a session of an older generation still counts
+ * into its own.
  * Every label value is from a fixed table here: nothing a peer sends, no
  * address, becomes a label.
  */
@@ -67,6 +71,8 @@ enum stats_rule {
     STATS_RULE_MAX_ERRORS,
     STATS_RULE_MAX_CONNECTIONS,
     STATS_RULE_MAX_CONNECTIONS_PER_IP,
+    STATS_RULE_SOURCES,       /* a client outside the service's sources */
+    STATS_RULE_BACKEND_AUTH,  /* the backend refused the proxy's login */
     STATS_RULE_OTHER,
     STATS_RULE_N
 };
@@ -83,6 +89,9 @@ enum stats_event {
     STATS_EV_LIMIT,                  /* a connection limit was hit */
     STATS_EV_LINE_TOO_LONG,
     STATS_EV_TIMEOUT,
+    STATS_EV_TRANSPARENT_LOOP,       /* transparent: refused, our own */
+    STATS_EV_TRANSPARENT_DENIED,     /* ... outside transparent_destinations */
+    STATS_EV_TRANSPARENT_UNKNOWN,    /* ... no original destination */
     STATS_EV_N
 };
 
@@ -117,13 +126,20 @@ struct stats_service {
     struct stats_histogram hist[STATS_H_N];
 };
 
+#define STATS_CHUNK 16            /* slots per allocation */
+#define STATS_MAX_CHUNKS 1024     /* so at most 16384 slots */
+
 struct stats {
-    size_t nservices;
-    struct stats_service *svc;
+    size_t nslots;            /* atomic: written by the main thread */
+    struct stats_service *chunk[STATS_MAX_CHUNKS];   /* never moved */
 };
 
-/* stats_init - zeroed counters for nservices services; -1: no memory. */
-int stats_init(struct stats *st, size_t nservices);
+/* stats_init - zeroed counters for nslots slots; -1: no memory. */
+int stats_init(struct stats *st, size_t nslots);
+
+/* stats_reserve - zeroed counters for slots up to nslots (those there
+ * stay where they are); -1: no memory, or past the last chunk. */
+int stats_reserve(struct stats *st, size_t nslots);
 void stats_free(struct stats *st);
 
 /* stats_add - the owner's increment (see above); NULL-safe callers pass
@@ -134,8 +150,8 @@ static inline void stats_add(uint64_t *w, uint64_t n)
                      __ATOMIC_RELAXED);
 }
 
-/* stats_of - the counters of service svc_index, or NULL. */
-struct stats_service *stats_of(struct stats *st, size_t svc_index);
+/* stats_of - the counters of service slot slot, or NULL. */
+struct stats_service *stats_of(struct stats *st, size_t slot);
 
 /* stats_observe - one observation of us microseconds in histogram h. */
 void stats_observe(struct stats_service *s, enum stats_hist h, uint64_t us);
@@ -149,11 +165,13 @@ enum stats_tls stats_tls_of(bool encrypted, const char *verify);
 
 /*
  * stats_render - the sum over the n workers' counters, for the services
- * of cfg, as exposition text: every counter and histogram family of
- * this file, each with its HELP and TYPE, every label combination of a
- * service present (zeros included, so rates start at once).
+ * of cfg (service i's in slot slots[i]; slots NULL: slot i), as
+ * exposition text: every counter and histogram family of this file,
+ * each with its HELP and TYPE, every label combination of a service
+ * present (zeros included, so rates start at once).  A service that a
+ * reload removed is no longer shown.
  */
 void stats_render(struct promtext_buf *b, const struct stats *const *w,
-                  size_t n, const struct config *cfg);
+                  size_t n, const struct config *cfg, const size_t *slots);
 
 #endif

@@ -64,11 +64,12 @@ void tls_service_keep_tickets(struct tls_service *to,
  * tls_service_cert - the n-th certificate the client leg serves (every
  * context of the service's own settings, each slot: RSA, ECDSA, ...):
  * its subject and its end of validity ("2027-03-01T12:00:00Z") into
- * subject and not_after.  Returns false after the last one.
+ * subject and not_after, and (if sha256 is not NULL) the SHA-256 of its
+ * DER form.  Returns false after the last one.
  */
 bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
                       size_t subject_len, char *not_after,
-                      size_t not_after_len);
+                      size_t not_after_len, unsigned char sha256[32]);
 
 /* tls_service_cert_expiry - the same n-th certificate's subject and end
  * of validity in seconds since the epoch (-1 if unreadable). */

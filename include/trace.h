@@ -21,7 +21,9 @@ struct trace_facts {
     const char *client_verify;    /* its verification result, or NULL */
     const char *by;               /* our hostname */
     uint64_t id;                  /* the session id */
-    const char *backend_host;
+    const char *backend_host;     /* or "ADDR:PORT" with backend_port NULL
+                                     (transparent: the original
+                                     destination) */
     const char *backend_port;
     const char *backend_policy;   /* "none", "may", "encrypt", "verify" */
     const char *backend_tls;      /* as client_tls, or NULL */

@@ -17,6 +17,7 @@
 
 struct listener;
 struct connlimit;
+struct worker_reload;
 
 struct worker {
     struct loop_ctx ctx;             /* what its sessions share */
@@ -29,7 +30,8 @@ struct worker {
     int stop_request;                /* enum worker_stop_mode asked for */
     uv_async_t *done;                /* sent when the thread ends, or NULL */
     bool finished;                   /* ... and it has (under stop_lock) */
-    struct generation *next_gen;     /* a reload to take (under stop_lock) */
+    struct worker_reload *reloads;   /* to take, oldest first (under
+                                        stop_lock) */
     uv_timer_t drain_timer;          /* a graceful stop's clock */
     uint64_t drain_deadline;
     bool draining, drain_forced;
@@ -66,9 +68,18 @@ int worker_start(struct worker *w, struct generation *gen,
                  struct connlimit *limits, unsigned id, const int *fds,
                  uv_async_t *done, char *err, size_t err_len);
 
-/* worker_request_reload - from any thread: new sessions of w use gen
- * (w takes its own reference) once w's loop has seen it. */
-void worker_request_reload(struct worker *w, struct generation *gen);
+/*
+ * worker_request_reload - from any thread: new sessions of w use gen (w
+ * takes its own reference) once w's loop has seen it, and w's listeners
+ * become gen's addresses.  fds has one entry per address of gen, in
+ * service order: a listening socket for an address the previous
+ * generation did not have (w owns it from now on), -1 for the others.
+ * An address w listens on already keeps its socket; one gen no longer
+ * has is drained (its queued connections are served on the old
+ * generation) and closed.  Requests are taken in order, none skipped.
+ */
+void worker_request_reload(struct worker *w, struct generation *gen,
+                           const int *fds, size_t nfds);
 
 /*
  * worker_request_stop - from any thread: make w stop, at once

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include "backend.h"
@@ -22,6 +24,7 @@
 #include "smtp.h"
 #include "tls.h"
 #include "tlsrpt.h"
+#include "transparent.h"
 
 #define BACKEND_REPLY_LINE 2048       /* one setup reply line */
 #define BACKEND_REPLY_LINES 200
@@ -58,7 +61,8 @@ const char *backend_state_name(enum backend_state st)
     static const char *const names[BACKEND_NSTATES] = {
         "idle", "resolving", "connecting", "tls_implicit", "greeting",
         "ehlo", "starttls", "tls_handshake", "xclient_ehlo", "xclient",
-        "ready", "failed"};
+        "auth_ehlo", "auth", "auth_user", "auth_password", "ready",
+        "failed"};
 
     return (unsigned)st < BACKEND_NSTATES ? names[st] : "?";
 }
@@ -73,14 +77,20 @@ static const unsigned backend_next[BACKEND_NSTATES] = {
     [BACKEND_CONNECTING] = B(BACKEND_TLS_IMPLICIT) | B(BACKEND_GREETING),
     [BACKEND_TLS_IMPLICIT] = B(BACKEND_GREETING),
     [BACKEND_GREETING] = B(BACKEND_EHLO) | B(BACKEND_XCLIENT_EHLO) |
-                         B(BACKEND_READY),
+                         B(BACKEND_AUTH_EHLO) | B(BACKEND_READY),
     [BACKEND_EHLO] = B(BACKEND_STARTTLS) | B(BACKEND_XCLIENT) |
                      B(BACKEND_READY),
     [BACKEND_STARTTLS] = B(BACKEND_TLS_HANDSHAKE) | B(BACKEND_XCLIENT_EHLO) |
                          B(BACKEND_READY),
-    [BACKEND_TLS_HANDSHAKE] = B(BACKEND_XCLIENT_EHLO) | B(BACKEND_READY),
+    [BACKEND_TLS_HANDSHAKE] = B(BACKEND_XCLIENT_EHLO) |
+                              B(BACKEND_AUTH_EHLO) | B(BACKEND_READY),
     [BACKEND_XCLIENT_EHLO] = B(BACKEND_XCLIENT) | B(BACKEND_READY),
     [BACKEND_XCLIENT] = B(BACKEND_READY),
+    [BACKEND_AUTH_EHLO] = B(BACKEND_AUTH),
+    /* no XCLIENT after the login: config refuses the two together */
+    [BACKEND_AUTH] = B(BACKEND_AUTH_USER) | B(BACKEND_READY),
+    [BACKEND_AUTH_USER] = B(BACKEND_AUTH_PASSWORD),
+    [BACKEND_AUTH_PASSWORD] = B(BACKEND_READY),
     [BACKEND_READY] = 0,
     [BACKEND_FAILED] = 0,
 };
@@ -105,6 +115,8 @@ static void backend_give_up(struct backend_leg *b, enum reply_id reply,
 static void backend_connect(struct backend_leg *b);
 static void backend_resolve(struct backend_leg *b);
 static void backend_tls_begin(struct backend_leg *b);
+static void backend_auth_send(struct backend_leg *b, enum backend_state st);
+static void backend_auth_begin(struct backend_leg *b);
 
 /*
  * backend_enter - every change of the setup state goes through here: it
@@ -140,6 +152,7 @@ static void backend_enter(struct backend_leg *b, enum backend_state st)
         break;
     case BACKEND_EHLO:
     case BACKEND_XCLIENT_EHLO:
+    case BACKEND_AUTH_EHLO:
         snprintf(line, sizeof line, "EHLO %s\r\n", b->hostname);
         backend_send(b, line);
         break;
@@ -156,6 +169,11 @@ static void backend_enter(struct backend_leg *b, enum backend_state st)
         backend_send(b, line);
         break;
     }
+    case BACKEND_AUTH:
+    case BACKEND_AUTH_USER:
+    case BACKEND_AUTH_PASSWORD:
+        backend_auth_send(b, st);
+        break;
     case BACKEND_READY:
         b->ev->ready(b->owner);
         break;
@@ -393,7 +411,7 @@ static bool backend_next_target(struct backend_leg *b, bool policy,
     b->have_target = false;
     b->reported = false;
     backend_stop(b);
-    b->plain_retry = b->helo_only = b->xclient_ok = false;
+    b->plain_retry = b->helo_only = b->xclient_ok = b->auth_done = false;
     b->tls_desc[0] = b->verify[0] = b->dane[0] = b->sts_desc[0] = '\0';
     backend_enter(b, BACKEND_RESOLVING);
     return true;
@@ -569,6 +587,27 @@ static void backend_connect(struct backend_leg *b)
     b->ev->ref(b->owner, 1);
     b->conn = c;
     b->nconnections++;
+    if (b->svc->backend_mark != 0 ||
+        b->svc->transparent_source == TRANSPARENT_SOURCE_CLIENT) {
+        /* backend_mark: nftables leaves our own connections alone;
+         * transparent_source = client: the destination sees the client */
+        char why[160];
+        int fd = transparent_backend_socket(
+            b->addr.ss_family, b->svc->backend_mark,
+            b->svc->transparent_source == TRANSPARENT_SOURCE_CLIENT
+                ? b->client.addr : NULL,
+            why, sizeof why);
+
+        if (fd < 0) {
+            backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_error",
+                            why);
+            return;
+        }
+        if (conn_connect_socket(c, fd, (const struct sockaddr *)&b->addr) != 0)
+            backend_give_up(b, REPLY_BACKEND_UNAVAILABLE,
+                            "backend_unreachable", conn_error(c));
+        return;
+    }
     if (conn_connect(c, (const struct sockaddr *)&b->addr) != 0)
         backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_unreachable",
                         conn_error(c));
@@ -626,13 +665,25 @@ static void backend_resolve(struct backend_leg *b)
 /* backend_start - see backend.h. */
 void backend_start(struct backend_leg *b, bool plain_retry)
 {
-    int port = (int)strtol(b->svc->backend_port, NULL, 10); /* validated */
+    int port;
 
     sbuf_free(&b->in);
     b->state = BACKEND_IDLE;
     b->hs_start = 0;
     b->plain_retry = plain_retry;
     b->authenticated = false;
+    b->auth_done = false;          /* a new backend session logs in again */
+    free(b->auth_ehlo);
+    b->auth_ehlo = NULL;
+    b->auth_ehlo_len = 0;
+    if (b->svc->transparent != TRANSPARENT_OFF) {
+        /* the client's original destination, checked by the owner */
+        b->addr = *b->client.dst;
+        netaddr_host(&b->addr, b->host, sizeof b->host, "");
+        backend_enter(b, BACKEND_CONNECTING);
+        return;
+    }
+    port = (int)strtol(b->svc->backend_port, NULL, 10); /* validated */
     if (config_service_dns(b->svc)) {
         /* a plaintext retry, or a fresh backend session: the same host */
         if (b->have_target) {
@@ -717,6 +768,8 @@ void backend_free(struct backend_leg *b)
     sbuf_free(&b->in);
     free(b->greeting);
     b->greeting = NULL;
+    free(b->auth_ehlo);
+    b->auth_ehlo = NULL;
 }
 
 bool backend_is_ready(const struct backend_leg *b)
@@ -830,8 +883,10 @@ void backend_handshake_timeout(struct backend_leg *b)
 }
 
 /*
- * backend_finish - TLS is settled.  With "backend_client_address =
- * xclient" the backend is told who the client is before the client is
+ * backend_finish - TLS is settled.  With backend_auth the proxy logs in
+ * first (backend_auth_begin), and comes back here once it has.  With
+ * "backend_client_address = xclient" (never together with backend_auth)
+ * the backend is told who the client is before the client is
  * greeted, but only if it offers XCLIENT (after TLS: the capabilities
  * learnt before do not count).  caps_known says whether caps is the
  * current EHLO answer.
@@ -839,6 +894,10 @@ void backend_handshake_timeout(struct backend_leg *b)
 static void backend_finish(struct backend_leg *b, bool caps_known,
                            unsigned caps)
 {
+    if (b->svc->backend_auth != BACKEND_AUTH_NONE && !b->auth_done) {
+        backend_auth_begin(b);
+        return;
+    }
     if (b->svc->backend_client_address != CLIENT_ADDRESS_XCLIENT ||
         b->helo_only) {
         backend_enter(b, BACKEND_READY);
@@ -851,6 +910,124 @@ static void backend_finish(struct backend_leg *b, bool caps_known,
     } else {
         backend_enter(b, BACKEND_XCLIENT);
     }
+}
+
+/* ---- upstream AUTH (backend_auth) ----------------------------------------- */
+
+/* backend_tls_up - the conn is TLS, its handshake done, and not the
+ * plaintext retry of "may": the only place credentials may go. */
+static bool backend_tls_up(const struct backend_leg *b)
+{
+    SSL *ssl = b->conn != NULL ? conn_ssl(b->conn) : NULL;
+
+    return ssl != NULL && SSL_is_init_finished(ssl) && !b->plain_retry &&
+           b->tls_desc[0] != '\0';
+}
+
+static const char *backend_auth_mech(const struct backend_leg *b)
+{
+    return b->svc->backend_auth == BACKEND_AUTH_LOGIN ? "LOGIN" : "PLAIN";
+}
+
+/*
+ * backend_auth_refuse - the login cannot be done: the client gets 421
+ * 4.7.0 before it is greeted, as under a strict TLS policy, and nothing
+ * of its mail goes anywhere.  code and text (the backend's reply, or
+ * why) are logged, escaped; never anything that was sent.
+ */
+static void backend_auth_refuse(struct backend_leg *b, int code,
+                                const char *text)
+{
+    char user[200], esc[300];
+
+    log_escape(user, sizeof user, b->svc->auth_user,
+               strlen(b->svc->auth_user));
+    log_escape(esc, sizeof esc, text, strlen(text));
+    log_event(b->log, LOG_WARN, b->sid,
+              "event=backend_auth_failed user=%s mechanism=%s code=%d "
+              "reply=\"%s\"", user, backend_auth_mech(b), code, esc);
+    /* counted as a rule (the metrics); config requires enforce = yes,
+     * and a refused login could not be let through anyway */
+    (void)b->ev->enforce(b->owner, "backend_auth", text);
+    backend_enter(b, BACKEND_FAILED);
+    b->ev->refuse(b->owner, REPLY_BACKEND_AUTH_FAILED, "backend_auth_required",
+                  "the backend did not accept the proxy's login");
+}
+
+/*
+ * backend_auth_begin - TLS is settled and backend_auth is set: EHLO
+ * again (RFC 3207 4.2: what was learnt before TLS is forgotten, and a
+ * server offers AUTH only now).  The credentials never go over a conn
+ * that is not TLS: config -t refuses policies that may fall back, and
+ * this check holds whatever the policy did.
+ */
+static void backend_auth_begin(struct backend_leg *b)
+{
+    if (!backend_tls_up(b)) {
+        backend_auth_refuse(b, 0, "no TLS to the backend: credentials not "
+                                  "sent");
+        return;
+    }
+    backend_enter(b, BACKEND_AUTH_EHLO);
+}
+
+/* backend_b64_line - prefix, base64 of in[0..n), CRLF, into out; its
+ * length, or 0 when it does not fit. */
+static size_t backend_b64_line(const char *prefix, const unsigned char *in,
+                               size_t n, char *out, size_t cap)
+{
+    size_t p = strlen(prefix);
+
+    if (p + 4 * ((n + 2) / 3) + 3 > cap)
+        return 0;
+    memcpy(out, prefix, p);
+    p += (size_t)EVP_EncodeBlock((unsigned char *)out + p, in, (int)n);
+    memcpy(out + p, "\r\n", 3);
+    return p + 2;
+}
+
+/*
+ * backend_auth_send - the entry action of the AUTH states: RFC 4616
+ * PLAIN as an initial response (RFC 4954 4: "AUTH PLAIN" SP base64 of
+ * NUL user NUL password, no authorization identity), or LOGIN's
+ * command, user name and password, each base64 after a 334.  Only over
+ * TLS; what was built is wiped once it is in the conn's buffer.
+ */
+static void backend_auth_send(struct backend_leg *b, enum backend_state st)
+{
+    const char *user = b->svc->auth_user, *pass = b->svc->auth_password;
+    size_t ul = strlen(user), pl = strlen(pass), n = 0;
+    unsigned char raw[2 * 256 + 2];
+    char line[800];
+
+    if (!backend_tls_up(b)) {     /* cannot happen: backend_auth_begin */
+        backend_auth_refuse(b, 0, "no TLS");
+        return;
+    }
+    if (st == BACKEND_AUTH && b->svc->backend_auth == BACKEND_AUTH_LOGIN) {
+        backend_send(b, "AUTH LOGIN\r\n");
+        return;
+    }
+    if (st == BACKEND_AUTH && ul + pl + 2 <= sizeof raw) {
+        raw[0] = '\0';
+        memcpy(raw + 1, user, ul);
+        raw[1 + ul] = '\0';
+        memcpy(raw + 2 + ul, pass, pl);
+        n = backend_b64_line("AUTH PLAIN ", raw, ul + pl + 2, line,
+                             sizeof line);
+    } else if (st == BACKEND_AUTH_USER) {
+        n = backend_b64_line("", (const unsigned char *)user, ul, line,
+                             sizeof line);
+    } else if (st == BACKEND_AUTH_PASSWORD) {
+        n = backend_b64_line("", (const unsigned char *)pass, pl, line,
+                             sizeof line);
+    }
+    if (n > 0)
+        conn_write(b->conn, line, n);
+    OPENSSL_cleanse(raw, sizeof raw);
+    OPENSSL_cleanse(line, sizeof line);
+    if (n == 0)
+        backend_auth_refuse(b, 0, "credentials too long");
 }
 
 /* backend_xtext - RFC 3461 4 xtext: '+', '=' and bytes outside 33..126
@@ -1080,6 +1257,8 @@ static void backend_on_close(struct conn *c, void *ud)
 /* One setup reply, already taken out of b->in. */
 struct backend_reply {
     int code;
+    bool mech;              /* an EHLO reply offers backend_auth's */
+    char text[200];         /* its first line (for the log) */
     unsigned caps;          /* EHLO keywords, for an EHLO reply */
     size_t extra;           /* bytes the backend sent behind it */
 };
@@ -1195,12 +1374,101 @@ static bool backend_reply_xclient(struct backend_leg *b,
     return true;
 }
 
+/* backend_reply_auth_ehlo - the EHLO over TLS: AUTH and the mechanism
+ * must be offered (the reply was kept for the owner). */
+static bool backend_reply_auth_ehlo(struct backend_leg *b,
+                                    const struct backend_reply *rep)
+{
+    if (rep->extra > 0) {
+        backend_give_up(b, REPLY_BACKEND_PROTOCOL, "backend_error",
+                        "unsolicited data after EHLO reply");
+        return false;
+    }
+    if (rep->code != 250 || !(rep->caps & SMTP_CAP_AUTH) || !rep->mech) {
+        backend_auth_refuse(b, rep->code,
+                            rep->code != 250 ? rep->text
+                            : !(rep->caps & SMTP_CAP_AUTH)
+                                ? "AUTH not offered"
+                                : "mechanism not offered");
+        return false;
+    }
+    b->auth_caps = rep->caps;
+    backend_enter(b, BACKEND_AUTH);
+    return true;
+}
+
+/* backend_reply_auth - the answers to the AUTH exchange: 334 asks for
+ * LOGIN's next part, 235 (RFC 4954 6) is the login; anything else
+ * refuses the client, with the backend's text logged. */
+static bool backend_reply_auth(struct backend_leg *b,
+                               const struct backend_reply *rep,
+                               enum backend_state st)
+{
+    char user[200];
+
+    if (rep->extra > 0) {
+        backend_give_up(b, REPLY_BACKEND_PROTOCOL, "backend_error",
+                        "unsolicited data after AUTH reply");
+        return false;
+    }
+    if (rep->code == 334 && b->svc->backend_auth == BACKEND_AUTH_LOGIN &&
+        st != BACKEND_AUTH_PASSWORD) {
+        backend_enter(b, st == BACKEND_AUTH ? BACKEND_AUTH_USER
+                                            : BACKEND_AUTH_PASSWORD);
+        return true;
+    }
+    if (rep->code != 235) {
+        backend_auth_refuse(b, rep->code, rep->text);
+        return false;
+    }
+    b->auth_done = true;
+    log_escape(user, sizeof user, b->svc->auth_user,
+               strlen(b->svc->auth_user));
+    log_event(b->log, LOG_INFO, b->sid,
+              "event=backend_auth user=%s mechanism=%s", user,
+              backend_auth_mech(b));
+    backend_finish(b, true, b->auth_caps);
+    return true;
+}
+
+/* backend_reply_text - a reply's first line (cut at cap - 1 bytes), for
+ * the log; NUL bytes end it early. */
+static void backend_reply_text(const char *p, size_t len, char *out,
+                               size_t cap)
+{
+    size_t n = 0;
+
+    while (n < len && n + 1 < cap && p[n] != '\r' && p[n] != '\n')
+        n++;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+/* backend_keep_auth_ehlo - the EHLO reply over TLS, for the owner: a
+ * client's EHLO is the backend's second one, which some refuse. */
+static bool backend_keep_auth_ehlo(struct backend_leg *b, const char *p,
+                                   size_t len)
+{
+    free(b->auth_ehlo);
+    b->auth_ehlo = malloc(len);
+    b->auth_ehlo_len = b->auth_ehlo != NULL ? len : 0;
+    if (b->auth_ehlo == NULL) {
+        backend_give_up(b, REPLY_BACKEND_UNAVAILABLE, "backend_error",
+                        "out of memory");
+        return false;
+    }
+    memcpy(b->auth_ehlo, p, len);
+    return true;
+}
+
 /* backend_waits_reply - does state wait for a reply from the backend? */
 static bool backend_waits_reply(enum backend_state st)
 {
     return st == BACKEND_GREETING || st == BACKEND_EHLO ||
            st == BACKEND_STARTTLS || st == BACKEND_XCLIENT_EHLO ||
-           st == BACKEND_XCLIENT;
+           st == BACKEND_XCLIENT || st == BACKEND_AUTH_EHLO ||
+           st == BACKEND_AUTH || st == BACKEND_AUTH_USER ||
+           st == BACKEND_AUTH_PASSWORD;
 }
 
 /* backend_keep_greeting - the greeting is relayed to the client later. */
@@ -1256,9 +1524,15 @@ static void backend_setup_input(struct backend_leg *b)
         if (st == BACKEND_GREETING && !backend_keep_greeting(b, p, sr.len))
             return;
         rep.code = sr.code;
-        rep.caps = st == BACKEND_EHLO || st == BACKEND_XCLIENT_EHLO
+        rep.caps = st == BACKEND_EHLO || st == BACKEND_XCLIENT_EHLO ||
+                           st == BACKEND_AUTH_EHLO
                        ? smtp_ehlo_caps(p, sr.len) : 0;
         rep.extra = b->in.len - sr.len;
+        if (st == BACKEND_AUTH_EHLO && !backend_keep_auth_ehlo(b, p, sr.len))
+            return;
+        rep.mech = st == BACKEND_AUTH_EHLO &&
+                   smtp_ehlo_auth_mech(p, sr.len, backend_auth_mech(b));
+        backend_reply_text(p, sr.len, rep.text, sizeof rep.text);
         sbuf_consume(&b->in, sr.len);
         if (st == BACKEND_GREETING)
             go_on = backend_reply_greeting(b, &rep);
@@ -1268,8 +1542,12 @@ static void backend_setup_input(struct backend_leg *b)
             go_on = backend_reply_starttls(b, &rep);
         else if (st == BACKEND_XCLIENT_EHLO)
             go_on = backend_reply_xclient_ehlo(b, &rep);
-        else
+        else if (st == BACKEND_AUTH_EHLO)
+            go_on = backend_reply_auth_ehlo(b, &rep);
+        else if (st == BACKEND_XCLIENT)
             go_on = backend_reply_xclient(b, &rep);
+        else
+            go_on = backend_reply_auth(b, &rep, st);
         if (!go_on)
             return;
     }

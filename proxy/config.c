@@ -28,9 +28,11 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <ini.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/tls1.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -124,6 +126,16 @@ enum key_id {
     K_PROFILES,
     K_EHLO_PASS,
     K_BACKEND_TLS_FINGERPRINTS,
+    K_SOURCES,
+    K_BACKEND_AUTH,
+    K_BACKEND_AUTH_FILE,
+    K_BACKEND_AUTH_USER,
+    K_BACKEND_HEALTH,
+    K_BACKEND_HEALTH_INTERVAL,
+    K_TRANSPARENT,
+    K_TRANSPARENT_SOURCE,
+    K_TRANSPARENT_DESTINATIONS,
+    K_BACKEND_MARK,
     KP_SOURCES,
     KP_CLIENT_TLS,
     KP_CLIENT_PLAINTEXT_AUTH,
@@ -187,7 +199,13 @@ _Static_assert(sizeof(enum client_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum backend_tls) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum client_cert) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum bare_newline) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum backend_health) == sizeof(int),
+               "enum stored as int");
 _Static_assert(sizeof(enum client_address) == sizeof(int),
+               "enum stored as int");
+_Static_assert(sizeof(enum backend_auth) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum transparent) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum transparent_source) == sizeof(int),
                "enum stored as int");
 
 static const struct enum_name log_level_names[] = {
@@ -245,9 +263,33 @@ static const struct enum_name bare_newline_names[] = {
     { NULL, 0 }
 };
 
+static const struct enum_name backend_auth_names[] = {
+    { "none", BACKEND_AUTH_NONE }, { "plain", BACKEND_AUTH_PLAIN },
+    { "login", BACKEND_AUTH_LOGIN },
+    { NULL, 0 }
+};
+
+static const struct enum_name backend_health_names[] = {
+    { "none", BACKEND_HEALTH_NONE }, { "connect", BACKEND_HEALTH_CONNECT },
+    { "smtp", BACKEND_HEALTH_SMTP },
+    { NULL, 0 }
+};
+
 static const struct enum_name client_address_names[] = {
     { "none", CLIENT_ADDRESS_NONE },         { "proxy-v1", CLIENT_ADDRESS_PROXY_V1 },
     { "proxy-v2", CLIENT_ADDRESS_PROXY_V2 }, { "xclient", CLIENT_ADDRESS_XCLIENT },
+    { NULL, 0 }
+};
+
+static const struct enum_name transparent_names[] = {
+    { "off", TRANSPARENT_OFF }, { "redirect", TRANSPARENT_REDIRECT },
+    { "tproxy", TRANSPARENT_TPROXY },
+    { NULL, 0 }
+};
+
+static const struct enum_name transparent_source_names[] = {
+    { "proxy", TRANSPARENT_SOURCE_PROXY },
+    { "client", TRANSPARENT_SOURCE_CLIENT },
     { NULL, 0 }
 };
 
@@ -391,6 +433,30 @@ static const struct key_def key_table[K_COUNT] = {
     SERVICE_KEY(K_BACKEND_TLS_FINGERPRINTS, "backend_tls_fingerprints",
                 KT_PINS, backend_pins,
                 .off2 = offsetof(struct service, nbackend_pins)),
+    /* the service's own sources: who may connect at all (a profile's
+     * sources only choose its settings) */
+    SERVICE_KEY(K_SOURCES, "sources", KT_CIDRS, sources,
+                .off2 = offsetof(struct service, nsources)),
+    SERVICE_KEY(K_BACKEND_AUTH, "backend_auth", KT_ENUM, backend_auth,
+                .names = backend_auth_names, .def = "none"),
+    SERVICE_KEY(K_BACKEND_AUTH_FILE, "backend_auth_file", KT_PATH,
+                backend_auth_file, .def = NULL),
+    SERVICE_KEY(K_BACKEND_AUTH_USER, "backend_auth_user", KT_PATH,
+                backend_auth_user, .def = NULL),
+    SERVICE_KEY(K_BACKEND_HEALTH, "backend_health", KT_ENUM, backend_health,
+                .names = backend_health_names, .def = "none"),
+    SERVICE_KEY(K_BACKEND_HEALTH_INTERVAL, "backend_health_interval", KT_UINT,
+                backend_health_interval, .min = 1, .max = 3600, .def = "10"),
+    SERVICE_KEY(K_TRANSPARENT, "transparent", KT_ENUM, transparent,
+                .names = transparent_names, .def = "off"),
+    SERVICE_KEY(K_TRANSPARENT_SOURCE, "transparent_source", KT_ENUM,
+                transparent_source, .names = transparent_source_names,
+                .def = "proxy"),
+    SERVICE_KEY(K_TRANSPARENT_DESTINATIONS, "transparent_destinations",
+                KT_CIDRS, transparent_destinations,
+                .off2 = offsetof(struct service, ntransparent_destinations)),
+    SERVICE_KEY(K_BACKEND_MARK, "backend_mark", KT_UINT, backend_mark,
+                .min = 0, .max = 4294967295u, .def = "0"),  /* 0: none */
     /* [profile NAME]: no defaults; a key not given leaves has_* false */
     PROFILE_KEY(KP_SOURCES, "sources", KT_CIDRS, sources,
                 .off2 = offsetof(struct profile, nsources)),
@@ -2086,6 +2152,326 @@ static void config_check_certs(struct parser *p, struct service *svc,
                      ncert ? "key" : "cert");
 }
 
+#define CONFIG_AUTH_FILE_MAX 4096  /* bytes of a backend_auth_file */
+#define CONFIG_AUTH_FIELD_MAX 255  /* bytes of its user or password */
+
+/* config_auth_owner_ok - may uid own a backend_auth_file?  root, the
+ * configured user (or the default one, starttls-proxy, when it exists),
+ * or whoever runs the proxy (an unprivileged start reads it as itself). */
+static bool config_auth_owner_ok(const struct config *cfg, uid_t uid)
+{
+    const char *name = cfg->user != NULL ? cfg->user : "starttls-proxy";
+    const struct passwd *pw;
+
+    if (uid == 0 || uid == geteuid())
+        return true;
+    pw = getpwnam(name);
+    return pw != NULL && pw->pw_uid == uid;
+}
+
+/* config_auth_field - the value of a "user NAME" or "password SECRET"
+ * line: the rest of the line after the blanks that follow the word, taken
+ * as it is (a password may hold blanks), into a new string at *out. */
+static int config_auth_field(const char *v, char **out, const char *what,
+                             char *why, size_t why_len)
+{
+    size_t n = strlen(v);
+
+    if (*out != NULL) {
+        snprintf(why, why_len, "%s is given twice", what);
+        return -1;
+    }
+    if (n == 0 || n > CONFIG_AUTH_FIELD_MAX) {
+        snprintf(why, why_len, "%s must be 1..%d bytes", what,
+                 CONFIG_AUTH_FIELD_MAX);
+        return -1;
+    }
+    if ((*out = strdup(v)) == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * config_auth_parse - the text of a backend_auth_file: lines "user NAME"
+ * and "password SECRET" (LF or CRLF), blank lines and lines starting
+ * with '#' ignored.  Sets *user (NULL when there is no user line) and
+ * *password.  The secret never goes into why.
+ */
+static int config_auth_parse(char *text, char **user, char **password,
+                             char *why, size_t why_len)
+{
+    char *line = text, *next, *v;
+    unsigned lineno = 0;
+
+    *user = *password = NULL;
+    for (; line != NULL && *line != '\0'; line = next) {
+        lineno++;
+        next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
+        if (*line != '\0' && line[strlen(line) - 1] == '\r')
+            line[strlen(line) - 1] = '\0';
+        if (*line == '\0' || *line == '#')
+            continue;
+        v = line + strcspn(line, " \t");
+        if (*v != '\0')
+            *v++ = '\0';
+        v += strspn(v, " \t");
+        if (strcmp(line, "user") == 0) {
+            if (config_auth_field(v, user, "user", why, why_len) < 0)
+                goto bad;
+        } else if (strcmp(line, "password") == 0) {
+            if (config_auth_field(v, password, "password", why, why_len) < 0)
+                goto bad;
+        } else {
+            snprintf(why, why_len, "line %u: \"user NAME\" or \"password "
+                     "SECRET\" expected", lineno);
+            goto bad;
+        }
+    }
+    if (*password == NULL) {
+        snprintf(why, why_len, "no password line");
+        goto bad;
+    }
+    return 0;
+bad:
+    free(*user);
+    if (*password != NULL)
+        OPENSSL_cleanse(*password, strlen(*password));
+    free(*password);
+    *user = *password = NULL;
+    return -1;
+}
+
+/*
+ * config_load_auth - read service svc's backend_auth_file (at start and
+ * on every reload, so before the privilege drop at start).  Refused when
+ * it is not a regular file, when its group or others may read or write
+ * it, or when it belongs to someone who is neither root nor the proxy's
+ * user: a secret anyone else can read is no longer a secret.
+ */
+static void config_load_auth(struct parser *p, struct service *svc,
+                             struct sect_state *st)
+{
+    int line = st->line[K_BACKEND_AUTH_FILE];
+    char q[CONFIG_QUOTE_BUF], why[CONFIG_WHY_BUF];
+    char buf[CONFIG_AUTH_FILE_MAX + 1];
+    struct stat sb;
+    ssize_t n;
+    size_t len = 0;
+    int fd;
+
+    config_quote(q, sizeof q, svc->backend_auth_file);
+    fd = open(svc->backend_auth_file, O_RDONLY | O_NOCTTY | O_NONBLOCK |
+                                          O_CLOEXEC);
+    if (fd < 0) {
+        config_error(p, line, "backend_auth_file %s: %s", q, strerror(errno));
+        return;
+    }
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        config_error(p, line, "backend_auth_file %s: not a regular file", q);
+        close(fd);
+        return;
+    }
+    if (sb.st_mode & (S_IRWXG | S_IRWXO)) {
+        config_error(p, line, "backend_auth_file %s: mode %04o lets group or "
+                     "others at the secret; chmod 0600 it", q,
+                     (unsigned)(sb.st_mode & 07777));
+        close(fd);
+        return;
+    }
+    if (!config_auth_owner_ok(p->cfg, sb.st_uid)) {
+        config_error(p, line, "backend_auth_file %s: owned by uid %lu, "
+                     "neither root nor the proxy's user", q,
+                     (unsigned long)sb.st_uid);
+        close(fd);
+        return;
+    }
+    while (len < sizeof buf - 1 &&
+           (n = read(fd, buf + len, sizeof buf - 1 - len)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    if (len == sizeof buf - 1 || memchr(buf, '\0', len) != NULL) {
+        config_error(p, line, "backend_auth_file %s: not a text file of at "
+                     "most %d bytes", q, CONFIG_AUTH_FILE_MAX - 1);
+    } else if (config_auth_parse(buf, &svc->auth_user, &svc->auth_password,
+                                 why, sizeof why) < 0) {
+        config_error(p, line, "backend_auth_file %s: %s", q, why);
+    } else if (svc->backend_auth_user != NULL && svc->auth_user != NULL) {
+        config_error(p, line, "backend_auth_file %s has a user line, and "
+                     "backend_auth_user is set too: keep one", q);
+    } else if (svc->backend_auth_user == NULL && svc->auth_user == NULL) {
+        config_error(p, line, "backend_auth_file %s has no user line (or "
+                     "set backend_auth_user)", q);
+    } else if (svc->auth_user == NULL &&
+               (svc->auth_user = strdup(svc->backend_auth_user)) == NULL) {
+        config_error(p, line, "out of memory");
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
+}
+
+/*
+ * config_check_auth - backend_auth: the credentials only ever go over
+ * TLS, so the backend policy must be one that never falls back to
+ * plaintext, and a relay through the account must not be open to the
+ * world (sources).  Then the file is read.
+ */
+static void config_check_auth(struct parser *p, struct service *svc,
+                              struct sect_state *st)
+{
+    static const char *const btls[] = { "none", "may", "encrypt", "verify",
+                                        "dane", "dane-only", "fingerprint",
+                                        "sts" };
+
+    if (st->bad[K_BACKEND_AUTH])
+        return;
+    if (svc->backend_auth == BACKEND_AUTH_NONE) {
+        if (svc->backend_auth_file != NULL)
+            config_error(p, st->line[K_BACKEND_AUTH_FILE],
+                         "service [%s]: backend_auth_file needs "
+                         "backend_auth = plain or login", svc->name);
+        if (svc->backend_auth_user != NULL)
+            config_error(p, st->line[K_BACKEND_AUTH_USER],
+                         "service [%s]: backend_auth_user needs "
+                         "backend_auth = plain or login", svc->name);
+        return;
+    }
+    if (!st->bad[K_BACKEND_TLS] &&
+        (svc->backend_tls == BACKEND_TLS_NONE ||
+         svc->backend_tls == BACKEND_TLS_MAY ||
+         svc->backend_tls == BACKEND_TLS_DANE ||
+         svc->backend_tls == BACKEND_TLS_STS))
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth needs a backend_tls that "
+                     "never falls back to plaintext (encrypt, verify, "
+                     "fingerprint, dane-only), not %s", svc->name,
+                     btls[svc->backend_tls]);
+    if (!st->bad[K_ENFORCE] && !svc->enforce)
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth needs enforce = yes (under "
+                     "enforce = no a TLS failure would go on in plaintext)",
+                     svc->name);
+    /* the account's secret goes to the backend: under transparent that
+     * is wherever a client connects to, any server on the internet */
+    if (!st->bad[K_TRANSPARENT] && svc->transparent != TRANSPARENT_OFF)
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth cannot be used with "
+                     "transparent (the login would go to whatever server "
+                     "a client connects to)", svc->name);
+    /* Postfix forgets a SASL login at XCLIENT (it starts the session
+     * over), and a provider takes no XCLIENT from us anyway */
+    if (!st->bad[K_BACKEND_CLIENT_ADDRESS] &&
+        svc->backend_client_address == CLIENT_ADDRESS_XCLIENT)
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth and backend_client_address "
+                     "= xclient do not go together (XCLIENT would undo the "
+                     "login)", svc->name);
+    if (svc->nsources == 0 && !st->bad[K_SOURCES])
+        config_error(p, st->line[K_BACKEND_AUTH],
+                     "service [%s]: backend_auth needs sources (the clients "
+                     "that may send through the account; without it the "
+                     "proxy is an open relay on the provider's account)",
+                     svc->name);
+    if (svc->backend_auth_file == NULL) {
+        if (!st->bad[K_BACKEND_AUTH_FILE])
+            config_error(p, st->line[K_BACKEND_AUTH],
+                         "service [%s]: backend_auth needs "
+                         "backend_auth_file", svc->name);
+        return;
+    }
+    config_load_auth(p, svc, st);
+}
+
+/*
+ * config_check_transparent - transparent = redirect | tproxy: the backend
+ * is each connection's original destination, an address and a port.
+ * Nothing names it before the client connects, so what needs a name or a
+ * domain cannot apply: no backend key, no mx:, no DANE or MTA-STS (the
+ * backend is connected before the client names a recipient), no pins
+ * (one pin list for every destination), and verify only against a
+ * configured backend_verify_name.  A PROXY header's destination would
+ * come from the load balancer, not from the kernel: refused too.
+ */
+static void config_check_transparent(struct parser *p, struct service *svc,
+                                     struct sect_state *st)
+{
+    static const char *const btls[] = {
+        "none", "may", "encrypt", "verify", "dane", "dane-only",
+        "fingerprint", "sts" };
+
+    if (st->bad[K_TRANSPARENT])
+        return;
+    if (svc->transparent == TRANSPARENT_OFF) {
+        if (st->line[K_TRANSPARENT_DESTINATIONS] != 0)
+            config_error(p, st->line[K_TRANSPARENT_DESTINATIONS],
+                         "service [%s]: transparent_destinations needs "
+                         "transparent = redirect | tproxy", svc->name);
+        if (st->line[K_TRANSPARENT_SOURCE] != 0 &&
+            !st->bad[K_TRANSPARENT_SOURCE] &&
+            svc->transparent_source == TRANSPARENT_SOURCE_CLIENT)
+            config_error(p, st->line[K_TRANSPARENT_SOURCE],
+                         "service [%s]: transparent_source = client needs "
+                         "transparent = tproxy", svc->name);
+        return;
+    }
+    if (st->line[K_BACKEND] != 0)
+        config_error(p, st->line[K_BACKEND],
+                     "service [%s]: backend cannot be given with "
+                     "transparent (the backend is the connection's "
+                     "original destination)", svc->name);
+    if (!st->bad[K_TRANSPARENT_SOURCE] &&
+        svc->transparent_source == TRANSPARENT_SOURCE_CLIENT &&
+        svc->transparent != TRANSPARENT_TPROXY)
+        config_error(p, st->line[K_TRANSPARENT_SOURCE],
+                     "service [%s]: transparent_source = client needs "
+                     "transparent = tproxy", svc->name);
+    if (svc->backend_health != BACKEND_HEALTH_NONE &&
+        !st->bad[K_BACKEND_HEALTH])
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health cannot be used with "
+                     "transparent (there is no one backend to probe)",
+                     svc->name);
+    if (svc->client_proxy_protocol && !st->bad[K_CLIENT_PROXY_PROTOCOL])
+        config_error(p, st->line[K_CLIENT_PROXY_PROTOCOL],
+                     "service [%s]: client_proxy_protocol cannot be used "
+                     "with transparent (the original destination comes "
+                     "from the kernel)", svc->name);
+    if (st->bad[K_BACKEND_TLS])
+        return;
+    switch (svc->backend_tls) {
+    case BACKEND_TLS_NONE:
+    case BACKEND_TLS_MAY:
+    case BACKEND_TLS_ENCRYPT:
+        break;
+    case BACKEND_TLS_VERIFY:
+        if (svc->backend_verify_name == NULL &&
+            !st->bad[K_BACKEND_VERIFY_NAME])
+            config_error(p, st->line[K_BACKEND_TLS],
+                         "service [%s]: backend_tls = verify with "
+                         "transparent needs backend_verify_name (only the "
+                         "destination's address is known)", svc->name);
+        break;
+    default:
+        config_error(p, st->line[K_BACKEND_TLS],
+                     "service [%s]: backend_tls = %s cannot be used with "
+                     "transparent (use none, may, encrypt, or verify with "
+                     "backend_verify_name: only the destination's address "
+                     "is known, and the backend is connected before the "
+                     "client names a recipient)", svc->name,
+                     btls[svc->backend_tls]);
+        break;
+    }
+}
+
 /* config_check_service - the rules between the keys of service i; errors
  * name its header line.  Keys whose value was rejected are not checked
  * again. */
@@ -2102,9 +2488,11 @@ static void config_check_service(struct parser *p, size_t i)
     if (svc->nlisten == 0 && !st->bad[K_LISTEN])
         config_error(p, svc->line, "service [%s]: listen is required",
                      svc->name);
-    if (svc->backend_host == NULL && !st->bad[K_BACKEND])
-        config_error(p, svc->line, "service [%s]: backend is required",
-                     svc->name);
+    if (svc->backend_host == NULL && !st->bad[K_BACKEND] &&
+        svc->transparent == TRANSPARENT_OFF && !st->bad[K_TRANSPARENT])
+        config_error(p, svc->line, "service [%s]: backend is required "
+                     "(or transparent = redirect | tproxy)", svc->name);
+    config_check_transparent(p, svc, st);
     if (client_ok && svc->client_implicit_tls &&
         svc->client_tls == CLIENT_TLS_NONE)
         config_error(p, svc->line,
@@ -2133,6 +2521,19 @@ static void config_check_service(struct parser *p, size_t i)
         config_error(p, svc->line,
                      "service [%s]: backend_implicit_tls needs TLS, but "
                      "backend_tls = none", svc->name);
+    if (!st->bad[K_BACKEND_HEALTH] && !st->bad[K_BACKEND] &&
+        svc->backend_health != BACKEND_HEALTH_NONE && svc->backend_mx)
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health needs a host:port "
+                     "backend, not mx: (its next hops change with DNS and "
+                     "each session already tries them in turn)", svc->name);
+    if (!st->bad[K_BACKEND_HEALTH] && !st->bad[K_BACKEND_IMPLICIT_TLS] &&
+        svc->backend_health == BACKEND_HEALTH_SMTP &&
+        svc->backend_implicit_tls)
+        config_error(p, st->line[K_BACKEND_HEALTH],
+                     "service [%s]: backend_health = smtp reads a plaintext "
+                     "greeting, but backend_implicit_tls = yes: use "
+                     "backend_health = connect", svc->name);
     /* a client trickling a command is cut off as soon as an idle one */
     if (st->line[K_COMMAND_TIMEOUT] == 0)
         svc->command_timeout = svc->idle_timeout;
@@ -2194,6 +2595,7 @@ static void config_check_service(struct parser *p, size_t i)
                              "listen: %s is already metrics_listen (line %d)",
                              svc->listen[a].text,
                              p->proxy.line[K_METRICS_LISTEN]);
+    config_check_auth(p, svc, st);
     config_resolve_profiles(p, svc, st);
 }
 
@@ -2455,6 +2857,12 @@ void config_free(struct config *cfg)
     if (cfg == NULL)
         return;
     for (i = 0; i < cfg->nservices; i++) {
+        struct service *svc = &cfg->services[i];
+
+        if (svc->auth_password != NULL)
+            OPENSSL_cleanse(svc->auth_password, strlen(svc->auth_password));
+        free(svc->auth_password);
+        free(svc->auth_user);
         config_free_fields(&cfg->services[i], SCOPE_SERVICE);
         free(cfg->services[i].name);
         free(cfg->services[i].key_lines);

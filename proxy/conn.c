@@ -742,6 +742,19 @@ int conn_connect(struct conn *c, const struct sockaddr *addr)
     return 0;
 }
 
+/* conn_connect_socket - see conn.h. */
+int conn_connect_socket(struct conn *c, int fd, const struct sockaddr *addr)
+{
+    int r = uv_tcp_open(&c->tcp, fd);
+
+    if (r != 0) {
+        close(fd);
+        snprintf(c->err, sizeof c->err, "%s", uv_strerror(r));
+        return -1;
+    }
+    return conn_connect(c, addr);
+}
+
 /* conn_tls_setup - put ssl on c's BIOs; ssl is owned by c. */
 static int conn_tls_setup(struct conn *c, SSL *ssl)
 {

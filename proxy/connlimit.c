@@ -62,6 +62,27 @@ void connlimit_free(struct connlimit *cl)
     free(cl);
 }
 
+/* connlimit_reserve - see connlimit.h. */
+int connlimit_reserve(struct connlimit *cl, size_t nservices)
+{
+    unsigned *grown;
+    int r = 0;
+
+    uv_mutex_lock(&cl->lock);
+    if (nservices > cl->nservices) {
+        grown = realloc(cl->per_service, nservices * sizeof *grown);
+        if (grown == NULL) {
+            r = -1;
+        } else {
+            memset(grown + cl->nservices, 0,
+                   (nservices - cl->nservices) * sizeof *grown);
+            cl->per_service = grown;
+            cl->nservices = nservices;
+        }
+    }
+    uv_mutex_unlock(&cl->lock);
+    return r;
+}
 
 static size_t connlimit_hash(size_t svc, const unsigned char key[16])
 {

@@ -19,7 +19,7 @@
 /* listener_socket - see listener.h. */
 int listener_socket(const struct listen_addr *addr, char *err, size_t err_len)
 {
-    int fd, one = 1;
+    int fd, one = 1, e;
     int family = addr->addr.ss_family;
 
     fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -36,10 +36,12 @@ int listener_socket(const struct listen_addr *addr, char *err, size_t err_len)
         goto fail;
     return fd;
 fail:
+    e = errno;
     snprintf(err, err_len, "cannot listen on %s: %s", addr->text,
-             strerror(errno));
+             strerror(e));
     if (fd >= 0)
         close(fd);
+    errno = e;                     /* the caller may explain EACCES */
     return -1;
 }
 
@@ -65,6 +67,7 @@ int listener_check_free(const struct listen_addr *addr, char *err,
         return 0;
     snprintf(err, err_len, "cannot listen on %s: %s", addr->text,
              strerror(e));
+    errno = e;
     return -1;
 }
 
@@ -220,14 +223,61 @@ static void listener_on_close(uv_handle_t *h)
 
     if (--l->handles > 0)
         return;
-    close(l->fd);
+    if (l->fd >= 0)
+        close(l->fd);
     free(l);
 }
 
-/* listener_set_addr - see listener.h. */
-void listener_set_addr(struct listener *l, const struct listen_addr *addr)
+/* listener_set_service - see listener.h. */
+void listener_set_service(struct listener *l, size_t svc_index,
+                          const struct listen_addr *addr)
 {
+    l->svc_index = svc_index;
     l->addr = addr;
+}
+
+/* listener_addr - see listener.h. */
+const struct listen_addr *listener_addr(const struct listener *l)
+{
+    return l->addr;
+}
+
+/* listener_service - see listener.h. */
+size_t listener_service(const struct listener *l)
+{
+    return l->svc_index;
+}
+
+/* listener_drain_close - see listener.h.  The socket is closed here, at
+ * once, rather than in the close callback: a connection the kernel
+ * queues after the last accept would wait there for nobody. */
+size_t listener_drain_close(struct listener *l)
+{
+    size_t n = 0;
+
+    if (uv_is_closing((uv_handle_t *)&l->poll))
+        return 0;
+    uv_poll_stop(&l->poll);
+    uv_timer_stop(&l->pause);
+    for (;;) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno != EAGAIN)
+                log_event(l->log, LOG_WARN, 0,
+                          "event=accept_error listen=%s error=\"%s\"",
+                          l->addr->text, strerror(errno));
+            break;
+        }
+        n++;
+        l->on_accept(l->ud, l->svc_index, fd);
+    }
+    close(l->fd);
+    l->fd = -1;
+    listener_close(l);
+    return n;
 }
 
 void listener_close(struct listener *l)

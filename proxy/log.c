@@ -31,9 +31,11 @@ void log_event(const struct logger *lg, enum log_level level, uint64_t sid,
     size_t n = 0;
     int r;
     va_list ap;
+    const char *tag = lg != NULL ? lg->tag : NULL;
 
     if (!log_enabled(lg, level))
         return;
+    lg = log_base(lg);
     if (!lg->to_syslog) {
         gettimeofday(&tv, NULL);
         gmtime_r(&tv.tv_sec, &tm);
@@ -49,6 +51,11 @@ void log_event(const struct logger *lg, enum log_level level, uint64_t sid,
     if (sid != 0) {
         r = snprintf(line + n, sizeof line - n, "session=%016llx ",
                      (unsigned long long)sid);
+        if (r > 0)
+            n += (size_t)r;
+    }
+    if (tag != NULL && tag[0] != '\0' && n < sizeof line) {
+        r = snprintf(line + n, sizeof line - n, "%s ", tag);
         if (r > 0)
             n += (size_t)r;
     }

@@ -39,11 +39,34 @@ void generation_release(struct generation *g)
 {
     if (g == NULL || __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
+    for (size_t i = 0; g->backend_sess != NULL &&
+                       i < (size_t)g->nworkers * g->cfg->nservices; i++)
+        SSL_SESSION_free(g->backend_sess[i]);
+    free(g->backend_sess);
+    free(g->slots);
     for (size_t i = 0; g->tls != NULL && i < g->cfg->nservices; i++)
         tls_service_free(&g->tls[i]);
     free(g->tls);
     config_free(g->cfg);
     free(g);
+}
+
+/* generation_keep_sessions - see loop.h. */
+int generation_keep_sessions(struct generation *g, unsigned nworkers)
+{
+    size_t n = (size_t)nworkers * g->cfg->nservices;
+
+    g->backend_sess = calloc(n ? n : 1, sizeof *g->backend_sess);
+    if (g->backend_sess == NULL)
+        return -1;
+    g->nworkers = nworkers;
+    return 0;
+}
+
+/* generation_slot - see loop.h. */
+size_t generation_slot(const struct generation *g, size_t svc_index)
+{
+    return g->slots != NULL ? g->slots[svc_index] : svc_index;
 }
 
 /* loop_ctx_init - see loop.h. */
@@ -66,9 +89,6 @@ void loop_ctx_init(struct loop_ctx *ctx, uv_loop_t *loop,
     ctx->next_sid = 0;
     ctx->sessions = NULL;
     ctx->nsessions = 0;
-    /* without it the backend leg just does full handshakes */
-    ctx->backend_sess = calloc(cfg->nservices ? cfg->nservices : 1,
-                               sizeof *ctx->backend_sess);
     conn_loop_init(&ctx->conns, loop);
     ctx->dns = NULL;
     ctx->dns_failed = false;
@@ -182,24 +202,12 @@ void loop_ctx_stop(struct loop_ctx *ctx)
     ctx->dns_failed = true;          /* no new one */
 }
 
-/* loop_ctx_flush_backend_sessions - drop every kept backend session. */
-static void loop_ctx_flush_backend_sessions(struct loop_ctx *ctx)
-{
-    if (ctx->backend_sess == NULL)
-        return;
-    for (size_t i = 0; i < ctx->cfg->nservices; i++) {
-        SSL_SESSION_free(ctx->backend_sess[i]);
-        ctx->backend_sess[i] = NULL;
-    }
-}
-
-/* loop_ctx_switch - see loop.h.  A reload keeps the services (their
- * number, names and addresses), so the per-service arrays stay valid. */
+/* loop_ctx_switch - see loop.h.  Nothing here is indexed by service:
+ * a reload may add, remove and move services. */
 void loop_ctx_switch(struct loop_ctx *ctx, struct generation *gen)
 {
     struct generation *old = ctx->gen;
 
-    loop_ctx_flush_backend_sessions(ctx);
     generation_hold(gen);
     ctx->gen = gen;
     ctx->cfg = gen->cfg;
@@ -211,9 +219,6 @@ void loop_ctx_switch(struct loop_ctx *ctx, struct generation *gen)
 /* loop_ctx_release - see loop.h. */
 void loop_ctx_release(struct loop_ctx *ctx)
 {
-    loop_ctx_flush_backend_sessions(ctx);
-    free(ctx->backend_sess);
-    ctx->backend_sess = NULL;
     conn_loop_release(&ctx->conns);
     /* stats are not freed: the metrics endpoint (main thread) may read
      * them until every worker has been joined (main_free_stats) */
@@ -230,7 +235,10 @@ uint64_t loop_next_sid(struct loop_ctx *ctx)
 /* loop_backend_session - see loop.h. */
 SSL_SESSION **loop_backend_session(struct loop_ctx *ctx, size_t svc_index)
 {
-    if (ctx->backend_sess == NULL || svc_index >= ctx->cfg->nservices)
+    struct generation *g = ctx->gen;
+
+    if (g->backend_sess == NULL || ctx->id >= g->nworkers ||
+        svc_index >= g->cfg->nservices)
         return NULL;
-    return &ctx->backend_sess[svc_index];
+    return &g->backend_sess[(size_t)ctx->id * g->cfg->nservices + svc_index];
 }

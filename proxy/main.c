@@ -10,7 +10,9 @@
 #include <string.h>
 #include <grp.h>
 #include <pwd.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -21,6 +23,7 @@
 #include "config.h"
 #include "connlimit.h"
 #include "dns.h"
+#include "health.h"
 #include "listener.h"
 #include "log.h"
 #include "log_syslog.h"
@@ -33,6 +36,7 @@
 #include "sts.h"
 #include "tls.h"
 #include "tlsrpt.h"
+#include "transparent.h"
 #include "worker.h"
 
 struct runtime {
@@ -58,7 +62,10 @@ struct runtime {
                                         and a service reports */
     unsigned long reloads;           /* SIGHUPs handled */
     unsigned long reloads_ok, reloads_failed;
+    size_t next_slot;                /* the next unused service slot (the
+                                        connection limits, the counters) */
     struct metrics_server *metrics;  /* [proxy] metrics_listen; NULL */
+    struct health *health;           /* backend_health probes; NULL */
     bool status_on;
     bool draining;                   /* a graceful stop is under way */
 };
@@ -259,16 +266,18 @@ static void main_free(struct runtime *rt)
 }
 
 /*
- * main_reload_refusal - what a reload cannot change, since the workers'
- * listeners and per-service state stay: the services (number, names,
- * listen addresses), workers, log, user, group, chroot.  NULL when cfg
- * can replace old.
+ * main_reload_refusal - what a reload cannot change: workers (each has
+ * its own listening sockets and loop), log, user, group, chroot, and
+ * what is set up once at start (the resolver, the MTA-STS cache, TLS
+ * reporting, the metrics endpoint).  Services and listen addresses may
+ * change (main_reload).
+ * NULL when cfg can replace old.
  */
 static const char *main_reload_refusal(const struct config *old,
                                        const struct config *cfg)
 {
     if (cfg->workers != old->workers)
-        return "workers cannot change by reload";
+        return "workers cannot change by reload (restart to change it)";
     if (cfg->log_target != old->log_target)
         return "log cannot change by reload";
     if ((cfg->user == NULL) != (old->user == NULL) ||
@@ -312,37 +321,80 @@ static const char *main_reload_refusal(const struct config *old,
         if (strcmp(cfg->metrics_listen[i].text,
                    old->metrics_listen[i].text) != 0)
             return "metrics_listen cannot change by reload";
-    if (cfg->nservices != old->nservices)
-        return "services cannot be added or removed by reload";
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        const struct service *a = &old->services[i], *b = &cfg->services[i];
-
-        if (strcmp(a->name, b->name) != 0)
-            return "services cannot be added, removed or renamed by reload";
-        if (a->nlisten != b->nlisten)
-            return "listen addresses cannot change by reload";
-        for (size_t j = 0; j < a->nlisten; j++)
-            if (strcmp(a->listen[j].text, b->listen[j].text) != 0)
-                return "listen addresses cannot change by reload";
-    }
     return NULL;
 }
 
-/* main_generation - a generation of cfg and tls, with the resolver's
- * settings read at start. */
-static struct generation *main_generation(const struct runtime *rt,
+/* main_old_service - the service of the current generation named name,
+ * or -1 (at start, or when the reload adds it). */
+static long main_old_service(const struct runtime *rt, const char *name)
+{
+    for (size_t i = 0; rt->gen != NULL && i < rt->cfg->nservices; i++)
+        if (strcmp(rt->cfg->services[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* main_generation_discard - a generation main_generation could not
+ * finish, without its cfg and tls (the caller frees those). */
+static void main_generation_discard(struct generation *g)
+{
+    g->cfg = NULL;
+    g->tls = NULL;
+    free(g->slots);
+    free(g->backend_sess);
+    free(g);
+}
+
+/*
+ * main_generation - a generation of cfg and tls, with the resolver's
+ * settings read at start, room for each worker's backend TLS sessions,
+ * and each service's slot in the connection limits and the workers'
+ * counters (stats.h): a service the current generation has by name
+ * keeps its slot (and so its counts), any other gets a fresh one, even
+ * one that an earlier reload removed.  The workers' counters grow here,
+ * before the generation is handed to them (at start they are made with
+ * the workers).
+ */
+static struct generation *main_generation(struct runtime *rt,
                                           struct config *cfg,
                                           struct tls_service *tls,
                                           unsigned long id)
 {
     struct generation *g = generation_new(cfg, tls, id);
+    size_t next = rt->next_slot;
 
-    if (g != NULL)
-        g->dns = rt->have_dns ? &rt->dns : NULL;
-    if (g != NULL)
-        g->sts = rt->sts;
-    if (g != NULL)
-        g->tlsrpt = rt->tlsrpt;
+    if (g == NULL)
+        return NULL;
+    g->dns = rt->have_dns ? &rt->dns : NULL;
+    g->sts = rt->sts;
+    g->tlsrpt = rt->tlsrpt;
+    g->slots = calloc(cfg->nservices ? cfg->nservices : 1,
+                      sizeof *g->slots);
+    if (g->slots == NULL ||
+        generation_keep_sessions(g, rt->nworkers) != 0) {
+        main_generation_discard(g);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        long o = main_old_service(rt, cfg->services[i].name);
+
+        g->slots[i] = o >= 0 ? rt->gen->slots[o] : next++;
+    }
+    if (next > STATS_CHUNK * STATS_MAX_CHUNKS) {
+        main_generation_discard(g);
+        errno = ENOSPC;          /* every slot this process had is used */
+        return NULL;
+    }
+    if (rt->limits != NULL && connlimit_reserve(rt->limits, next) != 0) {
+        main_generation_discard(g);
+        return NULL;
+    }
+    for (unsigned w = 0; rt->workers != NULL && w < rt->nworkers; w++)
+        if (stats_reserve(&rt->workers[w].ctx.stats, next) != 0) {
+            main_generation_discard(g);
+            return NULL;
+        }
+    rt->next_slot = next;
     return g;
 }
 
@@ -402,6 +454,17 @@ static int main_health(const struct runtime *rt, struct promtext_buf *body)
             return 503;
         }
     promtext_printf(body, "ok\n");
+    for (size_t i = 0; i < rt->cfg->nservices; i++) {
+        const char *name = rt->cfg->services[i].name, *why;
+        int st = health_state(rt->health, name, &why);
+
+        if (rt->cfg->services[i].backend_health == BACKEND_HEALTH_NONE)
+            continue;
+        promtext_printf(body, "backend %s %s%s%s%s\n", name,
+                        st == HEALTH_UP ? "up" : st == HEALTH_DOWN ? "down"
+                                                                   : "unknown",
+                        why[0] ? " (" : "", why, why[0] ? ")" : "");
+    }
     return 200;
 }
 
@@ -424,7 +487,7 @@ static int main_metrics_render(void *ud, enum promtext_req what,
     *content_type = PROMTEXT_CONTENT_TYPE;
     for (unsigned i = 0; i < rt->nworkers && n < 256; i++)
         w[n++] = &rt->workers[i].ctx.stats;
-    stats_render(body, w, n, rt->cfg);
+    stats_render(body, w, n, rt->cfg, rt->gen->slots);
     promtext_family(body, "starttls_proxy_reloads_total", "counter",
                     "Configuration reloads (SIGHUP), by result.");
     promtext_sample(body, "starttls_proxy_reloads_total",
@@ -451,6 +514,18 @@ static int main_metrics_render(void *ud, enum promtext_req what,
                     "starttls_proxy_certificate_expiry_timestamp_seconds", l,
                     (double)until);
         }
+    }
+    promtext_family(body, "starttls_proxy_backend_up", "gauge",
+                    "The last backend_health probe of each service that "
+                    "has one: 1 up, 0 down.");
+    for (size_t i = 0; i < rt->cfg->nservices; i++) {
+        int st = health_state(rt->health, rt->cfg->services[i].name, NULL);
+
+        if (st != HEALTH_UNKNOWN)
+            promtext_sample(body, "starttls_proxy_backend_up",
+                            (const char *const[]){
+                                "service", rt->cfg->services[i].name, NULL },
+                            st == HEALTH_UP ? 1 : 0);
     }
     promtext_family(body, "starttls_proxy_build_info", "gauge",
                     "Versions of the proxy and the libraries it runs on.");
@@ -494,6 +569,173 @@ static void main_on_status(uv_timer_t *t)
     main_notify(t->data, "");
 }
 
+/* main_find_listen - the service of cfg that listens on addr, or -1. */
+static long main_find_listen(const struct config *cfg,
+                             const struct sockaddr_storage *addr)
+{
+    for (size_t i = 0; i < cfg->nservices; i++)
+        for (size_t j = 0; j < cfg->services[i].nlisten; j++)
+            if (netaddr_same(&cfg->services[i].listen[j].addr, addr))
+                return (long)i;
+    return -1;
+}
+
+/*
+ * main_reload_sockets - a reload's new listening sockets: for each
+ * address of cfg the current configuration does not listen on, one per
+ * worker, checked and bound as at start (main_sockets).  Returns
+ * nworkers rows of *per_worker entries (cfg's addresses in service
+ * order; -1: kept, the worker has it), or NULL with the reason in err,
+ * nothing left open.  Ports below 1024 need a privilege the proxy gave
+ * up when it dropped root (setuid clears every capability): err says so.
+ */
+static int *main_reload_sockets(const struct runtime *rt,
+                                const struct config *cfg, size_t *per_worker,
+                                char *err, size_t err_len)
+{
+    size_t total = 0, k = 0;
+    int *fds;
+
+    for (size_t i = 0; i < cfg->nservices; i++)
+        total += cfg->services[i].nlisten;
+    fds = malloc((total ? total : 1) * rt->nworkers * sizeof *fds);
+    if (fds == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    for (size_t n = 0; n < total * rt->nworkers; n++)
+        fds[n] = -1;
+    for (size_t i = 0; i < cfg->nservices; i++)
+        for (size_t j = 0; j < cfg->services[i].nlisten; j++, k++) {
+            const struct listen_addr *a = &cfg->services[i].listen[j];
+            int fail = 0;
+
+            if (main_find_listen(rt->cfg, &a->addr) >= 0)
+                continue;                 /* kept: the workers have it */
+            if (listener_check_free(a, err, err_len) != 0)
+                fail = 1;
+            for (unsigned w = 0; !fail && w < rt->nworkers; w++)
+                if ((fds[w * total + k] = listener_socket(a, err,
+                                                          err_len)) < 0)
+                    fail = 1;
+            if (!fail)
+                continue;
+            if (errno == EACCES && netaddr_port(&a->addr) < 1024) {
+                size_t used = strlen(err);
+
+                snprintf(err + used, err_len - used, "\nports below 1024 "
+                         "need CAP_NET_BIND_SERVICE, which a proxy started "
+                         "as root gives up with root: run it as its user "
+                         "with the capability (systemd: User= and "
+                         "AmbientCapabilities=CAP_NET_BIND_SERVICE), or "
+                         "restart it");
+            }
+            for (size_t n = 0; n < total * rt->nworkers; n++)
+                if (fds[n] >= 0)
+                    close(fds[n]);
+            free(fds);
+            return NULL;
+        }
+    *per_worker = total;
+    return fds;
+}
+
+/* main_log_changes - what a reload from old to cfg added and removed:
+ * services (by name) and listen addresses (by address). */
+static void main_log_changes(const struct logger *log, unsigned long gen,
+                             const struct config *old,
+                             const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct service *svc = &cfg->services[i];
+        bool known = false;
+
+        for (size_t o = 0; o < old->nservices && !known; o++)
+            known = strcmp(old->services[o].name, svc->name) == 0;
+        if (!known)
+            log_event(log, LOG_INFO, 0, "event=reload_change generation=%lu "
+                      "change=service_added service=%s", gen, svc->name);
+        for (size_t j = 0; j < svc->nlisten; j++) {
+            long o = main_find_listen(old, &svc->listen[j].addr);
+
+            if (o < 0)
+                log_event(log, LOG_INFO, 0, "event=reload_change "
+                          "generation=%lu change=listen_added service=%s "
+                          "listen=%s", gen, svc->name, svc->listen[j].text);
+            else if (strcmp(old->services[o].name, svc->name) != 0)
+                log_event(log, LOG_INFO, 0, "event=reload_change "
+                          "generation=%lu change=listen_moved service=%s "
+                          "from=%s listen=%s", gen, svc->name,
+                          old->services[o].name, svc->listen[j].text);
+        }
+    }
+    for (size_t o = 0; o < old->nservices; o++) {
+        const struct service *svc = &old->services[o];
+        bool kept = false;
+
+        for (size_t i = 0; i < cfg->nservices && !kept; i++)
+            kept = strcmp(cfg->services[i].name, svc->name) == 0;
+        if (!kept)
+            log_event(log, LOG_INFO, 0, "event=reload_change generation=%lu "
+                      "change=service_removed service=%s", gen, svc->name);
+        for (size_t j = 0; j < svc->nlisten; j++)
+            if (main_find_listen(cfg, &svc->listen[j].addr) < 0)
+                log_event(log, LOG_INFO, 0, "event=reload_change "
+                          "generation=%lu change=listen_removed service=%s "
+                          "listen=%s", gen, svc->name, svc->listen[j].text);
+    }
+}
+
+/* main_cert_known - did ts (NULL: no such service) serve a certificate
+ * with this SHA-256? */
+static bool main_cert_known(const struct tls_service *ts,
+                            const unsigned char sha256[32])
+{
+    char subject[8], until[8];
+    unsigned char md[32];
+
+    for (size_t n = 0; ts != NULL && tls_service_cert(ts, n, subject,
+                                                       sizeof subject, until,
+                                                       sizeof until, md);
+         n++)
+        if (memcmp(md, sha256, sizeof md) == 0)
+            return true;
+    return false;
+}
+
+/* main_log_certificates - each certificate of gen's services, with its
+ * end of validity and whether the previous generation (old, oldtls)
+ * served it: changed=no (the same), yes (the service had others), new
+ * (an added service, or one that had none). */
+static void main_log_certificates(const struct logger *log,
+                                  const struct generation *gen,
+                                  const struct config *old,
+                                  const struct tls_service *oldtls)
+{
+    for (size_t i = 0; i < gen->cfg->nservices; i++) {
+        const struct tls_service *prev = NULL;
+        char subject[256], esc[300], until[32];
+        unsigned char md[32];
+
+        for (size_t o = 0; o < old->nservices && prev == NULL; o++)
+            if (strcmp(old->services[o].name, gen->cfg->services[i].name) == 0)
+                prev = &oldtls[o];
+        if (prev != NULL && prev->server == NULL)
+            prev = NULL;
+        for (size_t n = 0; tls_service_cert(&gen->tls[i], n, subject,
+                                             sizeof subject, until,
+                                             sizeof until, md); n++) {
+            log_escape(esc, sizeof esc, subject, strlen(subject));
+            log_event(log, LOG_INFO, 0, "event=reload_certificate "
+                      "generation=%lu service=%s subject=\"%s\" "
+                      "not_after=%s changed=%s", gen->id,
+                      gen->cfg->services[i].name, esc, until,
+                      prev == NULL ? "new"
+                      : main_cert_known(prev, md) ? "no" : "yes");
+        }
+    }
+}
+
 /*
  * main_reload - SIGHUP: read the configuration and every certificate,
  * key and CA file again, checked as -t checks them; on success new
@@ -508,6 +750,8 @@ static void main_reload(struct runtime *rt)
     struct generation *gen;
     const char *why;
     char state[96];
+    size_t per_worker = 0, next_slot = rt->next_slot;
+    int *fds;
 
     snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
              (unsigned long long)(uv_hrtime() / 1000));
@@ -523,41 +767,66 @@ static void main_reload(struct runtime *rt)
         main_notify(rt, "READY=1");
         return;
     }
+    errno = 0;
     if ((why = main_reload_refusal(rt->cfg, cfg)) != NULL ||
         (gen = main_generation(rt, cfg, tls, rt->gen->id + 1)) == NULL) {
+        if (why == NULL)
+            why = errno == ENOSPC
+                      ? "too many services added over the process's life "
+                        "(their counters are kept): restart"
+                      : "out of memory";
         log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
-                  "generation=%lu reason=\"%s\"", rt->gen->id,
-                  why ? why : "out of memory");
+                  "generation=%lu reason=\"%s\"", rt->gen->id, why);
         main_free_loaded(cfg, tls);
         rt->reloads_failed++;
         pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
         main_notify(rt, "READY=1");
         return;
     }
-    for (size_t i = 0; i < cfg->nservices; i++)
-        tls_service_keep_tickets(&tls[i], &rt->tls[i]);
+    /* every new address is bound before anything changes: one that
+     * cannot be fails the whole reload */
+    if ((fds = main_reload_sockets(rt, cfg, &per_worker, err,
+                                   sizeof err)) == NULL) {
+        main_log_lines(&rt->log, err);
+        log_event(&rt->log, LOG_ERROR, 0, "event=reload result=failed "
+                  "generation=%lu reason=\"a listen address cannot be "
+                  "bound\"", rt->gen->id);
+        generation_release(gen);          /* and cfg and tls with it */
+        rt->next_slot = next_slot;  /* its new slots were never used */
+        rt->reloads_failed++;
+        pidfile_state(&rt->pf, rt->reloads, rt->gen->id, "failed");
+        main_notify(rt, "READY=1");
+        return;
+    }
+    /* by name: a service that moved keeps its ticket keys, an added one
+     * has fresh ones */
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        long o = main_old_service(rt, cfg->services[i].name);
+
+        if (o >= 0)
+            tls_service_keep_tickets(&tls[i], &rt->tls[o]);
+    }
     for (unsigned i = 0; i < rt->nworkers; i++)
-        worker_request_reload(&rt->workers[i], gen);
+        worker_request_reload(&rt->workers[i], gen, fds + i * per_worker,
+                              per_worker);
+    free(fds);
+    log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
+              "services=%zu", gen->id, cfg->nservices);
+    main_log_changes(&rt->log, gen->id, rt->cfg, cfg);
+    main_log_certificates(&rt->log, gen, rt->cfg, rt->tls);
     generation_release(rt->gen);
     rt->gen = gen;
     rt->cfg = cfg;
     rt->tls = tls;
     rt->log.level = cfg->log_level;
     rt->reloads_ok++;
-    log_event(&rt->log, LOG_INFO, 0, "event=reload result=ok generation=%lu "
-              "services=%zu", gen->id, cfg->nservices);
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        char subject[256], esc[300], until[32];
+    {
+        struct health *old = rt->health;
 
-        for (size_t n = 0; tls_service_cert(&tls[i], n, subject,
-                                             sizeof subject, until,
-                                             sizeof until); n++) {
-            log_escape(esc, sizeof esc, subject, strlen(subject));
-            log_event(&rt->log, LOG_INFO, 0, "event=reload_certificate "
-                      "generation=%lu service=%s subject=\"%s\" "
-                      "not_after=%s", gen->id, cfg->services[i].name, esc,
-                      until);
-        }
+        rt->health = health_start(uv_handle_get_loop((uv_handle_t *)
+                                                     &rt->worker_done),
+                                  cfg, &rt->log, old);
+        health_close(old);
     }
     pidfile_state(&rt->pf, rt->reloads, gen->id, "ok");
     main_notify(rt, "READY=1");
@@ -624,6 +893,8 @@ static void main_on_worker_done(uv_async_t *a)
     uv_close((uv_handle_t *)&rt->worker_done, NULL);
     metrics_close(rt->metrics);
     rt->metrics = NULL;
+    health_close(rt->health);
+    rt->health = NULL;
     if (rt->status_on)
         uv_close((uv_handle_t *)&rt->status_timer, NULL);
 }
@@ -660,6 +931,38 @@ static unsigned long main_raise_nofile(void)
 
 #define MAIN_DEFAULT_USER "starttls-proxy"
 
+/* main_needs_net_admin - does a service set options on its backend
+ * sockets that need CAP_NET_ADMIN (SO_MARK, IP_TRANSPARENT)? */
+static bool main_needs_net_admin(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (cfg->services[i].backend_mark != 0 ||
+            cfg->services[i].transparent_source == TRANSPARENT_SOURCE_CLIENT)
+            return true;
+    return false;
+}
+
+/*
+ * main_keep_net_admin - after setuid with PR_SET_KEEPCAPS: CAP_NET_ADMIN
+ * alone stays permitted and effective (no other capability, none
+ * inheritable), for the backend sockets' SO_MARK and IP_TRANSPARENT.
+ * Before any worker thread starts: capabilities are per thread, and
+ * threads inherit them.
+ */
+static int main_keep_net_admin(void)
+{
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+    memset(d, 0, sizeof d);
+    d[CAP_TO_INDEX(CAP_NET_ADMIN)].permitted = CAP_TO_MASK(CAP_NET_ADMIN);
+    d[CAP_TO_INDEX(CAP_NET_ADMIN)].effective = CAP_TO_MASK(CAP_NET_ADMIN);
+    if (syscall(SYS_capset, &h, d) != 0)
+        return -1;
+    (void)prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    return 0;
+}
+
 /*
  * main_drop_privileges - once every socket is bound and every certificate,
  * key and CA file read: chroot (if asked), then the user's group and
@@ -676,6 +979,7 @@ static int main_drop_privileges(const struct config *cfg,
     struct passwd *pw;
     struct group *gr;
     gid_t gid;
+    bool keep;
 
     if (geteuid() != 0) {
         if (cfg->user != NULL || cfg->chroot_dir != NULL)
@@ -712,9 +1016,20 @@ static int main_drop_privileges(const struct config *cfg,
     }
     if (pw == NULL)
         return 0;                /* chroot only, still root (warned) */
+    keep = pw->pw_uid != 0 && main_needs_net_admin(cfg);
+    if (keep && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) {
+        snprintf(err, err_len, "PR_SET_KEEPCAPS: %s", strerror(errno));
+        return -1;
+    }
     if (setgroups(0, NULL) != 0 || setgid(gid) != 0 ||
         setuid(pw->pw_uid) != 0) {
         snprintf(err, err_len, "cannot become user %s: %s", name,
+                 strerror(errno));
+        return -1;
+    }
+    /* backend_mark, transparent_source = client: CAP_NET_ADMIN alone */
+    if (keep && main_keep_net_admin() != 0) {
+        snprintf(err, err_len, "cannot keep CAP_NET_ADMIN as %s: %s", name,
                  strerror(errno));
         return -1;
     }
@@ -730,8 +1045,9 @@ static int main_drop_privileges(const struct config *cfg,
     (void)prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 #endif
     log_event(log, LOG_INFO, 0, "event=privileges user=%s uid=%lu gid=%lu "
-              "chroot=%s", name, (unsigned long)pw->pw_uid,
-              (unsigned long)gid, cfg->chroot_dir ? cfg->chroot_dir : "none");
+              "chroot=%s capabilities=%s", name, (unsigned long)pw->pw_uid,
+              (unsigned long)gid, cfg->chroot_dir ? cfg->chroot_dir : "none",
+              keep ? "cap_net_admin" : "none");
     return 0;
 }
 
@@ -822,6 +1138,18 @@ static int *main_sockets(const struct config *cfg, unsigned nworkers,
                                  ? -1
                                  : listener_socket(a, err, err_len);
                 }
+                /* tproxy: the TPROXY rule hands this socket connections
+                 * to addresses that are not ours (checked per packet, so
+                 * it may be set after bind, also on a passed socket) */
+                if (fds[k] >= 0 &&
+                    cfg->services[i].transparent == TRANSPARENT_TPROXY &&
+                    transparent_listen_opts(fds[k], a->addr.ss_family) != 0) {
+                    snprintf(err, err_len, "listen %s: IP_TRANSPARENT "
+                             "(transparent = tproxy needs CAP_NET_ADMIN): %s",
+                             a->text, strerror(errno));
+                    close(fds[k]);
+                    fds[k] = -1;
+                }
                 if (fds[k] < 0) {
                     while (k-- > 0)
                         close(fds[k]);
@@ -888,6 +1216,10 @@ int main(int argc, char **argv)
         main_free(&rt);
         return 1;
     }
+    rt.nworkers = rt.cfg->workers ? rt.cfg->workers
+                                  : (unsigned)uv_available_parallelism();
+    if (rt.nworkers == 0)
+        rt.nworkers = 1;
     if ((rt.gen = main_generation(&rt, rt.cfg, rt.tls, 1)) == NULL) {
         fprintf(stderr, "%s: out of memory\n", path);
         main_free(&rt);
@@ -919,11 +1251,6 @@ int main(int argc, char **argv)
         log_syslog_open();          /* before any chroot */
         rt.log.to_syslog = true;
     }
-    rt.nworkers = rt.cfg->workers ? rt.cfg->workers
-                                  : (unsigned)uv_available_parallelism();
-    if (rt.nworkers == 0)
-        rt.nworkers = 1;
-
     max_files = main_raise_nofile();
     memset(&act, 0, sizeof act);
     act.n = sdnotify_listen_fds(&act.names, &act.names_buf);
@@ -1029,15 +1356,19 @@ int main(int argc, char **argv)
 
             for (size_t j = 0; j < svc->nlisten; j++)
                 log_event(&rt.log, LOG_INFO, 0,
-                          "event=listening service=%s listen=%s backend=%s:%s",
-                          svc->name, svc->listen[j].text, svc->backend_host,
-                          svc->backend_port);
+                          "event=listening service=%s listen=%s backend=%s%s%s",
+                          svc->name, svc->listen[j].text,
+                          svc->backend_host ? svc->backend_host
+                                            : "original-destination",
+                          svc->backend_host ? ":" : "",
+                          svc->backend_host ? svc->backend_port : "");
         }
         log_event(&rt.log, LOG_INFO, 0,
                   "event=start version=%s hostname=%s workers=%u "
                   "max_files=%lu max_sessions=%lu",
                   STARTTLS_PROXY_VERSION, rt.cfg->hostname, rt.nworkers,
                   max_files, max_files > 64 ? (max_files - 64) / 2 : 0);
+        rt.health = health_start(&loop, rt.cfg, &rt.log, NULL);
         main_notify(&rt, "READY=1");
         if (sdnotify_enabled()) {
             uv_timer_init(&loop, &rt.status_timer);

@@ -141,3 +141,10 @@ bool netaddr_same_host(const struct sockaddr_storage *a,
     return x != NULL && y != NULL && a->ss_family == b->ss_family &&
            memcmp(x, y, alen) == 0;
 }
+
+/* netaddr_same - see netaddr.h. */
+bool netaddr_same(const struct sockaddr_storage *a,
+                  const struct sockaddr_storage *b)
+{
+    return netaddr_same_host(a, b) && netaddr_port(a) == netaddr_port(b);
+}

@@ -33,6 +33,26 @@ static const struct reply_def reply_table[REPLY_COUNT] = {
         "REQUIRETLS not available on this path"},
     [REPLY_REQUIRETLS_WEAKER] = {"550 5.7.30", 0,
         "REQUIRETLS support lost: the backend is no longer authenticated"},
+    /* backend_auth: the proxy's own login to the backend was refused */
+    [REPLY_BACKEND_AUTH_FAILED] = {"421 4.7.0", 1,
+        "Authentication to the backend failed; try again later"},
+    /* the service's sources do not hold the client */
+    [REPLY_SOURCE_REFUSED] = {"554 5.7.1", 1,
+        "Access denied: your address may not use this service"},
+    /* backend_auth: the proxy is logged in for every client */
+    [REPLY_AUTH_BY_PROXY] = {"503 5.5.1", 0,
+        "Error: already authenticated (the proxy logs in to the backend)"},
+    /* transparent interception, before any backend connection: the
+     * original destination is the proxy itself (RFC 3463 X.4.6: routing
+     * loop detected), is not one the proxy may relay to (X.7.1: delivery
+     * not authorized), or cannot be learnt (X.3.5: system incorrectly
+     * configured, e.g. no conntrack entry) */
+    [REPLY_TRANSPARENT_LOOP] = {"554 5.4.6", 1,
+        "Routing loop detected: the destination is this proxy"},
+    [REPLY_TRANSPARENT_DENIED] = {"554 5.7.1", 1,
+        "Relaying to this destination is not allowed"},
+    [REPLY_TRANSPARENT_UNKNOWN] = {"421 4.3.5", 1,
+        "Original destination unknown; try again later"},
     [REPLY_BACKEND_DNS] = {"421 4.4.3", 1,
         "Backend not found in DNS; try again later"},
     [REPLY_LINE_TOO_LONG] = {"500 5.5.2", 0, "Error: line too long"},

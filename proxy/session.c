@@ -10,6 +10,7 @@
  * Backend replies are matched to the head of the FIFO (session_relay.c);
  * one that nobody asked for ends the session.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -22,6 +23,7 @@
 #include "proxyproto.h"
 #include "session.h"
 #include "session_int.h"
+#include "transparent.h"
 
 static void session_client_input(struct session *s, const char *buf,
                                  size_t len);
@@ -54,7 +56,8 @@ static void session_on_timer_close(uv_handle_t *h)
         s->next->prev = s->prev;
     __atomic_sub_fetch(&ctx->nsessions, 1, __ATOMIC_RELAXED);
     if (s->limits_held)
-        connlimit_release(ctx->limits, s->svc_index,
+        connlimit_release(ctx->limits,
+                          generation_slot(s->gen, s->svc_index),
                           (const struct sockaddr *)&s->client_sa);
     sbuf_free(&s->cin);
     backend_free(&s->b);
@@ -177,7 +180,7 @@ static void session_on_timer(uv_timer_t *t)
         session_arm(s);   /* activity moved the deadline on */
         return;
     }
-    log_event(&s->ctx->log, LOG_INFO, s->id, "event=timeout waiting_for=%s",
+    log_event(&s->log, LOG_INFO, s->id, "event=timeout waiting_for=%s",
               what);
     if (s->cmode == CLIENT_HANDSHAKE)
         SESSION_COUNT(s, handshake[STATS_LEG_CLIENT][STATS_HS_TIMEOUT]);
@@ -225,16 +228,20 @@ static void session_summary(struct session *s)
         stats_observe(s->st, STATS_H_SESSION,
                       (uv_now(s->ctx->loop) - s->started_ms) * 1000);
     }
-    log_event(&s->ctx->log, LOG_INFO, s->id,
+    log_event(&s->log, LOG_INFO, s->id,
               "event=summary client=%s service=%s profile=%s client_tls=%s "
-              "client_cert=\"%s\" backend=%s:%s backend_tls=%s "
+              "client_cert=\"%s\" backend=%s%s%s backend_tls=%s "
               "backend_verify=%s commands=%u messages=%u errors=%u "
               "nul_bytes=%llu backend_connections=%u duration_ms=%llu",
               s->client_addr, s->svc->name,
               s->profile < s->svc->nprofiles ? s->svc->profiles[s->profile]->name
                                              : "none",
               s->client_tls_desc[0] ? s->client_tls_desc : "plaintext", subject,
-              s->svc->backend_host, s->svc->backend_port,
+              s->dst_text[0] ? s->dst_text
+              : s->svc->backend_host ? s->svc->backend_host : "unknown",
+              s->svc->backend_host && !s->dst_text[0] ? ":" : "",
+              s->svc->backend_host && !s->dst_text[0] ? s->svc->backend_port
+                                                       : "",
               s->b.tls_desc[0] ? s->b.tls_desc : "plaintext",
               s->b.verify[0] ? s->b.verify : "none",
               s->ncommands, s->nmessages, s->nerrors,
@@ -269,7 +276,7 @@ bool session_enforce(struct session *s, const char *rule, const char *detail)
     if (s->svc->enforce)
         return true;
     log_escape(esc, sizeof esc, detail ? detail : "", detail ? strlen(detail) : 0);
-    log_event(&s->ctx->log, LOG_WARN, s->id,
+    log_event(&s->log, LOG_WARN, s->id,
               "event=policy would_refuse=%s detail=\"%s\"", rule, esc);
     return false;
 }
@@ -364,7 +371,7 @@ void session_fail(struct session *s, enum reply_id reply, const char *event,
     char esc[200];
 
     log_escape(esc, sizeof esc, why, strlen(why));
-    log_event(&s->ctx->log, LOG_WARN, s->id, "event=%s reason=\"%s\"", event,
+    log_event(&s->log, LOG_WARN, s->id, "event=%s reason=\"%s\"", event,
               esc);
     session_close(s, reply);
 }
@@ -417,7 +424,7 @@ static void session_start_client_tls(struct session *s)
     session_write_reply(s, REPLY_STARTTLS_GO);
     if (s->cin.len > 0) {
         SESSION_COUNT(s, events[STATS_EV_STARTTLS_INJECTION]);
-        log_event(&s->ctx->log, LOG_WARN, s->id,
+        log_event(&s->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", s->cin.len);
         sbuf_free(&s->cin);
     }
@@ -535,6 +542,18 @@ static void session_on_backend_ready(void *owner)
 {
     struct session *s = owner;
 
+    if (s->b.auth_ehlo != NULL) {
+        /* backend_auth: the client's EHLO is this backend session's
+         * second; one that refuses it is answered from the first
+         * (session_relay.c, session_answer_repeat) */
+        free(s->held_helo);
+        s->held_helo = s->b.auth_ehlo;
+        s->held_helo_len = s->b.auth_ehlo_len;
+        s->held_ehlo = true;
+        s->b.auth_ehlo = NULL;
+        s->b.auth_ehlo_len = 0;
+    }
+
     if (s->backend_refresh) {
         /* a fresh backend after the client's STARTTLS (the client is about
          * to send EHLO) or after a refused message (it is not: say its
@@ -594,7 +613,7 @@ static void proxy_header_on_data(struct conn *c, void *ud, const char *buf,
     case PROXYPROTO_BAD:
         log_escape(esc, sizeof esc, sbuf_ptr(&s->cin),
                    s->cin.len < 40 ? s->cin.len : 40);
-        log_event(&s->ctx->log, LOG_WARN, s->id,
+        log_event(&s->log, LOG_WARN, s->id,
                   "event=proxy_header_refused reason=malformed data=\"%s\"",
                   esc);
         session_close(s, REPLY_PROXY_HEADER);
@@ -609,7 +628,7 @@ static void proxy_header_on_data(struct conn *c, void *ud, const char *buf,
         netaddr_text(&s->client_sa, s->client_addr,
                             sizeof s->client_addr);
     }
-    log_event(&s->ctx->log, LOG_INFO, s->id,
+    log_event(&s->log, LOG_INFO, s->id,
               "event=proxy_header version=%d client=%s via=%s", r.version,
               s->client_addr, conn_peer(c));
     s->cmd_start = 0;
@@ -654,7 +673,7 @@ static void session_client_input(struct session *s, const char *buf,
         s->pregreet_seen = true;
         SESSION_COUNT(s, events[STATS_EV_PREGREET]);
         log_escape(esc, sizeof esc, buf, len < 120 ? len : 120);
-        log_event(&s->ctx->log, LOG_WARN, s->id,
+        log_event(&s->log, LOG_WARN, s->id,
                   "event=pregreet bytes=%zu data=\"%s\"", len, esc);
         if (session_enforce(s, "pregreet", "client spoke before greeting")) {
             session_close(s, REPLY_PREGREET);
@@ -663,7 +682,7 @@ static void session_client_input(struct session *s, const char *buf,
     }
     if (s->cmode == CLIENT_STARTTLS) {
         SESSION_COUNT(s, events[STATS_EV_STARTTLS_INJECTION]);
-        log_event(&s->ctx->log, LOG_WARN, s->id,
+        log_event(&s->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", len);
         return;
     }
@@ -694,7 +713,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     if (status != 0) {
         SESSION_COUNT(s, handshake[STATS_LEG_CLIENT][STATS_HS_HANDSHAKE]);
         log_escape(esc, sizeof esc, conn_error(c), strlen(conn_error(c)));
-        log_event(&s->ctx->log, LOG_WARN, s->id,
+        log_event(&s->log, LOG_WARN, s->id,
                   "event=client_tls_failed error=\"%s\"", esc);
         conn_close(c);
         session_close(s, REPLY_NONE);
@@ -711,7 +730,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     if (strcmp(verify, "none") != 0 && s->client_cert_verify == NULL)
         s->client_cert_verify = strdup(verify);
     log_escape(esc, sizeof esc, subject, strlen(subject));
-    log_event(&s->ctx->log, LOG_INFO, s->id,
+    log_event(&s->log, LOG_INFO, s->id,
               "event=client_tls tls=%s client_cert=\"%s\" client_cert_verify=%s",
               s->client_tls_desc, esc, verify);
     session_enter(s, CLIENT_COMMAND);
@@ -722,7 +741,7 @@ static void client_on_handshake(struct conn *c, void *ud, int status)
     /* RFC 3207 4.2: forget what was learnt in plaintext */
     s->need_helo = true;
     if (s->backend_dirty) {
-        log_event(&s->ctx->log, LOG_INFO, s->id,
+        log_event(&s->log, LOG_INFO, s->id,
                   "event=backend_refresh reason=plaintext_transaction_state");
         session_backend_restart(s);
         return;
@@ -737,7 +756,7 @@ static void client_on_eof(struct conn *c, void *ud, int status)
     (void)c;
     if (s->closing)
         return;
-    log_event(&s->ctx->log, LOG_INFO, s->id,
+    log_event(&s->log, LOG_INFO, s->id,
               "event=client_closed status=%s in_message=%s",
               status == 0 ? "eof" : uv_strerror(status),
               s->cmode == CLIENT_DATA || s->cmode == CLIENT_BDAT ? "yes" : "no");
@@ -850,6 +869,19 @@ static void session_begin(struct session *s)
     const struct service *svc = s->svc;
     enum connlimit_result lim;
 
+    /* the service's sources: who may use it at all (with backend_auth,
+     * who may send through the provider's account); refused before any
+     * backend connection is made */
+    if (svc->nsources > 0 &&
+        !netaddr_in_cidrs(svc->sources, svc->nsources, &s->client_sa)) {
+        log_event(&s->log, LOG_WARN, s->id,
+                  "event=source_refused client=%s", s->client_addr);
+        /* refused under enforce = no too: counted as enforced */
+        if (s->st != NULL)
+            stats_add(&s->st->policy[STATS_RULE_SOURCES][1], 1);
+        session_close(s, REPLY_SOURCE_REFUSED);
+        return;
+    }
     s->profile = SIZE_MAX;
     s->client_policy = svc->client_tls;
     s->plaintext_auth = svc->client_plaintext_auth;
@@ -863,12 +895,13 @@ static void session_begin(struct session *s)
             s->client_policy = p->client_tls;
         if (p->has_client_plaintext_auth)
             s->plaintext_auth = p->client_plaintext_auth;
-        log_event(&s->ctx->log, LOG_INFO, s->id, "event=profile name=%s",
+        log_event(&s->log, LOG_INFO, s->id, "event=profile name=%s",
                   p->name);
         break;
     }
 
-    lim = connlimit_acquire(s->ctx->limits, s->svc_index,
+    lim = connlimit_acquire(s->ctx->limits,
+                            generation_slot(s->gen, s->svc_index),
                             (const struct sockaddr *)&s->client_sa,
                             svc->max_connections, svc->max_connections_per_ip,
                             !svc->enforce);
@@ -877,7 +910,7 @@ static void session_begin(struct session *s)
         const char *which = lim == CONNLIMIT_SERVICE_FULL
                                 ? "max_connections" : "max_connections_per_ip";
 
-        log_event(&s->ctx->log, LOG_WARN, s->id, "event=limit limit=%s", which);
+        log_event(&s->log, LOG_WARN, s->id, "event=limit limit=%s", which);
         SESSION_COUNT(s, events[STATS_EV_LIMIT]);
         if (session_enforce(s, which, s->client_addr)) {
             session_close(s, lim == CONNLIMIT_SERVICE_FULL
@@ -902,6 +935,53 @@ static void session_begin(struct session *s)
     backend_start(&s->b, false);
 }
 
+/*
+ * session_transparent - transparent = redirect | tproxy: the client's
+ * original destination (from the kernel, on the accepted socket fd)
+ * becomes client_dst, where the backend leg connects, and every log line
+ * of the session names it.  Then the guards, before any backend
+ * connection: not ourselves (a loop), and inside transparent_destinations.
+ * Returns false when the session was refused (and is closing).
+ */
+static bool session_transparent(struct session *s, int fd)
+{
+    static const enum reply_id replies[] = {
+        [TRANSPARENT_LOOP] = REPLY_TRANSPARENT_LOOP,
+        [TRANSPARENT_DENIED] = REPLY_TRANSPARENT_DENIED,
+    };
+    enum transparent_verdict v;
+    struct sockaddr_storage dst;
+
+    if (transparent_original_dst(fd, s->svc->transparent, &dst) != 0) {
+        log_event(&s->log, LOG_WARN, s->id,
+                  "event=transparent_refused reason=unknown error=\"%s\" "
+                  "client=%s", strerror(errno), s->client_addr);
+        SESSION_COUNT(s, events[STATS_EV_TRANSPARENT_UNKNOWN]);
+        session_close(s, REPLY_TRANSPARENT_UNKNOWN);
+        return false;
+    }
+    s->client_dst = dst;
+    netaddr_text(&dst, s->dst_text, sizeof s->dst_text);
+    snprintf(s->dst_tag, sizeof s->dst_tag, "orig_dst=%s", s->dst_text);
+    log_event(&s->log, LOG_INFO, s->id,
+              "event=connect client=%s service=%s transparent=%s",
+              s->client_addr, s->svc->name,
+              s->svc->transparent == TRANSPARENT_TPROXY ? "tproxy"
+                                                        : "redirect");
+    v = transparent_verdict(s->ctx->cfg, s->svc, &dst,
+                            transparent_is_local(&dst));
+    if (v == TRANSPARENT_OK)
+        return true;
+    log_event(&s->log, LOG_WARN, s->id,
+              "event=transparent_refused reason=%s client=%s",
+              transparent_verdict_name(v), s->client_addr);
+    SESSION_COUNT(s, events[v == TRANSPARENT_LOOP
+                                ? STATS_EV_TRANSPARENT_LOOP
+                                : STATS_EV_TRANSPARENT_DENIED]);
+    session_close(s, replies[v]);
+    return false;
+}
+
 void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
 {
     struct session *s = calloc(1, sizeof *s);
@@ -915,7 +995,7 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
     generation_hold(s->gen);
     s->svc = &ctx->cfg->services[svc_index];
     s->svc_index = svc_index;
-    s->st = stats_of(&ctx->stats, svc_index);
+    s->st = stats_of(&ctx->stats, generation_slot(s->gen, svc_index));
     SESSION_COUNT(s, started);
     s->tls = &ctx->tls[svc_index];
     s->id = loop_next_sid(ctx);
@@ -923,9 +1003,13 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
     s->last_client = s->b.last = s->started_ms;
     uv_timer_init(ctx->loop, &s->timer);
     s->timer.data = s;
-    backend_init(&s->b, &ctx->conns, ctx->loop, &ctx->log, s->svc,
+    s->log = log_tagged(&ctx->log, s->dst_tag);
+    /* transparent: every session has a backend of its own, so none is
+     * resumed (a ticket from one destination is no use to the next) */
+    backend_init(&s->b, &ctx->conns, ctx->loop, &s->log, s->svc,
                  s->tls->client, ctx->cfg->hostname,
-                 loop_backend_session(ctx, svc_index), s->id,
+                 s->svc->transparent != TRANSPARENT_OFF
+                     ? NULL : loop_backend_session(ctx, svc_index), s->id,
                  &(struct backend_client){&s->client_sa, &s->client_dst,
                                           s->client_addr},
                  &session_backend_events, s);
@@ -960,14 +1044,20 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
     s->client_sa = *conn_peer_addr(s->client);
     conn_local_addr(s->client, &s->client_dst);
     snprintf(s->client_addr, sizeof s->client_addr, "%s", conn_peer(s->client));
-    log_event(&ctx->log, LOG_INFO, s->id, "event=connect client=%s service=%s",
+    if (s->svc->transparent != TRANSPARENT_OFF) {
+        if (!session_transparent(s, fd))
+            return;
+        session_begin(s);   /* client_proxy_protocol is refused by -t */
+        return;
+    }
+    log_event(&s->log, LOG_INFO, s->id, "event=connect client=%s service=%s",
               s->client_addr, s->svc->name);
     if (s->svc->client_proxy_protocol) {
         /* a load balancer in front says who the client is, but only one
          * we trust may */
         if (!netaddr_in_cidrs(s->svc->trusted_proxies,
                                 s->svc->ntrusted_proxies, &s->client_sa)) {
-            log_event(&ctx->log, LOG_WARN, s->id,
+            log_event(&s->log, LOG_WARN, s->id,
                       "event=proxy_header_refused reason=untrusted_peer");
             session_close(s, REPLY_NONE);
             return;

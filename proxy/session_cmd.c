@@ -60,14 +60,14 @@ void session_enter(struct session *s, enum client_mode mode)
     if (s->cmode == mode)
         return;
     if (!session_transition_ok(s->cmode, mode)) {
-        log_event(&s->ctx->log, LOG_ERROR, s->id,
+        log_event(&s->log, LOG_ERROR, s->id,
                   "event=state_illegal machine=client from=%s to=%s",
                   session_mode_name(s->cmode), session_mode_name(mode));
 #ifdef STATE_CHECKS
         abort();
 #endif
     }
-    log_event(&s->ctx->log, LOG_DEBUG, s->id, "event=state from=%s to=%s",
+    log_event(&s->log, LOG_DEBUG, s->id, "event=state from=%s to=%s",
               session_mode_name(s->cmode), session_mode_name(mode));
     s->cmode = mode;
 }
@@ -173,6 +173,10 @@ static enum reply_id session_auth_refusal(struct session *s,
                                           const struct smtp_cmd *cmd)
 {
     (void)cmd;
+    /* backend_auth: the backend session is the proxy's login; AUTH is
+     * not shown, and a client's would be a second one */
+    if (s->svc->backend_auth != BACKEND_AUTH_NONE)
+        return REPLY_AUTH_BY_PROXY;
     return !s->client_tls && !s->plaintext_auth ? REPLY_AUTH_NEEDS_TLS
                                                 : REPLY_NONE;
 }
@@ -209,7 +213,7 @@ static void session_log_command(struct session *s, const struct smtp_cmd *cmd)
     char esc[160];
     size_t n = cmd->arg_len;
 
-    if (!log_enabled(&s->ctx->log, LOG_DEBUG))
+    if (!log_enabled(&s->log, LOG_DEBUG))
         return;
     if (cmd->verb == SMTP_VERB_AUTH && cmd->arg != NULL) {
         /* the mechanism only: an initial response is a secret */
@@ -217,7 +221,7 @@ static void session_log_command(struct session *s, const struct smtp_cmd *cmd)
         n = sp ? (size_t)(sp - cmd->arg) : cmd->arg_len;
     }
     log_escape(esc, sizeof esc, cmd->arg ? cmd->arg : "", n);
-    log_event(&s->ctx->log, LOG_DEBUG, s->id, "event=command verb=%s arg=\"%s\"",
+    log_event(&s->log, LOG_DEBUG, s->id, "event=command verb=%s arg=\"%s\"",
               smtp_verb_name(cmd->verb), esc);
 }
 
@@ -457,7 +461,7 @@ static void session_command(struct session *s, const char *line, size_t len,
 static void session_reject_message(struct session *s, const char *event,
                                    enum reply_id reply)
 {
-    log_event(&s->ctx->log, LOG_WARN, s->id, "event=%s action=reject", event);
+    log_event(&s->log, LOG_WARN, s->id, "event=%s action=reject", event);
     s->msg_rejected = true;
     s->reject_reply = (uint8_t)reply;
     backend_stop(&s->b);    /* it must not see the end of this message */
@@ -520,7 +524,7 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
             } else {
                 if (!s->msg_rejected)
                     SESSION_COUNT(s, events[STATS_EV_SMUGGLING_NORMALIZED]);
-                log_event(&s->ctx->log, LOG_INFO, s->id,
+                log_event(&s->log, LOG_INFO, s->id,
                           "event=bare_newline_message action=%s",
                           s->msg_rejected ? "reject" : "normalize");
             }
@@ -534,7 +538,7 @@ static bool session_data_step(struct session *s, const char *p, size_t len)
                 !s->msg_rejected && session_enforce(s, "nul_byte", "message"))
                 session_reject_message(s, "nul_message", REPLY_NUL_MESSAGE);
             else
-                log_event(&s->ctx->log, LOG_INFO, s->id,
+                log_event(&s->log, LOG_INFO, s->id,
                           "event=nul_message action=%s",
                           s->msg_rejected ? "reject" : "normalize");
         }
@@ -571,7 +575,7 @@ static void session_auth_cancel(struct session *s)
 {
     if (s->cmode != CLIENT_AUTH)
         return;
-    log_event(&s->ctx->log, LOG_INFO, s->id, "event=auth_cancelled");
+    log_event(&s->log, LOG_INFO, s->id, "event=auth_cancelled");
     session_forward(s, "*\r\n", 1, 3);
     session_fifo_push(s, EXPECT_AUTH_CANCEL, REPLY_NONE);
 }
@@ -595,7 +599,7 @@ static bool session_client_step(struct session *s)
         case SMTP_LINE_MORE:
             return false;
         case SMTP_LINE_TOO_LONG:
-            log_event(&s->ctx->log, LOG_INFO, s->id, "event=line_too_long");
+            log_event(&s->log, LOG_INFO, s->id, "event=line_too_long");
             SESSION_COUNT(s, events[STATS_EV_LINE_TOO_LONG]);
             session_auth_cancel(s);
             session_enter(s, CLIENT_SKIP_LINE);
@@ -606,7 +610,7 @@ static bool session_client_step(struct session *s)
         }
         if (smtp_line_has_bare_cr_lf(p, line_len, total)) {
             /* a line a backend could split differently (smuggling) */
-            log_event(&s->ctx->log, LOG_INFO, s->id, "event=bare_newline_command");
+            log_event(&s->log, LOG_INFO, s->id, "event=bare_newline_command");
             SESSION_COUNT(s, events[STATS_EV_BARE_NEWLINE_COMMAND]);
             sbuf_consume(&s->cin, total);
             session_auth_cancel(s);
@@ -617,7 +621,7 @@ static bool session_client_step(struct session *s)
         if (memchr(p, '\0', line_len) != NULL) {
             /* RFC 5321 2.3.8: no NUL in a command; a backend may cut the
              * line there, or drop it and read something else */
-            log_event(&s->ctx->log, LOG_INFO, s->id, "event=nul_command");
+            log_event(&s->log, LOG_INFO, s->id, "event=nul_command");
             SESSION_COUNT(s, events[STATS_EV_NUL_REMOVED]);
             sbuf_consume(&s->cin, total);
             session_auth_cancel(s);
@@ -664,7 +668,7 @@ static bool session_client_step(struct session *s)
     }
     case CLIENT_STARTTLS:
         SESSION_COUNT(s, events[STATS_EV_STARTTLS_INJECTION]);
-        log_event(&s->ctx->log, LOG_WARN, s->id,
+        log_event(&s->log, LOG_WARN, s->id,
                   "event=starttls_injection dropped=%zu", len);
         sbuf_free(&s->cin);
         return false;

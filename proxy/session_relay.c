@@ -30,8 +30,10 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap)
         .client_verify = s->client_cert_verify,
         .by = s->ctx->cfg->hostname,
         .id = s->id,
-        .backend_host = s->b.host[0] ? s->b.host : s->svc->backend_host,
-        .backend_port = s->svc->backend_port,
+        /* transparent: the original destination, "[2001:db8::25]:25" */
+        .backend_host = s->dst_text[0] ? s->dst_text
+                        : s->b.host[0] ? s->b.host : s->svc->backend_host,
+        .backend_port = s->dst_text[0] ? NULL : s->svc->backend_port,
         .backend_policy = policy[s->svc->backend_tls],
         .backend_tls = s->b.tls_desc[0] != '\0' ? s->b.tls_desc : NULL,
         .backend_verify = s->b.verify,
@@ -78,7 +80,9 @@ static void session_ehlo_opts(const struct session *s,
     opts->offer_starttls = !s->client_tls && !s->svc->client_implicit_tls &&
                            s->client_policy != CLIENT_TLS_NONE;
     opts->keep = SESSION_EHLO_KEEP;
-    if (s->client_tls || s->plaintext_auth)
+    /* backend_auth: the proxy is logged in already, the client never */
+    if ((s->client_tls || s->plaintext_auth) &&
+        s->svc->backend_auth == BACKEND_AUTH_NONE)
         opts->keep |= SMTP_CAP_AUTH;
     /* RFC 8689: only what the backend offered, and only over a path
      * that is authenticated TLS on both legs */
@@ -101,7 +105,7 @@ static void session_write_ehlo(struct session *s, const char *p, size_t len,
     session_ehlo_opts(s, &opts);
     s->requiretls_offered = (opts.keep & SMTP_CAP_REQUIRETLS) &&
                             (smtp_ehlo_caps(p, len) & SMTP_CAP_REQUIRETLS);
-    if (!s->ehlo_drop_logged && log_enabled(&s->ctx->log, LOG_DEBUG)) {
+    if (!s->ehlo_drop_logged && log_enabled(&s->log, LOG_DEBUG)) {
         opts.dropped = dropped;
         opts.dropped_cap = sizeof dropped;
     }
@@ -117,7 +121,7 @@ static void session_write_ehlo(struct session *s, const char *p, size_t len,
     if (opts.dropped != NULL && dropped[0] != '\0') {
         s->ehlo_drop_logged = true;
         log_escape(esc, sizeof esc, dropped, strlen(dropped));
-        log_event(&s->ctx->log, LOG_DEBUG, s->id,
+        log_event(&s->log, LOG_DEBUG, s->id,
                   "event=ehlo_dropped keywords=%s", esc);
     }
 }
@@ -193,7 +197,7 @@ static bool session_answer_repeat(struct session *s,
         smtp_reply_scan(s->held_helo, s->held_helo_len, SESSION_REPLY_LINE,
                         SESSION_REPLY_LINES, &held) != SMTP_REPLY_OK)
         return false;
-    log_event(&s->ctx->log, LOG_INFO, s->id,
+    log_event(&s->log, LOG_INFO, s->id,
               "event=backend_repeat_refused verb=%s code=%d "
               "action=earlier_reply", ehlo ? "EHLO" : "HELO", rep->code);
     if (!ehlo)
@@ -219,7 +223,7 @@ static void session_relay(struct session *s, const char *p,
             return;
         if (rep->code == 500 || rep->code == 502) {
             /* a HELO-only server: keep the client's EHLO working */
-            log_event(&s->ctx->log, LOG_INFO, s->id,
+            log_event(&s->log, LOG_INFO, s->id,
                       "event=backend_helo_only code=%d", rep->code);
             session_helo_fallback(s);
             return;
@@ -273,7 +277,7 @@ static void session_relay(struct session *s, const char *p,
         SESSION_COUNT(s, messages[rep->code < 300   ? STATS_MSG_ACCEPTED
                                   : rep->code < 500 ? STATS_MSG_TEMPFAIL
                                                     : STATS_MSG_REFUSED]);
-        log_event(&s->ctx->log, LOG_INFO, s->id,
+        log_event(&s->log, LOG_INFO, s->id,
                   "event=message_reply code=%d", rep->code);
         break;
     case EXPECT_AUTH:
@@ -286,19 +290,19 @@ static void session_relay(struct session *s, const char *p,
         return;
     case EXPECT_XCLIENT:
         if (rep->code != 220)
-            log_event(&s->ctx->log, LOG_WARN, s->id,
+            log_event(&s->log, LOG_WARN, s->id,
                       "event=xclient_refused code=%d", rep->code);
         return;
     case EXPECT_AUTH_CANCEL:
         /* the backend's answer to our "*" (501, or whatever it says) */
-        log_event(&s->ctx->log, LOG_DEBUG, s->id,
+        log_event(&s->log, LOG_DEBUG, s->id,
                   "event=auth_cancel_reply code=%d", rep->code);
         return;
     case EXPECT_SILENT:
         /* our own EHLO or HELO to a fresh backend; the client asked
          * nothing */
         if (rep->code >= 400)
-            log_event(&s->ctx->log, LOG_WARN, s->id,
+            log_event(&s->log, LOG_WARN, s->id,
                       "event=backend_replay_refused code=%d", rep->code);
         else if (rep->code == 250 && s->client_esmtp && !s->b.helo_only)
             s->backend_chunking =
@@ -336,7 +340,7 @@ void session_backend_process(struct session *s)
             log_escape(esc, sizeof esc, sbuf_ptr(&s->b.in),
                        s->b.in.len < 80 ? s->b.in.len : 80);
             SESSION_COUNT(s, events[STATS_EV_BACKEND_GARBAGE]);
-            log_event(&s->ctx->log, LOG_WARN, s->id,
+            log_event(&s->log, LOG_WARN, s->id,
                       "event=backend_garbage kind=%s data=\"%s\"",
                       r == SMTP_REPLY_BAD ? "not_a_reply" : "unsolicited", esc);
             session_close(s, REPLY_BACKEND_PROTOCOL);

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #if defined(__SSE2__) && !defined(SMTP_PORTABLE_SCAN)
 #define SMTP_SSE2_SCAN 1
@@ -344,6 +345,35 @@ unsigned smtp_ehlo_caps(const char *reply, size_t len)
     while (smtp_reply_next_line(reply, len, &pos, &text, &text_len))
         caps |= smtp_ehlo_keyword(text, text_len);
     return caps;
+}
+
+/* smtp_ehlo_auth_mech - see smtp.h. */
+bool smtp_ehlo_auth_mech(const char *reply, size_t len, const char *mech)
+{
+    size_t pos = 0, mlen = strlen(mech), i, w;
+    const char *text;
+    size_t text_len;
+
+    if (len < 3 || reply[0] != '2' ||
+        !smtp_reply_next_line(reply, len, &pos, &text, &text_len))
+        return false;
+    while (smtp_reply_next_line(reply, len, &pos, &text, &text_len)) {
+        if (text_len < 5 || strncasecmp(text, "AUTH", 4) != 0 ||
+            (text[4] != ' ' && text[4] != '=' && text[4] != '\t'))
+            continue;
+        for (i = 5; i < text_len; i += w) {
+            while (i < text_len && (text[i] == ' ' || text[i] == '\t'))
+                i++;
+            for (w = 0; i + w < text_len && text[i + w] != ' ' &&
+                        text[i + w] != '\t'; w++)
+                ;
+            if (w == mlen && strncasecmp(text + i, mech, mlen) == 0)
+                return true;
+            if (w == 0)
+                break;
+        }
+    }
+    return false;
 }
 
 /* smtp_put - append n bytes to out at *pos (out may be NULL: count only). */

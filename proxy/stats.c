@@ -22,12 +22,13 @@ static const char *const stats_hs_names[STATS_HS_N] = {
 static const char *const stats_rule_names[STATS_RULE_N] = {
     "backend_tls", "dane", "sts", "fingerprint", "client_tls_encrypt",
     "pregreet", "bare_newline", "nul_byte", "max_errors", "max_connections",
-    "max_connections_per_ip", "other"
+    "max_connections_per_ip", "sources", "backend_auth", "other"
 };
 static const char *const stats_event_names[STATS_EV_N] = {
     "smuggling_normalized", "smuggling_refused", "bare_newline_command",
     "nul_removed", "starttls_injection", "response_injection", "pregreet",
-    "backend_garbage", "limit", "line_too_long", "timeout"
+    "backend_garbage", "limit", "line_too_long", "timeout",
+    "transparent_loop", "transparent_denied", "transparent_unknown"
 };
 static const char *const stats_dir_names[STATS_DIR_N] = {
     "from_client", "from_backend"
@@ -50,25 +51,53 @@ static const struct {
       "Duration of sessions, accept to close." },
 };
 
-int stats_init(struct stats *st, size_t nservices)
+/* stats_init - see stats.h. */
+int stats_init(struct stats *st, size_t nslots)
 {
-    st->nservices = nservices;
-    st->svc = calloc(nservices ? nservices : 1, sizeof *st->svc);
-    return st->svc == NULL ? -1 : 0;
+    memset(st, 0, sizeof *st);
+    return stats_reserve(st, nslots);
+}
+
+/* stats_reserve - see stats.h.  The chunks are in place before nslots
+ * says so (release): a reader that sees a slot sees its counters. */
+int stats_reserve(struct stats *st, size_t nslots)
+{
+    size_t have = __atomic_load_n(&st->nslots, __ATOMIC_RELAXED);
+    size_t need = (nslots + STATS_CHUNK - 1) / STATS_CHUNK;
+
+    if (nslots <= have)
+        return 0;
+    if (need > STATS_MAX_CHUNKS)
+        return -1;
+    for (size_t c = 0; c < need; c++)
+        if (st->chunk[c] == NULL &&
+            (st->chunk[c] = calloc(STATS_CHUNK, sizeof *st->chunk[c])) == NULL)
+            return -1;
+    __atomic_store_n(&st->nslots, nslots, __ATOMIC_RELEASE);
+    return 0;
 }
 
 void stats_free(struct stats *st)
 {
-    free(st->svc);
-    st->svc = NULL;
-    st->nservices = 0;
+    for (size_t c = 0; c < STATS_MAX_CHUNKS; c++) {
+        free(st->chunk[c]);
+        st->chunk[c] = NULL;
+    }
+    st->nslots = 0;
 }
 
-struct stats_service *stats_of(struct stats *st, size_t svc_index)
+/* stats_slot - slot's counters, or NULL (read from any thread). */
+static struct stats_service *stats_slot(const struct stats *st, size_t slot)
 {
-    if (st == NULL || st->svc == NULL || svc_index >= st->nservices)
+    if (st == NULL || slot >= __atomic_load_n(&st->nslots, __ATOMIC_ACQUIRE))
         return NULL;
-    return &st->svc[svc_index];
+    return &st->chunk[slot / STATS_CHUNK][slot % STATS_CHUNK];
+}
+
+/* stats_of - see stats.h. */
+struct stats_service *stats_of(struct stats *st, size_t slot)
+{
+    return stats_slot(st, slot);
 }
 
 /* stats_observe - see stats.h. */
@@ -115,25 +144,28 @@ static uint64_t stats_get(const uint64_t *w)
     return __atomic_load_n(w, __ATOMIC_RELAXED);
 }
 
-/* stats_sum - word at byte offset off of service i's counters, summed
- * over the workers. */
-static uint64_t stats_sum(const struct stats *const *w, size_t n, size_t i,
+/* stats_sum - word at byte offset off of slot's counters, summed over
+ * the workers. */
+static uint64_t stats_sum(const struct stats *const *w, size_t n, size_t slot,
                           size_t off)
 {
     uint64_t t = 0;
 
-    for (size_t k = 0; k < n; k++)
-        if (w[k] != NULL && i < w[k]->nservices)
-            t += stats_get((const uint64_t *)((const char *)&w[k]->svc[i] +
-                                              off));
+    for (size_t k = 0; k < n; k++) {
+        const struct stats_service *s = stats_slot(w[k], slot);
+
+        if (s != NULL)
+            t += stats_get((const uint64_t *)((const char *)s + off));
+    }
     return t;
 }
 
-#define SUM(field) stats_sum(w, n, i, offsetof(struct stats_service, field))
+#define SUM(field) stats_sum(w, n, slots != NULL ? slots[i] : i,            \
+                             offsetof(struct stats_service, field))
 
 /* stats_render - see stats.h. */
 void stats_render(struct promtext_buf *b, const struct stats *const *w,
-                  size_t n, const struct config *cfg)
+                  size_t n, const struct config *cfg, const size_t *slots)
 {
     size_t ns = cfg->nservices, i;
 

@@ -776,7 +776,7 @@ static X509 *tls_service_nth_cert(const struct tls_service *ts, size_t n)
 /* tls_service_cert - see tls.h. */
 bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
                       size_t subject_len, char *not_after,
-                      size_t not_after_len)
+                      size_t not_after_len, unsigned char sha256[32])
 {
     X509 *x = tls_service_nth_cert(ts, n);
     struct tm tm;
@@ -788,6 +788,12 @@ bool tls_service_cert(const struct tls_service *ts, size_t n, char *subject,
     if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 ||
         strftime(not_after, not_after_len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(not_after, not_after_len, "?");
+    if (sha256 != NULL) {
+        unsigned len = 32;
+
+        if (X509_digest(x, EVP_sha256(), sha256, &len) != 1)
+            memset(sha256, 0, 32);
+    }
     return true;
 }
 

@@ -67,14 +67,16 @@ size_t trace_header(const struct trace_facts *f, char *out, size_t cap)
         trace_comment_text(f->backend_sts ? f->backend_sts : "", sts,
                            sizeof sts);
         snprintf(backend, sizeof backend,
-                 "(backend %s:%s policy %s using %s with cipher %s; "
+                 "(backend %s%s%s policy %s using %s with cipher %s; "
                  "certificate %s%s%s%s%s)",
-                 f->backend_host, f->backend_port, f->backend_policy, ver,
+                 f->backend_host, f->backend_port ? ":" : "",
+                 f->backend_port ? f->backend_port : "", f->backend_policy, ver,
                  cipher, verify, dane[0] ? "; dane " : "", dane,
                  sts[0] ? "; sts " : "", sts);
     } else {
-        snprintf(backend, sizeof backend, "(backend %s:%s policy %s; no TLS)",
-                 f->backend_host, f->backend_port, f->backend_policy);
+        snprintf(backend, sizeof backend, "(backend %s%s%s policy %s; no TLS)",
+                 f->backend_host, f->backend_port ? ":" : "",
+                 f->backend_port ? f->backend_port : "", f->backend_policy);
     }
     gmtime_r(&f->when, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);

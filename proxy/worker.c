@@ -10,7 +10,27 @@
 #include <unistd.h>
 
 #include "listener.h"
+#include "netaddr.h"
 #include "session.h"
+
+/* One reload asked of a worker (worker_request_reload). */
+struct worker_reload {
+    struct worker_reload *next;
+    struct generation *gen;          /* held */
+    size_t nfds;
+    int fds[];                       /* per address of gen: new socket or -1 */
+};
+
+/* worker_reload_free - a request not taken (or taken): its reference and
+ * any socket still in it. */
+static void worker_reload_free(struct worker_reload *r)
+{
+    for (size_t k = 0; k < r->nfds; k++)
+        if (r->fds[k] >= 0)
+            close(r->fds[k]);
+    generation_release(r->gen);
+    free(r);
+}
 
 /* worker_on_accept - a listener's new connection becomes a session. */
 static void worker_on_accept(void *ud, size_t svc_index, int fd)
@@ -32,7 +52,7 @@ void worker_init(struct worker *w, uv_loop_t *loop, struct generation *gen,
     w->stop_request = WORKER_RUN;
     w->done = NULL;
     w->finished = false;
-    w->next_gen = NULL;
+    w->reloads = NULL;
     w->draining = w->drain_forced = false;
     uv_mutex_init(&w->stop_lock);
     loop_ctx_init(&w->ctx, loop, gen, limits, id);
@@ -97,14 +117,17 @@ void worker_stop(struct worker *w)
  * handles, so that it runs dry when its last session has gone. */
 static void worker_stop_done(struct worker *w)
 {
-    struct generation *pending;
+    struct worker_reload *pending, *next;
 
     uv_mutex_lock(&w->stop_lock);
     w->stop_open = false;
-    pending = w->next_gen;
-    w->next_gen = NULL;
+    pending = w->reloads;
+    w->reloads = NULL;
     uv_mutex_unlock(&w->stop_lock);
-    generation_release(pending);
+    for (; pending != NULL; pending = next) {
+        next = pending->next;
+        worker_reload_free(pending);
+    }
     loop_ctx_stop(&w->ctx);
     uv_close((uv_handle_t *)&w->stop_async, NULL);
     if (w->draining)
@@ -149,42 +172,134 @@ static void worker_drain(struct worker *w)
     uv_timer_start(&w->drain_timer, worker_on_drain_tick, 0, 100);
 }
 
-/* worker_take_reload - switch to the generation main asked for, if any;
- * the listeners now name their addresses in it (same order: a reload
- * keeps the services and their addresses). */
+/*
+ * worker_apply_reload - one reload: the listeners of r->gen's addresses
+ * (kept by address, or opened on r's new sockets), the removed ones
+ * drained and closed while the loop still runs the old generation, so
+ * that what they had queued is served by the service it came for; then
+ * new sessions use r->gen.
+ */
+static void worker_apply_reload(struct worker *w, struct worker_reload *r)
+{
+    const struct config *cfg = r->gen->cfg;
+    struct listener **next = NULL;
+    size_t total = 0, k = 0, n = 0;
+    char err[300];
+
+    for (size_t i = 0; i < cfg->nservices; i++)
+        total += cfg->services[i].nlisten;
+    if (!w->stopping && !w->draining && total == r->nfds)
+        next = calloc(total ? total : 1, sizeof *next);
+    if (next == NULL && (w->stopping || w->draining)) {
+        loop_ctx_switch(&w->ctx, r->gen);     /* no listeners left */
+        return;
+    }
+    if (next == NULL) {
+        /* the listeners name their addresses in the old configuration:
+         * this loop stays on it */
+        log_event(&w->ctx.log, LOG_ERROR, 0, "event=reload_error worker=%u "
+                  "error=\"out of memory: this worker keeps its "
+                  "configuration\"", w->ctx.id);
+        return;
+    }
+    for (size_t i = 0; i < cfg->nservices; i++)
+        for (size_t j = 0; j < cfg->services[i].nlisten; j++, k++) {
+            const struct listen_addr *a = &cfg->services[i].listen[j];
+
+            for (size_t m = 0; m < w->nlisteners && next[k] == NULL; m++)
+                if (w->listeners[m] != NULL &&
+                    netaddr_same(&listener_addr(w->listeners[m])->addr,
+                                 &a->addr)) {
+                    next[k] = w->listeners[m];     /* kept: same socket */
+                    w->listeners[m] = NULL;
+                }
+            if (next[k] == NULL && r->fds[k] >= 0) {
+                next[k] = listener_open(w->loop, &w->ctx.log, i, a,
+                                        r->fds[k], worker_on_accept, w,
+                                        err, sizeof err);
+                if (next[k] == NULL)
+                    log_event(&w->ctx.log, LOG_ERROR, 0, "event=reload_error "
+                              "worker=%u error=\"%s\"", w->ctx.id, err);
+            } else if (r->fds[k] >= 0) {
+                close(r->fds[k]);
+            }
+            r->fds[k] = -1;
+        }
+    for (size_t m = 0; m < w->nlisteners; m++) {
+        struct listener *l = w->listeners[m];
+        const struct listen_addr *a;
+        size_t svc, queued;
+
+        if (l == NULL)
+            continue;
+        svc = listener_service(l);
+        a = listener_addr(l);
+        queued = listener_drain_close(l);
+        log_event(&w->ctx.log, LOG_INFO, 0, "event=listener_closed "
+                  "service=%s listen=%s worker=%u queued=%zu",
+                  w->ctx.cfg->services[svc].name, a->text, w->ctx.id, queued);
+    }
+    loop_ctx_switch(&w->ctx, r->gen);
+    k = 0;
+    for (size_t i = 0; i < cfg->nservices; i++)
+        for (size_t j = 0; j < cfg->services[i].nlisten; j++, k++)
+            if (next[k] != NULL) {
+                listener_set_service(next[k], i, &cfg->services[i].listen[j]);
+                next[n++] = next[k];
+            }
+    free(w->listeners);
+    w->listeners = next;
+    w->nlisteners = n;
+}
+
+/* worker_take_reload - every reload main asked for, oldest first. */
 static void worker_take_reload(struct worker *w)
 {
-    struct generation *gen;
-    size_t k = 0;
+    struct worker_reload *r, *next;
 
     uv_mutex_lock(&w->stop_lock);
-    gen = w->next_gen;
-    w->next_gen = NULL;
+    r = w->reloads;
+    w->reloads = NULL;
     uv_mutex_unlock(&w->stop_lock);
-    if (gen == NULL)
-        return;
-    loop_ctx_switch(&w->ctx, gen);
-    generation_release(gen);              /* the request's reference */
-    for (size_t i = 0; i < gen->cfg->nservices && k < w->nlisteners; i++)
-        for (size_t j = 0; j < gen->cfg->services[i].nlisten &&
-                           k < w->nlisteners; j++)
-            listener_set_addr(w->listeners[k++], &gen->cfg->services[i].listen[j]);
+    for (; r != NULL; r = next) {
+        next = r->next;
+        worker_apply_reload(w, r);
+        worker_reload_free(r);
+    }
 }
 
 /* worker_request_reload - see worker.h. */
-void worker_request_reload(struct worker *w, struct generation *gen)
+void worker_request_reload(struct worker *w, struct generation *gen,
+                           const int *fds, size_t nfds)
 {
-    struct generation *old = NULL;
+    struct worker_reload *r = malloc(sizeof *r + nfds * sizeof *r->fds);
+    struct worker_reload **tail;
 
+    if (r == NULL) {
+        for (size_t k = 0; k < nfds; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+        log_event(&w->ctx.log, LOG_ERROR, 0, "event=reload_error worker=%u "
+                  "error=\"out of memory: this worker keeps its "
+                  "configuration\"", w->ctx.id);
+        return;
+    }
+    r->next = NULL;
+    r->gen = gen;
+    r->nfds = nfds;
+    memcpy(r->fds, fds, nfds * sizeof *fds);
+    generation_hold(gen);
     uv_mutex_lock(&w->stop_lock);
     if (w->stop_open) {
-        generation_hold(gen);
-        old = w->next_gen;               /* one not taken yet is skipped */
-        w->next_gen = gen;
+        for (tail = &w->reloads; *tail != NULL; tail = &(*tail)->next)
+            ;
+        *tail = r;
+        r = NULL;
         uv_async_send(&w->stop_async);
     }
     uv_mutex_unlock(&w->stop_lock);
-    generation_release(old);
+    if (r != NULL)
+        worker_reload_free(r);
 }
 
 static void worker_on_stop(uv_async_t *a)

@@ -18,15 +18,16 @@ set -euo pipefail
 # swaks --tls uses (only a Recommends of swaks). podman builds and runs the
 # container image (test_container.py) with runc: Debian 12's crun refuses
 # hybrid cgroup layouts; python3-yaml reads docker/compose.yaml and
-# docker/k8s/.
+# docker/k8s/. dovecot-core is the SASL server of the private Postfix
+# that test_backend_auth.py logs in to.
 PACKAGES=(
   build-essential cmake pkg-config
   libuv1-dev libssl-dev libinih-dev libcmocka-dev libunbound-dev dns-root-data
   libcurl4-openssl-dev
   nsd ldnsutils
   openssl ca-certificates
-  postfix swaks libnet-ssleay-perl testssl.sh curl
-  stunnel4 nginx libnginx-mod-mail iproute2 debootstrap man-db systemd
+  postfix swaks libnet-ssleay-perl testssl.sh curl dovecot-core
+  stunnel4 nginx libnginx-mod-mail iproute2 nftables debootstrap man-db systemd
   python3 python3-pytest python3-aiosmtpd python3-jsonschema zlib1g-dev
   prometheus python3-prometheus-client haproxy
   podman buildah runc python3-yaml
@@ -84,7 +85,8 @@ install_packages() {
   echo "run-all.sh: installing: ${missing[*]}"
 
   export DEBIAN_FRONTEND=noninteractive
-  local new_postfix=0 had_main_cf=0
+  local new_postfix=0 had_main_cf=0 new_dovecot=0
+  pkg_installed dovecot-core || new_dovecot=1
   if ! pkg_installed postfix; then
     new_postfix=1
     [ -e /etc/postfix/main.cf ] && had_main_cf=1
@@ -107,6 +109,13 @@ install_packages() {
       systemctl stop postfix 2>/dev/null || true
     fi
     postfix stop 2>/dev/null || true
+  fi
+  # Likewise Dovecot: the tests run a private instance of their own, and a
+  # service this install started is stopped again.
+  if [ "$new_dovecot" = 1 ] && command -v systemctl >/dev/null 2>&1 &&
+    systemctl is-active --quiet dovecot 2>/dev/null; then
+    echo "run-all.sh: stopping the Dovecot service that the install started"
+    systemctl stop dovecot 2>/dev/null || true
   fi
 }
 

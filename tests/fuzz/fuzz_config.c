@@ -86,9 +86,25 @@ static void check_config(const struct config *cfg)
         for (j = 0; j < s->nlisten; j++)
             FUZZ_CHECK(s->listen[j].addr_len > 0 &&
                        s->listen[j].text[0] != '\0');
-        FUZZ_CHECK(s->backend_host != NULL && s->backend_port != NULL);
-        /* mx: backends check the MX host's name unless one is given */
-        FUZZ_CHECK(s->backend_verify_name != NULL || s->backend_mx);
+        if (s->transparent != TRANSPARENT_OFF) {
+            /* the backend is each connection's original destination:
+             * only an address is known */
+            FUZZ_CHECK(s->backend_host == NULL && !s->backend_mx);
+            FUZZ_CHECK(s->backend_tls <= BACKEND_TLS_VERIFY);
+            FUZZ_CHECK(s->backend_tls != BACKEND_TLS_VERIFY ||
+                       s->backend_verify_name != NULL);
+            FUZZ_CHECK(!s->client_proxy_protocol);
+            FUZZ_CHECK(s->transparent_source == TRANSPARENT_SOURCE_PROXY ||
+                       s->transparent == TRANSPARENT_TPROXY);
+        } else {
+            FUZZ_CHECK(s->backend_host != NULL && s->backend_port != NULL);
+            /* mx: backends check the MX host's name unless one is given */
+            FUZZ_CHECK(s->backend_verify_name != NULL || s->backend_mx);
+            FUZZ_CHECK(s->ntransparent_destinations == 0 &&
+                       s->transparent_source == TRANSPARENT_SOURCE_PROXY);
+        }
+        check_cidrs(s->transparent_destinations,
+                    s->ntransparent_destinations);
         FUZZ_CHECK((s->backend_tls == BACKEND_TLS_FINGERPRINT) ==
                    (s->nbackend_pins > 0));
         FUZZ_CHECK(s->nbackend_pins <= 32);
@@ -114,6 +130,18 @@ static void check_config(const struct config *cfg)
                      s->client_implicit_tls)));
         FUZZ_CHECK(!s->client_proxy_protocol || s->ntrusted_proxies > 0);
         check_cidrs(s->trusted_proxies, s->ntrusted_proxies);
+        check_cidrs(s->sources, s->nsources);
+        /* backend_auth: loaded credentials, sources, a TLS-only policy */
+        FUZZ_CHECK(s->backend_auth == BACKEND_AUTH_NONE ||
+                   (s->auth_user != NULL && s->auth_password != NULL &&
+                    s->nsources > 0 && s->enforce &&
+                    s->backend_tls != BACKEND_TLS_NONE &&
+                    s->backend_tls != BACKEND_TLS_MAY &&
+                    s->backend_tls != BACKEND_TLS_DANE &&
+                    s->backend_tls != BACKEND_TLS_STS));
+        FUZZ_CHECK(s->backend_auth != BACKEND_AUTH_NONE ||
+                   (s->auth_user == NULL && s->auth_password == NULL &&
+                    s->backend_auth_file == NULL));
         FUZZ_CHECK(s->max_connections >= 1 &&
                    s->max_connections <= 1000000);
         FUZZ_CHECK(s->max_connections_per_ip <= 1000000);

@@ -60,8 +60,8 @@ def postfix_backend(certs):
 def smtp_sink():
     sinks = []
 
-    def start(*flags):
-        s = SmtpSink(*flags)
+    def start(*flags, port=None, backlog=100):
+        s = SmtpSink(*flags, port=port, backlog=backlog)
         sinks.append(s)
         return s
     yield start

@@ -13,8 +13,8 @@ Everything here talks to real processes over loopback:
   * write_ini / ProxyProcess     the one place an INI file is written, and the
                                  proxy under test as a child process
   * make_certs                   a test CA and leaf certificates (openssl CLI)
-  * PostfixInstance, SmtpSink,   the real backends
-    AiosmtpdBackend
+  * PostfixInstance, SmtpSink,   the real backends (Postfix optionally
+    AiosmtpdBackend, DovecotAuth   with SASL through a private Dovecot)
 
 The helpers raise (never skip) when a required peer is missing: a missing
 peer is a failure of the test environment, CI installs them.
@@ -62,7 +62,7 @@ def require_program(name, paths=("/usr/sbin", "/usr/bin", "/usr/lib/postfix/sbin
     if not found:
         raise RuntimeError(
             "required program %r not installed (apt-get install postfix "
-            "swaks openssl python3-aiosmtpd)" % name)
+            "swaks openssl python3-aiosmtpd dovecot-core)" % name)
     return found
 
 
@@ -1053,13 +1053,40 @@ maillog_file_prefixes = {base}
 """
 
 
+# With a SASL socket (PostfixInstance(sasl_path=...)): a provider's 587
+# (STARTTLS required, AUTH only over TLS) and 465 (implicit TLS), both
+# relaying for nobody but an authenticated client, and saying who logged
+# in in the Received: header (Authenticated sender: ...).
+SASL_MASTER_CF = """\
+127.0.0.1:{submission_port} inet n - n - - smtpd
+  -o syslog_name=postfix-submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path={sasl_path}
+  -o smtpd_sasl_authenticated_header=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+127.0.0.1:{smtps_port} inet n - n - - smtpd
+  -o syslog_name=postfix-smtps
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path={sasl_path}
+  -o smtpd_sasl_authenticated_header=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+"""
+
+
 class PostfixInstance:
     """PostfixInstance - a private Postfix (own config, queue, data, mail and
     log directories under one temp dir), smtpd on two loopback ports: `port`
     presents the CA-signed backend certificate, `untrusted_port` the
     self-signed one (its log lines say postfix-untrusted/smtpd)."""
 
-    def __init__(self, certs):
+    def __init__(self, certs, sasl_path=None):
         self.postfix = require_program("postfix")
         require_program("postconf")
         import pwd
@@ -1080,6 +1107,7 @@ class PostfixInstance:
             os.chown(d, pw.pw_uid, pw.pw_gid)
         self.port = free_port()
         self.untrusted_port = free_port()
+        self.submission_port = self.smtps_port = None
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write(MASTER_CF.format(
                 trusted_port_line="127.0.0.1:%d inet n - n - - smtpd"
@@ -1088,6 +1116,12 @@ class PostfixInstance:
                 % self.untrusted_port,
                 untrusted_cert=certs.untrusted_cert,
                 untrusted_key=certs.untrusted_key))
+            if sasl_path is not None:
+                self.submission_port = free_port()
+                self.smtps_port = free_port()
+                f.write(SASL_MASTER_CF.format(
+                    submission_port=self.submission_port,
+                    smtps_port=self.smtps_port, sasl_path=sasl_path))
         with open(os.path.join(self.conf, "main.cf"), "w") as f:
             f.write(MAIN_CF.format(
                 queue=self.queue, data=self.data, mail=self.mail,
@@ -1101,6 +1135,10 @@ class PostfixInstance:
             wait_listening(self.port, what="postfix smtpd", log=self.diag)
             wait_listening(self.untrusted_port, what="postfix smtpd",
                            log=self.diag)
+            for port in (self.submission_port, self.smtps_port):
+                if port is not None:
+                    wait_listening(port, what="postfix smtpd (SASL)",
+                                   log=self.diag)
         except Exception:
             self.stop()
             raise
@@ -1176,14 +1214,106 @@ class PostfixInstance:
 
 
 # --------------------------------------------------------------------------
+# Dovecot, as Postfix's SASL server only
+
+DOVECOT_CONF = """\
+# private test instance (written by tests/integration/harness.py): SASL
+# for Postfix only, no mail protocol, nothing listening on the network
+protocols =
+listen = 127.0.0.1
+base_dir = {base}/run
+state_dir = {base}/state
+instance_name = stp-dovecot-{name}
+log_path = {base}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_failure_delay = 0
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/users
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home=/nonexistent
+}}
+service auth {{
+  unix_listener {socket} {{
+    mode = 0666
+  }}
+}}
+"""
+
+
+class DovecotAuth:
+    """DovecotAuth - a private Dovecot whose only service is the auth
+    socket Postfix's smtpd_sasl_type = dovecot talks to (self.socket);
+    users is {name: password}, kept in a passwd-file.  The log goes to
+    self.log."""
+
+    def __init__(self, users):
+        binary = require_program("dovecot")
+        self.base = tempfile.mkdtemp(prefix="stp-dovecot-")
+        os.chmod(self.base, 0o755)
+        self.socket = os.path.join(self.base, "auth-postfix")
+        self.log = os.path.join(self.base, "dovecot.log")
+        self.conf = os.path.join(self.base, "dovecot.conf")
+        with open(os.path.join(self.base, "users"), "w") as f:
+            for name, password in users.items():
+                f.write("%s:{PLAIN}%s\n" % (name, password))
+        with open(self.conf, "w") as f:
+            f.write(DOVECOT_CONF.format(base=self.base, socket=self.socket,
+                                        name=os.path.basename(self.base)))
+        self._stderr = open(self.log + ".stderr", "wb")
+        self.proc = subprocess.Popen([binary, "-F", "-c", self.conf],
+                                     stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=self._stderr)
+        try:
+            wait_for(lambda: os.path.exists(self.socket) or
+                     self.proc.poll() is not None, what="dovecot auth socket")
+            if self.proc.poll() is not None:
+                raise RuntimeError("dovecot exited %d:\n%s"
+                                   % (self.proc.returncode, self.log_text()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def log_text(self):
+        out = ""
+        for path in (self.log, self.log + ".stderr"):
+            try:
+                with open(path, "rb") as f:
+                    out += f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                pass
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
 # smtp-sink
 
 class SmtpSink:
     """SmtpSink - Postfix's smtp-sink (no TLS) on a picked port; each message
     is dumped into its own file in self.dumpdir; -v writes the conversation
-    to self.logfile."""
+    to self.logfile.  backlog: its listen queue (more connections arriving
+    at once than that are dropped by the kernel and may never be greeted)."""
 
-    def __init__(self, *flags):
+    def __init__(self, *flags, port=None, backlog=100):
         binary = require_program("smtp-sink")
         import pwd
         pw = pwd.getpwnam("postfix")
@@ -1193,12 +1323,12 @@ class SmtpSink:
         os.mkdir(self.dumpdir)
         os.chown(self.dumpdir, pw.pw_uid, pw.pw_gid)
         self.logfile = os.path.join(self.base, "sink.log")
-        self.port = free_port()
+        self.port = port or free_port()
         self.log_fd = open(self.logfile, "wb")
         self.proc = subprocess.Popen(
             [binary, "-u", "postfix", "-v", "-c",
              "-d", os.path.join(self.dumpdir, "%M."), *flags,
-             "127.0.0.1:%d" % self.port, "100"],
+             "127.0.0.1:%d" % self.port, str(backlog)],
             stdin=subprocess.DEVNULL, stdout=self.log_fd,
             stderr=self.log_fd)
         try:

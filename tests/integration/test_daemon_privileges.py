@@ -6,11 +6,14 @@ import grp
 import os
 import pwd
 import shutil
+import signal
+import socket
 import subprocess
+import tempfile
 
 import pytest
 
-from harness import SMTPClient, expect
+from harness import ProxyProcess, SMTPClient, expect, free_port, write_ini
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -146,3 +149,68 @@ def test_check_refuses(proxy_check, certs, keys, key, message):
     want = [i + 1 for i, l in enumerate(lines)
             if l.replace(" ", "").startswith(key + "=")]
     assert ":%d: " % want[0] in out, (out, lines)
+
+
+def free_low_port():
+    """A port below 1024 that nothing on 127.0.0.1 listens on."""
+    for port in range(1023, 900, -1):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    pytest.skip("no free port below 1024")
+
+
+def test_reload_cannot_bind_a_low_port_after_the_drop(proxy_bin, smtp_sink):
+    """After the drop to user the proxy has no CAP_NET_BIND_SERVICE: a
+    reload that adds a port below 1024 fails, says why, and the old
+    configuration serves on.  No TLS, and the file in a directory nobody
+    can read, so that the reload gets as far as binding."""
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        if int(f.read()) <= 900:
+            pytest.skip("any user may bind low ports here")
+    sink = smtp_sink()
+    work = tempfile.mkdtemp(prefix="stp-lowport-")
+    os.chmod(work, 0o755)
+    port = free_port()
+    secs = {"proxy": {"hostname": "proxy.test", "log_level": "debug",
+                      "user": "nobody"},
+            "smtp": {"listen": "127.0.0.1:%d" % port,
+                     "backend": "127.0.0.1:%d" % sink.port,
+                     "client_tls": "none"}}
+    p = ProxyProcess(proxy_bin, work, secs, [port])
+    try:
+        _low_port_reload(p, secs)
+    finally:
+        rc = p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    assert rc == 0, p.log_text()
+
+
+def _low_port_reload(p, secs):
+    os.chmod(p.ini, 0o644)
+    low = free_low_port()
+    secs = dict(p.sections)
+    secs["low"] = dict(secs["smtp"], listen="127.0.0.1:%d" % low)
+    write_ini(p.ini, secs)
+    os.chmod(p.ini, 0o644)
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=\w+ generation=1")
+    log = p.log_text()
+    assert "event=reload result=failed generation=1" in log, log
+    assert "Permission\\x20denied" in log, log
+    assert "CAP_NET_BIND_SERVICE" in log, log
+    assert "change=" not in log, log
+    c = SMTPClient(p.port)
+    c.greeting()
+    c.ehlo()
+    expect(c.cmd("MAIL FROM:<a@client.test>"), 250)
+    expect(c.cmd("RCPT TO:<b@backend.test>"), 250)
+    expect(c.cmd("DATA"), 354)
+    c.send(b"Subject: still served\r\n\r\nhello\r\n.\r\n")
+    expect(c.read_reply(), 250)
+    c.quit()

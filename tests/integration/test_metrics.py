@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import (SMTPClient, expect, free_port, require_program,
-                     server_tls_context, wait_for)
+                     server_tls_context, wait_for, write_ini)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALERTS = os.path.join(HERE, "..", "..", "docker", "prometheus-alerts.yml")
@@ -281,6 +281,55 @@ def test_reload_counts_and_keeps_counters(proxy, scripted_backend):
     assert value(s, "starttls_proxy_reloads_total", result="failed") == 1
     assert value(s, "starttls_proxy_messages_total", service="smtp",
                  result="accepted") == 2
+
+
+def test_counters_follow_services_a_reload_adds_and_removes(
+        proxy, scripted_backend):
+    """A reload that removes smtp, keeps sub (moved to the end) and adds
+    new: sub keeps its counts, new starts at zero with a certificate
+    gauge of its own, smtp's series are gone."""
+    b = scripted_backend()
+    sub_port, new_port = free_port(), free_port()
+    p = metrics_proxy(proxy, b.port)
+    secs = {name: dict(keys) for name, keys in p.sections.items()}
+    secs["sub"] = dict(secs["smtp"], listen="127.0.0.1:%d" % sub_port)
+    write_ini(p.ini, secs)
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=ok generation=2")
+    expect(one_message(p.port), 250)
+    expect(one_message(sub_port), 250)
+    expect(one_message(sub_port), 250)
+    p.summaries(3)
+    edited = {"proxy": secs["proxy"],
+              "new": dict(secs["smtp"], listen="127.0.0.1:%d" % new_port),
+              "sub": secs["sub"]}
+    write_ini(p.ini, edited)
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_log(r"event=reload result=ok generation=3")
+    s, text = scrape(p.mport)
+    rc, out = promtool_metrics(text)
+    assert rc == 0, out
+    assert value(s, "starttls_proxy_reloads_total", result="ok") == 2
+    assert value(s, "starttls_proxy_messages_total", service="sub",
+                 result="accepted") == 2
+    assert value(s, "starttls_proxy_messages_total", service="new",
+                 result="accepted") == 0
+    assert 'service="smtp"' not in text
+    gauges = sorted(dict(k[1])["service"] for k in s
+                    if k[0] == "starttls_proxy_certificate_expiry_"
+                               "timestamp_seconds")
+    assert gauges == ["new", "sub"]
+    expect(one_message(new_port), 250)
+    expect(one_message(sub_port), 250)
+    p.summaries(5)
+    s, _ = scrape(p.mport)
+    assert value(s, "starttls_proxy_messages_total", service="new",
+                 result="accepted") == 1
+    assert value(s, "starttls_proxy_messages_total", service="sub",
+                 result="accepted") == 3
+    assert value(s, "starttls_proxy_sessions_total", service="new",
+                 client_tls="plaintext", backend_tls="plaintext") == 1
+    assert value(s, "starttls_proxy_sessions_active", service="sub") == 0
 
 
 def test_certificate_expiry_is_not_after(proxy, scripted_backend, certs):

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -52,6 +53,22 @@ struct err_case {
 };
 
 static const struct ok_case ok_cases[] = {
+    { "transparent: no backend key; defaults; both modes; backend_mark",
+      "[in]\nlisten = 127.0.0.1:2525\nclient_tls = none\n"
+      "transparent = redirect\nbackend_mark = 4294967295\n"
+      "transparent_destinations = 203.0.113.0/24, 2001:db8::/32\n"
+      "[tp]\nlisten = 127.0.0.1:2526\nclient_tls = none\n"
+      "transparent = TPROXY\ntransparent_source = client\n"
+      "backend_tls = verify\nbackend_verify_name = mx.example.net\n"
+      "[plain]\nlisten = 127.0.0.1:2527\nbackend = h:25\nclient_tls = none\n"
+      "backend_mark = 25\n",
+      { "in.transparent=redirect", "in.backend_host=(null)",
+        "in.backend_mark=4294967295", "in.transparent_destinations=2",
+        "in.transparent_source=proxy", "in.backend_verify_name=(null)",
+        "tp.transparent=tproxy", "tp.transparent_source=client",
+        "tp.backend_tls=verify", "tp.backend_verify_name=mx.example.net",
+        "plain.transparent=off", "plain.backend_mark=25",
+        "plain.transparent_destinations=0", NULL } },
     { "mx: backends, port 25 by default; dane; the dns keys",
       "[proxy]\ndns_resolver = 192.0.2.53, 2001:db8::53@5353 ,198.51.100.1\n"
       "dns_trust_anchor = /etc/anchor.ds\ndns_timeout = 3\n"
@@ -529,6 +546,47 @@ static const struct ok_case ok_cases[] = {
 };
 
 static const struct err_case err_cases[] = {
+    { "transparent: what needs a name or a domain is refused",
+      "[a]\nlisten = 127.0.0.1:2525\nbackend = h:25\nclient_tls = none\n"
+      "transparent = redirect\n"
+      "[b]\nlisten = 127.0.0.1:2526\nclient_tls = none\n"
+      "transparent = redirect\nbackend_tls = verify\n"
+      "[c]\nlisten = 127.0.0.1:2527\nclient_tls = none\n"
+      "transparent = tproxy\nbackend_tls = dane\n"
+      "[d]\nlisten = 127.0.0.1:2528\nclient_tls = none\n"
+      "transparent = redirect\nbackend_tls = sts\n"
+      "[e]\nlisten = 127.0.0.1:2529\nclient_tls = none\n"
+      "transparent = redirect\ntransparent_source = client\n"
+      "[f]\nlisten = 127.0.0.1:2530\nbackend = h:25\nclient_tls = none\n"
+      "transparent_destinations = 192.0.2.0/24\n",
+      0,
+      { { 3, "service [a]: backend cannot be given with transparent" },
+        { 10, "service [b]: backend_tls = verify with transparent needs "
+              "backend_verify_name" },
+        { 15, "service [c]: backend_tls = dane cannot be used with "
+              "transparent" },
+        { 20, "service [d]: backend_tls = sts cannot be used with "
+              "transparent" },
+        { 25, "service [e]: transparent_source = client needs "
+              "transparent = tproxy" },
+        { 30, "service [f]: transparent_destinations needs transparent" },
+        { 0, NULL } } },
+    { "transparent: a bad value; no backend without it; PROXY headers",
+      "[g]\nlisten = 127.0.0.1:2531\nclient_tls = none\n"
+      "transparent = dnat\nbackend_mark = -1\n"
+      "[h]\nlisten = 127.0.0.1:2532\nclient_tls = none\n"
+      "transparent = redirect\nclient_proxy_protocol = yes\n"
+      "trusted_proxies = 192.0.2.1\n"
+      "[i]\nlisten = 127.0.0.1:2533\nclient_tls = none\n"
+      "transparent = tproxy\nbackend_health = connect\n",
+      0,
+      { { 4, "transparent: \"dnat\" is not one of off, redirect, tproxy" },
+        { 5, "backend_mark: \"-1\" is not a number" },
+        { 10, "service [h]: client_proxy_protocol cannot be used with "
+              "transparent" },
+        { 16, "service [i]: backend_health cannot be used with "
+              "transparent" },
+        { 0, NULL } } },
     { "mx: needs a domain; dane needs a name; dns_resolver numeric",
       "[proxy]\ndns_resolver = ns1.example.com\n"
       "[a]\nlisten = 127.0.0.1:2525\nbackend = mx:192.0.2.1\n"
@@ -1095,12 +1153,11 @@ static const struct err_case err_cases[] = {
         { 9, "unknown key \"colour\"" },
         { 10, "key log_level belongs in [proxy], not in a profile" },
         { 11, "sources given twice (first on line 6)" } } },
-    { "profile key in a service or in [proxy]",
+    /* sources is a key of services (who may connect) and of profiles
+     * (whom the profile is for), never of [proxy] */
+    { "sources in [proxy]",
       "[proxy]\nsources = ::1\n" SVC "sources = ::1\n", 0,
-      { { 2, "key sources belongs in a [profile NAME] section, not "
-             "[proxy]" },
-        { 7, "key sources belongs in a [profile NAME] section, not in a "
-             "service" } } },
+      { { 2, "key sources belongs in a service section, not [proxy]" } } },
     { "bad values in a profile",
       SVC "[profile p]\nsources = ::1\nclient_tls = always\n"
       "client_plaintext_auth = perhaps\nclient_tls_min_protocol = SSLv2\n"
@@ -1321,6 +1378,11 @@ static char *dump(const struct config *cfg)
                 str_text(s->backend_verify_name));
         fprintf(m, "%s.idle_timeout=%u\n%s.max_line_length=%u\n", n,
                 s->idle_timeout, n, s->max_line_length);
+        fprintf(m, "%s.transparent=%s\n%s.transparent_source=%s\n"
+                "%s.backend_mark=%u\n%s.transparent_destinations=%zu\n", n,
+                (const char *[]){ "off", "redirect", "tproxy" }[s->transparent],
+                n, s->transparent_source ? "client" : "proxy", n,
+                s->backend_mark, n, s->ntransparent_destinations);
         dump_hardening(m, s);
     }
     fprintf(m, "profiles=%zu\n", cfg->nprofiles);
@@ -1624,6 +1686,118 @@ static void test_stream(void **state)
 /* The issue 3 fields as the rest of the proxy reads them: cert/key are
  * the first pair, profiles point into cfg->profiles, ranges are real
  * socket addresses, protocol floors are OpenSSL's numbers. */
+/* auth_load - config_load of a verify service with backend_auth = auth
+ * and extra keys, reading the credentials file cred; 0 or -1 (err). */
+static int auth_load(const char *extra, const char *cred, struct config **cfg,
+                     char *err, size_t err_len)
+{
+    char text[1024], path[32];
+    int rc;
+
+    snprintf(text, sizeof text,
+             "[in]\nlisten = 127.0.0.1:2525\nbackend = 127.0.0.1:587\n"
+             "client_tls = none\nbackend_auth_file = %s\n%s", cred, extra);
+    write_temp(path, text, strlen(text));
+    rc = config_load(path, cfg, err, err_len);
+    unlink(path);
+    return rc;
+}
+
+/* backend_auth: the file's format, its mode, and the rules with
+ * backend_tls, enforce and sources; the secret is in no message */
+static void test_backend_auth(void **state)
+{
+    static const char ok[] = "backend_auth = plain\nbackend_tls = verify\n"
+                             "sources = 10.0.0.0/8\n";
+    char cred[32], err[2048], extra[256];
+    struct config *cfg = NULL;
+    const char *file;
+
+    (void)state;
+    file = "# the account\nuser printer@example.org\r\n"
+           "password  s3cret with blanks\n\n";
+    write_temp(cred, file, strlen(file));   /* mkstemp: mode 0600, ours */
+    if (auth_load(ok, cred, &cfg, err, sizeof err) != 0)
+        fail_msg("unexpected errors:\n%s", err);
+    assert_int_equal(cfg->services[0].backend_auth, BACKEND_AUTH_PLAIN);
+    assert_string_equal(cfg->services[0].auth_user, "printer@example.org");
+    assert_string_equal(cfg->services[0].auth_password, "s3cret with blanks");
+    assert_int_equal(cfg->services[0].nsources, 1);
+    config_free(cfg);
+
+    /* the user from the configuration is refused beside a user line */
+    snprintf(extra, sizeof extra, "%sbackend_auth_user = other\n", ok);
+    assert_int_equal(auth_load(extra, cred, &cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "has a user line, and backend_auth_user"));
+
+    /* group or others may read it: refused, and the secret not shown */
+    assert_int_equal(chmod(cred, 0640), 0);
+    assert_int_equal(auth_load(ok, cred, &cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "mode 0640 lets group or others"));
+    assert_null(strstr(err, "s3cret"));
+    assert_int_equal(chmod(cred, 0600), 0);
+    unlink(cred);
+
+    /* a password line only, the user in the configuration */
+    file = "password pw\n";
+    write_temp(cred, file, strlen(file));
+    snprintf(extra, sizeof extra, "%sbackend_auth = login\n"
+             "backend_auth_user = dev\n", ok + strlen("backend_auth = plain\n"));
+    if (auth_load(extra, cred, &cfg, err, sizeof err) != 0)
+        fail_msg("unexpected errors:\n%s", err);
+    assert_int_equal(cfg->services[0].backend_auth, BACKEND_AUTH_LOGIN);
+    assert_string_equal(cfg->services[0].auth_user, "dev");
+    assert_string_equal(cfg->services[0].auth_password, "pw");
+    config_free(cfg);
+    /* ... without it, no user at all */
+    assert_int_equal(auth_load(ok, cred, &cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "has no user line"));
+
+    /* policies that may end in plaintext, enforce = no, no sources */
+    assert_int_equal(auth_load("backend_auth = plain\nbackend_tls = may\n"
+                               "sources = 10.0.0.0/8\n"
+                               "backend_auth_user = u\n", cred, &cfg, err,
+                               sizeof err), -1);
+    assert_non_null(strstr(err, "never falls back to plaintext"));
+    assert_non_null(strstr(err, "not may"));
+    assert_int_equal(auth_load("backend_auth = plain\nbackend_tls = none\n"
+                               "sources = 10.0.0.0/8\n"
+                               "backend_auth_user = u\n", cred, &cfg, err,
+                               sizeof err), -1);
+    assert_non_null(strstr(err, "not none"));
+    assert_int_equal(auth_load("backend_auth = plain\nbackend_tls = verify\n"
+                               "backend_auth_user = u\n", cred, &cfg, err,
+                               sizeof err), -1);
+    assert_non_null(strstr(err, "backend_auth needs sources"));
+    assert_int_equal(auth_load("backend_auth = plain\nbackend_tls = encrypt\n"
+                               "sources = 10.0.0.0/8\nenforce = no\n"
+                               "backend_auth_user = u\n", cred, &cfg, err,
+                               sizeof err), -1);
+    assert_non_null(strstr(err, "needs enforce = yes"));
+    /* XCLIENT after the login would undo it (Postfix starts over) */
+    assert_int_equal(auth_load("backend_auth = plain\nbackend_tls = encrypt\n"
+                               "sources = 10.0.0.0/8\n"
+                               "backend_client_address = xclient\n"
+                               "backend_auth_user = u\n", cred, &cfg, err,
+                               sizeof err), -1);
+    assert_non_null(strstr(err, "backend_client_address = xclient do not"));
+    /* the file without backend_auth */
+    assert_int_equal(auth_load("backend_tls = verify\n", cred, &cfg, err,
+                               sizeof err), -1);
+    assert_non_null(strstr(err, "backend_auth_file needs backend_auth"));
+    unlink(cred);
+    /* a file that is not there */
+    assert_int_equal(auth_load(ok, "/nonexistent/cred", &cfg, err,
+                               sizeof err), -1);
+    assert_non_null(strstr(err, "No such file"));
+    /* not "user" or "password" */
+    file = "user u\npasswd pw\n";
+    write_temp(cred, file, strlen(file));
+    assert_int_equal(auth_load(ok, cred, &cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "line 2: \"user NAME\" or \"password"));
+    unlink(cred);
+}
+
 static void test_hardening_fields(void **state)
 {
     static const char text[] =
@@ -1742,6 +1916,7 @@ int main(void)
         cmocka_unit_test(test_too_many_listen),
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_hardening_fields),
+        cmocka_unit_test(test_backend_auth),
         cmocka_unit_test(test_too_many_profiles),
     };
     size_t nfixed = sizeof fixed / sizeof fixed[0], n = 0, i;

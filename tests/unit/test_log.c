@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -99,12 +100,44 @@ static void test_escape_tiny_caps(void **state)
     assert_string_equal(out, "...");
 }
 
+/* a session's tagged logger: the tag follows the session id, level and
+ * stream are the base's (a reload that changes the base's level counts) */
+static void test_tagged(void **state)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    struct logger base = { .level = LOG_INFO, .out = m };
+    struct logger lg = log_tagged(&base, "orig_dst=203.0.113.25:25");
+    struct logger plain = log_tagged(&base, "");
+
+    (void)state;
+    assert_non_null(m);
+    log_event(&lg, LOG_INFO, 0x2a, "event=connect client=%s", "192.0.2.1:4");
+    log_event(&lg, LOG_DEBUG, 0x2a, "event=hidden");
+    base.level = LOG_DEBUG;
+    log_event(&lg, LOG_DEBUG, 0x2a, "event=shown");
+    log_event(&plain, LOG_INFO, 0x2a, "event=untagged");
+    fflush(m);
+    assert_non_null(strstr(buf, " info session=000000000000002a "
+                                "orig_dst=203.0.113.25:25 event=connect "
+                                "client=192.0.2.1:4\n"));
+    assert_null(strstr(buf, "event=hidden"));
+    assert_non_null(strstr(buf, " debug session=000000000000002a "
+                                "orig_dst=203.0.113.25:25 event=shown\n"));
+    assert_non_null(strstr(buf, " info session=000000000000002a "
+                                "event=untagged\n"));
+    fclose(m);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape_forms),
         cmocka_unit_test(test_escape_caps),
         cmocka_unit_test(test_escape_tiny_caps),
+        cmocka_unit_test(test_tagged),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -403,6 +403,35 @@ static void test_reply_scan_more(void **state)
             reply_check(&more[i], n, SMTP_REPLY_MORE);
 }
 
+/* ---- smtp_ehlo_auth_mech -------------------------------------------------- */
+
+static const struct {
+    const char *in;
+    const char *mech;
+    bool want;
+} mech_cases[] = {
+    { "250-h\r\n250-AUTH PLAIN LOGIN\r\n250 SIZE\r\n", "PLAIN", true },
+    { "250-h\r\n250-AUTH PLAIN LOGIN\r\n250 SIZE\r\n", "LOGIN", true },
+    { "250-h\r\n250 auth login  plain\r\n", "PLAIN", true },
+    { "250-h\r\n250 AUTH=LOGIN\r\n", "LOGIN", true },      /* old form */
+    { "250-h\r\n250 AUTH PLAINX CRAM-MD5\r\n", "PLAIN", false },
+    { "250-h\r\n250 AUTH XPLAIN\r\n", "PLAIN", false },
+    { "250-h\r\n250 AUTHX PLAIN\r\n", "PLAIN", false },
+    { "250-h\r\n250 SIZE PLAIN\r\n", "PLAIN", false },
+    { "250 AUTH PLAIN\r\n", "PLAIN", false },   /* the domain line */
+    { "250-h\r\n250 AUTH\r\n", "PLAIN", false },
+    { "550-h\r\n550 AUTH PLAIN\r\n", "PLAIN", false },
+};
+
+static void test_ehlo_auth_mech(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof mech_cases / sizeof mech_cases[0]; i++)
+        if (smtp_ehlo_auth_mech(mech_cases[i].in, strlen(mech_cases[i].in),
+                                mech_cases[i].mech) != mech_cases[i].want)
+            fail_msg("case %zu: %s", i, mech_cases[i].in);
+}
+
 /* ---- smtp_ehlo_caps ----------------------------------------------------- */
 
 struct caps_case {
@@ -883,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_ehlo_rewrite_bounds),
         cmocka_unit_test(test_ehlo_rewrite_extra_and_dropped),
         cmocka_unit_test(test_ehlo_keyword_valid),
+        cmocka_unit_test(test_ehlo_auth_mech),
         cmocka_unit_test(test_data_scan),
         cmocka_unit_test(test_data_scan_after_end),
         cmocka_unit_test(test_data_scan_random),

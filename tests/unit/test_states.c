@@ -200,6 +200,14 @@ static const struct move backend_legal[] = {
     { BACKEND_XCLIENT_EHLO, BACKEND_XCLIENT },
     { BACKEND_XCLIENT_EHLO, BACKEND_READY },
     { BACKEND_XCLIENT, BACKEND_READY },
+    /* backend_auth: EHLO over TLS, then AUTH (never with XCLIENT) */
+    { BACKEND_GREETING, BACKEND_AUTH_EHLO },      /* implicit TLS */
+    { BACKEND_TLS_HANDSHAKE, BACKEND_AUTH_EHLO },
+    { BACKEND_AUTH_EHLO, BACKEND_AUTH },
+    { BACKEND_AUTH, BACKEND_AUTH_USER },          /* LOGIN: 334 */
+    { BACKEND_AUTH, BACKEND_READY },              /* PLAIN: 235 */
+    { BACKEND_AUTH_USER, BACKEND_AUTH_PASSWORD },
+    { BACKEND_AUTH_PASSWORD, BACKEND_READY },
 };
 
 static void test_backend_transitions(void **state)
