@@ -421,7 +421,9 @@ static int conn_keep_left(struct conn *c)
  * relays in several pieces (a 64 KiB read holds four TLS records, each
  * relayed on its own) is encrypted into the write BIO at once but put on
  * the wire when the callback is done: one write system call per callback
- * instead of one per record.
+ * instead of one per record.  Plaintext conns hold their writes in the
+ * same buffer meanwhile (conn_write), so a message body and its
+ * terminator also leave together.
  */
 static void conn_cork(struct conn_loop *cl)
 {
