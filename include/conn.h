@@ -47,10 +47,11 @@ struct conn_cbs {
 #define CONN_PLAIN_BUF 16384     /* one TLS record's plaintext */
 
 /*
- * struct conn_loop - what the conns of one event loop share: the TLS
- * output buffer (one conn's bytes at a time; while a read or write
- * callback runs, what its session writes waits there and goes out in one
- * write at the end: the cork) and the read scratch space.  Its owner (the
+ * struct conn_loop - what the conns of one event loop share: the output
+ * buffer (TLS records and plaintext alike, one conn's bytes at a time;
+ * while a read or write callback runs, what its session writes waits
+ * there and goes out in one write at the end: the cork) and the read
+ * scratch space.  Its owner (the
  * loop's context) only embeds it; conn.c alone reads or writes it.
  */
 struct conn_loop {

@@ -63,6 +63,8 @@ struct conn {
     bool above_high;
     bool failed;           /* on_eof with an error was already reported */
     bool fail_deferred;    /* on the loop's list of failures to report */
+    bool ticket_due;       /* TLS 1.3 server: the session ticket goes out
+                              with the first record written (tls.c) */
     struct conn *next_failed;
     uv_connect_t creq;
     uv_shutdown_t sreq;
@@ -249,8 +251,9 @@ static int conn_send(struct conn *c, const char *buf, size_t len)
     return 0;
 }
 
-/* conn_flush_tls - put what TLS wrote for c on the wire. */
-static int conn_flush_tls(struct conn *c)
+/* conn_flush_out - put what is held for c in the loop's output buffer
+ * (TLS records, or plaintext written under the cork) on the wire. */
+static int conn_flush_out(struct conn *c)
 {
     struct conn_loop *cl = c->cl;
     size_t n = cl->olen;
@@ -302,20 +305,18 @@ static int conn_bio_read(BIO *b, char *out, size_t len, size_t *got)
 }
 
 /*
- * conn_bio_write - append to the loop's output buffer, after sending what
+ * conn_hold - append to the loop's output buffer, after sending what
  * another conn left there.  If that cannot be sent (out of memory), the
  * other conn's failure is reported when the callback in progress ends:
  * a write on one conn never closes another under its owner's feet.
+ * 0, or -1 when out of memory.
  */
-static int conn_bio_write(BIO *b, const char *data, size_t len,
-                          size_t *written)
+static int conn_hold(struct conn *c, const char *data, size_t len)
 {
-    struct conn *c = BIO_get_data(b), *o;
     struct conn_loop *cl = c->cl;
+    struct conn *o = cl->oowner;
 
-    BIO_clear_retry_flags(b);
-    o = cl->oowner;
-    if (o != c && o != NULL && conn_flush_tls(o) != 0 && !o->fail_deferred) {
+    if (o != c && o != NULL && conn_flush_out(o) != 0 && !o->fail_deferred) {
         /* o's stream lost bytes: o fails, but at the end of the callback
          * in progress (conn_uncork), not inside c's write */
         o->fail_deferred = true;
@@ -330,13 +331,25 @@ static int conn_bio_write(BIO *b, const char *data, size_t len,
             cap *= 2;
         p = realloc(cl->obuf, cap);
         if (p == NULL)
-            return 0;
+            return -1;
         cl->obuf = p;
         cl->ocap = cap;
     }
     memcpy(cl->obuf + cl->olen, data, len);
     cl->olen += len;
     cl->oowner = c;
+    return 0;
+}
+
+/* conn_bio_write - what TLS writes waits in the loop's output buffer. */
+static int conn_bio_write(BIO *b, const char *data, size_t len,
+                          size_t *written)
+{
+    struct conn *c = BIO_get_data(b);
+
+    BIO_clear_retry_flags(b);
+    if (conn_hold(c, data, len) != 0)
+        return 0;
     *written = len;
     return 1;
 }
@@ -408,7 +421,9 @@ static int conn_keep_left(struct conn *c)
  * relays in several pieces (a 64 KiB read holds four TLS records, each
  * relayed on its own) is encrypted into the write BIO at once but put on
  * the wire when the callback is done: one write system call per callback
- * instead of one per record.
+ * instead of one per record.  Plaintext conns hold their writes in the
+ * same buffer meanwhile (conn_write), so a message body and its
+ * terminator also leave together.
  */
 static void conn_cork(struct conn_loop *cl)
 {
@@ -423,7 +438,7 @@ static void conn_uncork(struct conn_loop *cl)
         return;
     /* a conn closed meanwhile dropped its output (conn_close) */
     if ((c = cl->oowner) != NULL) {
-        if (conn_flush_tls(c) != 0)
+        if (conn_flush_out(c) != 0)
             conn_fail(c, -1, "out of memory");
         else
             conn_check_drain(c);   /* all of it may have left at once */
@@ -444,7 +459,19 @@ static int conn_output(struct conn *c)
 {
     if (c->cl->cork > 0)
         return 0;
-    return conn_flush_tls(c);
+    return conn_flush_out(c);
+}
+
+/* conn_ticket_due - a TLS 1.3 server context with tickets on that sends
+ * none by itself (tls.c: num_tickets 0) wants one, after the handshake:
+ * asked for just before the first record written, it leaves in the same
+ * write as that record instead of one of its own. */
+static void conn_ticket_due(struct conn *c)
+{
+    c->ticket_due = SSL_is_server(c->ssl) &&
+                    SSL_version(c->ssl) == TLS1_3_VERSION &&
+                    SSL_get_num_tickets(c->ssl) == 0 &&
+                    (SSL_get_options(c->ssl) & SSL_OP_NO_TICKET) == 0;
 }
 
 int conn_write(struct conn *c, const char *buf, size_t len)
@@ -453,15 +480,27 @@ int conn_write(struct conn *c, const char *buf, size_t len)
 
     if (!conn_alive(c) || c->failed)
         return -1;
-    if (c->tls == CONN_TLS_NONE)
+    if (c->tls == CONN_TLS_NONE) {
+        /* under the cork plaintext waits too: a message body and its
+         * terminator, or a reply and what follows it, leave in one write */
+        if (c->cl->cork > 0 && len > 0)
+            return conn_hold(c, buf, len);
         return conn_send(c, buf, len);
+    }
     if (c->tls != CONN_TLS_UP)
         return -1;
+    if (c->ticket_due && len > 0) {
+        c->ticket_due = false;
+        /* written by the SSL_write_ex below, ahead of the data; without
+         * it the client only resumes no more */
+        ERR_clear_error();
+        (void)SSL_new_session_ticket(c->ssl);
+    }
     while (len > 0) {
         ERR_clear_error();
         if (SSL_write_ex(c->ssl, buf, len, &done) != 1) {
             tls_last_error(c->err, sizeof c->err);
-            conn_flush_tls(c);
+            conn_flush_out(c);
             return -1;
         }
         buf += done;
@@ -513,9 +552,10 @@ static void conn_pump(struct conn *c)
         if (c->tls == CONN_TLS_HANDSHAKE && conn_alive(c)) {
             ERR_clear_error();
             r = SSL_do_handshake(c->ssl);
-            conn_flush_tls(c);   /* at once: a failure's alert too */
+            conn_flush_out(c);   /* at once: a failure's alert too */
             if (r == 1) {
                 c->tls = CONN_TLS_UP;
+                conn_ticket_due(c);
                 if (c->cbs->on_handshake != NULL)
                     c->cbs->on_handshake(c, c->ud, 0);
             } else if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) {
@@ -793,8 +833,8 @@ void conn_close_flush(struct conn *c)
     if (c->tls == CONN_TLS_UP) {
         ERR_clear_error();
         (void)SSL_shutdown(c->ssl);   /* queues our close_notify */
-        conn_flush_tls(c);
     }
+    conn_flush_out(c);   /* before the FIN: what the cork holds */
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;

@@ -234,6 +234,15 @@ static int tls_apply_knobs(SSL_CTX *ctx, const struct tls_knobs *k,
 
     if (!k->session_tickets)
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    else if (server)
+        /* TLS 1.3: one ticket per handshake, not OpenSSL's two, and not
+         * sent by the handshake itself: conn.c asks for it just before
+         * the first record written after the handshake, so that it leaves
+         * in the same write (num_tickets 0 with tickets on says so).  A
+         * ticket costs a session encoding, its encryption and MAC and
+         * random draws; a client resumes with one, and gets a fresh one
+         * at every resumption. */
+        SSL_CTX_set_num_tickets(ctx, 0);
     return 0;
 }
 

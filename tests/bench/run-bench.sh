@@ -5,7 +5,7 @@
 #
 # usage: tests/bench/run-bench.sh [--quick] [--only S1,S3] [--pin]
 #                                 [--pin-load] [--out FILE] [--keep]
-#                                 [--repeat N]
+#                                 [--repeat N] [--rate N]
 #                                 [--nice N] [-h]
 # See tests/bench/README.md for what each scenario measures.
 set -u -o pipefail
@@ -14,29 +14,33 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
 QUICK=0
-ONLY="S1,S1R,S2,S3,S4,S5"
+ONLY="S1,S1R,S1F,S2,S2F,S3,S4,S5"
 PIN=0
 OUT=""
 KEEP=0
 NICE=""
 REPEAT=1
+RATE=${BENCH_RATE:-}
 
 usage() {
     cat <<'EOF'
 usage: run-bench.sh [--quick] [--only LIST] [--pin] [--pin-load]
-                    [--out FILE] [--keep] [--repeat N] [--nice N]
+                    [--out FILE] [--keep] [--repeat N] [--rate N] [--nice N]
   --quick      each scenario for ~2 s, S4 with 200 sessions: checks that the
                tools and every setup work (exit 1 on any error), not speed
-  --only LIST  scenarios to run, comma separated: S1,S1R,S2,S3,S4,S5
-               (S1R = S1 with the RSA-2048 certificate; S1 includes it
-               unless --only names S1 alone)
+  --only LIST  scenarios to run, comma separated: S1,S1R,S1F,S2,S2F,S3,
+               S4,S5 (S1R = S1 with the RSA-2048 certificate; S1 includes
+               it unless --only names S1 alone; S1F/S2F = S1/S2 at a fixed
+               offered rate, for CPU per session at equal load)
   --pin        load generator on CPU 1, servers and sink on CPU 0 (taskset)
   --pin-load   only the load generator on CPU 1; servers may use every CPU
                (for worker scaling: PROXY_WORKERS=1 and =2 in turn)
   --out FILE   append the table to FILE
   --keep       keep the temporary directory (configs, logs)
   --repeat N   run each S1/S2/S3/S5 load N times against the same setup
-               and report the median run (default 1)
+               and report the median run (default 1; S1F/S2F: the run
+               with the median CPU per session)
+  --rate N     sessions offered per second in S1F and S2F (default 200)
   --nice N     run everything at nice level N (e.g. -10 on a shared
                machine, so that other work disturbs the figures less)
 Environment:
@@ -69,6 +73,8 @@ while [ $# -gt 0 ]; do
     --nice) shift; NICE=${1:-} ;;
     --repeat) shift; REPEAT=${1:-} ;;
     --repeat=*) REPEAT=${1#--repeat=} ;;
+    --rate) shift; RATE=${1:-} ;;
+    --rate=*) RATE=${1#--rate=} ;;
     --nice=*) NICE=${1#--nice=} ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run-bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -101,6 +107,12 @@ log() { echo "run-bench: $*" >&2; }
 case "$REPEAT" in
 ''|*[!0-9]*|0) log "--repeat needs a positive number"; exit 2 ;;
 esac
+RATE=${RATE:-200}
+case "$RATE" in
+''|*[!0-9]*|0) log "--rate needs a positive whole number"; exit 2 ;;
+esac
+RATE_CAP=1000   # open sessions at most in S1F/S2F (an offer beyond is missed)
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 if [ -n "$NICE" ]; then
     renice -n "$NICE" -p $$ >/dev/null || { log "cannot renice to $NICE"; exit 2; }
@@ -148,7 +160,7 @@ NGINX_MAIL_MOD=/usr/lib/nginx/modules/ngx_mail_module.so
 T=$(mktemp -d /tmp/starttls-bench.XXXXXX)
 PIDS=()          # every child still to be stopped
 FAILED=0         # any run with errors or any setup that did not start
-declare -A VAL P50 P99 ERR NOTE
+declare -A VAL P50 P99 ERR NOTE CPU CPUU
 ROWS=()          # "scenario|setup|metric" in table order
 
 cleanup() {
@@ -260,6 +272,7 @@ stop_all() {
     done
     PIDS=()
     SERVER_PIDS=""
+    SINK_PID=""
 }
 
 # start_sink tls|plain
@@ -267,6 +280,7 @@ start_sink() {
     local tls=()
     [ "$1" = tls ] && tls=(--cert "$T/ec.crt" --key "$T/ec.key")
     start_bg sink "$SMTP_SINK_BIN" -p "$SINK_PORT" "${tls[@]}"
+    SINK_PID=$LAST_PID
     wait_port "$SINK_PORT" "$LAST_PID" sink
 }
 
@@ -403,7 +417,7 @@ start_setup() {
     LOAD_TLS=(--starttls)
     case "$setup" in
     direct)       start_sink plain || return 1
-                  LOAD_PORT=$SINK_PORT; LOAD_TLS=() ;;
+                  LOAD_PORT=$SINK_PORT; LOAD_TLS=(); SERVER_PIDS=$LAST_PID ;;
     direct-tls)   start_sink tls || return 1
                   LOAD_PORT=$SINK_PORT; SERVER_PIDS=$LAST_PID ;;
     proxy)        start_sink plain || return 1; start_proxy none "$cert" ;;
@@ -432,14 +446,39 @@ setup_label() {
 # kv KEY LINE - value of KEY=... in a result line
 kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
-# run_load ID ARGS... - run the load generator; result line in RESULT
+# cpu_ticks PIDS - CPU time (utime + stime, clock ticks) of the processes,
+# every thread included, plus their live children (nginx's workers) and
+# the children they have reaped; 0 for none
+cpu_ticks() {
+    local p c total=0 t
+    for p in $1; do
+        for c in $p $(pgrep -P "$p" 2>/dev/null); do
+            # the fields after "(comm) ": 12 utime, 13 stime, 14 cutime,
+            # 15 cstime (man 5 proc: 14-17)
+            t=$(sed 's/^.*) //' "/proc/$c/stat" 2>/dev/null |
+                awk '{print $12 + $13 + $14 + $15}')
+            total=$((total + ${t:-0}))
+        done
+    done
+    echo "$total"
+}
+
+# run_load ID ARGS... - run the load generator; result line in RESULT,
+# with the server's and the sink's CPU seconds during the run appended
+# (srv_cpu_s=, sink_cpu_s=; the server is SERVER_PIDS, for the direct
+# setups the sink itself)
 run_load() {
-    local id=$1 rc
+    local id=$1 rc c0 c1 k0 k1
     shift
+    c0=$(cpu_ticks "$SERVER_PIDS")
+    k0=$(cpu_ticks "${SINK_PID:-}")
     "${LOAD_PIN[@]}" "$SMTP_LOAD_BIN" -p "$LOAD_PORT" "$@" \
         >"$T/$id.out" 2>"$T/$id.err"
     rc=$?
+    c1=$(cpu_ticks "$SERVER_PIDS")
+    k1=$(cpu_ticks "${SINK_PID:-}")
     RESULT=$(tail -n 1 "$T/$id.out")
+    [ -n "$RESULT" ] && RESULT="$RESULT srv_cpu_s=$(awk -v a="$c0" -v b="$c1" -v h="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / h}') sink_cpu_s=$(awk -v a="$k0" -v b="$k1" -v h="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / h}') loadavg=$(cut -d' ' -f1 /proc/loadavg)"
     if [ "$rc" != 0 ] || [ -z "$RESULT" ]; then
         log "$id: load generator failed (exit $rc):"
         grep -v '^smtp-load: [0-9]* sessions' "$T/$id.err" | head -n 12 >&2
@@ -452,24 +491,46 @@ run_load() {
 }
 declare -A TLS_SEEN
 
+# cpu_per KIND LINE - the server's CPU per unit of work of a result line:
+# us per session (sessions), s per GB of message (mbytes), us per NOOP
+# round trip (rtt); empty when no work was done
+cpu_per() {
+    local cpu
+    cpu=$(kv srv_cpu_s "$2")
+    case "$1" in
+    sessions) awk -v c="$cpu" -v n="$(kv sessions "$2")" 'BEGIN { if (n > 0) printf "%.0f", c * 1e6 / n }' ;;
+    mbytes) awk -v c="$cpu" -v n="$(kv bytes "$2")" 'BEGIN { if (n > 0) printf "%.2f", c * 1e9 / n }' ;;
+    rtt) awk -v c="$cpu" -v n="$S5_K" 'BEGIN { if (n > 0) printf "%.1f", c * 1e6 / n }' ;;
+    esac
+}
+# the sink's CPU per session (the same work behind every setup)
+sink_per() {
+    awk -v c="$(kv sink_cpu_s "$1")" -v n="$(kv sessions "$1")" 'BEGIN { if (n > 0) printf "%.0f", c * 1e6 / n }'
+}
+
 # run_median ID KEY ARGS... - run the load REPEAT times against the running
-# setup; RESULT is the run whose KEY is the median, RUNS lists every KEY.
-# Fails as soon as one run fails.
+# setup; RESULT is the run whose KEY is the median, RUNS lists every KEY
+# (KEY cpu:KIND: the server's CPU per unit, see cpu_per).  Fails as soon
+# as one run fails.
 run_median() {
-    local id=$1 key=$2 n pick
+    local id=$1 key=$2 n pick v
     shift 2
     local -a lines=()
     RUNS=""
     for n in $(seq 1 "$REPEAT"); do
         run_load "$id-$n" "$@" || return 1
-        lines+=("$(kv "$key" "$RESULT") $RESULT")
-        RUNS="$RUNS${RUNS:+ }$(kv "$key" "$RESULT")"
+        case "$key" in
+        cpu:*) v=$(cpu_per "${key#cpu:}" "$RESULT") ;;
+        *) v=$(kv "$key" "$RESULT") ;;
+        esac
+        lines+=("${v:-0} $RESULT")
+        RUNS="$RUNS${RUNS:+ }$v"
     done
     pick=$(printf '%s\n' "${lines[@]}" | sort -g -k1,1 | sed -n "$(((REPEAT + 1) / 2))p")
     RESULT=${pick#* }
 }
 
-# record SCEN SETUP METRIC VALUE [P50 P99 ERRORS NOTE]
+# record SCEN SETUP METRIC VALUE [P50 P99 ERRORS NOTE CPU CPU_UNIT]
 record() {
     local key="$1|$2|$3"
     ROWS+=("$key")
@@ -478,6 +539,8 @@ record() {
     P99[$key]=${6:-}
     ERR[$key]=${7:-}
     NOTE[$key]=${8:-}
+    CPU[$key]=${9:-}
+    CPUU[$key]=${10:-}
 }
 
 # fail_row SCEN SETUP METRIC WHY - a setup that did not work
@@ -521,6 +584,13 @@ throughput() {
         return
     fi
     stop_all
+    record_throughput "$scen" "$setup" "$metric"
+}
+
+# record_throughput SCEN SETUP METRIC - the row of a throughput run from
+# RESULT (the median run) and RUNS (every run's key value)
+record_throughput() {
+    local scen=$1 setup=$2 metric=$3 v
     case "$metric" in
     sessions) v=$(kv sessions_per_s "$RESULT") ;;
     mbytes) v=$(kv mbytes_per_s "$RESULT") ;;
@@ -530,8 +600,67 @@ throughput() {
         p50=$(kv p50_us "$RESULT")
         p99=$(kv p99_us "$RESULT")
     fi
+    local note missed cu=us/session
+    note="$(kv sessions "$RESULT") sessions, $(kv messages "$RESULT") msgs"
+    [ "$metric" = mbytes ] && cu=s/GB
+    case "$scen" in
+    *F)
+        missed=$(kv missed "$RESULT")
+        note="$note; offered $(kv offered "$RESULT") at $RATE/s"
+        if [ "${missed:-0}" != 0 ]; then
+            note="$note, $missed missed: SATURATED, not at the offered rate"
+        elif awk -v t="$(kv seconds "$RESULT")" -v d="$SECS" 'BEGIN { exit !(t > d * 1.1 + 0.5) }'; then
+            # the offers end at SECS; sessions still finishing long after
+            # are a queue the server did not keep up with
+            note="$note: SATURATED, the last sessions ended $(kv seconds "$RESULT") s after the first offer"
+        fi ;;
+    esac
+    case "$metric:$setup" in
+    sessions:direct*) ;; # the sink is the server there
+    sessions:*) note="$note; sink $(sink_per "$RESULT") us/session" ;;
+    esac
+    note="$note; load $(kv loadavg "$RESULT")"
+    [ "$REPEAT" -gt 1 ] && note="$note; median of $RUNS"
     record "$scen" "$setup" "$metric" "$v" "$p50" "$p99" "$(kv errors "$RESULT")" \
-        "$(kv sessions "$RESULT") sessions, $(kv messages "$RESULT") msgs$([ "$REPEAT" -gt 1 ] && echo "; median of $RUNS")"
+        "$note" "$(cpu_per "$metric" "$RESULT")" "$cu"
+}
+
+# fixed_rate SCEN CERT "SETUPS" ARGS... - a fixed-rate scenario (S1F,
+# S2F): REPEAT rounds, each starting every setup in turn for one run, so
+# that a burst of other work on the machine falls on every setup alike
+# rather than on one setup's repeats; each row is the run with the median
+# CPU per session.  A setup that fails once is dropped from later rounds.
+fixed_rate() {
+    local scen=$1 cert=$2 setups=$3 n s pick v
+    shift 3
+    declare -A lines=() runs=() dead=()
+    for n in $(seq 1 "$REPEAT"); do
+        for s in $setups; do
+            [ -n "${dead[$s]:-}" ] && continue
+            log "$scen: $(setup_label "$s"), round $n of $REPEAT ..."
+            if ! setup_or_fail "$scen" "$s" sessions "$cert"; then
+                dead[$s]=1
+                continue
+            fi
+            if ! run_load "$scen-$s-$n" "${LOAD_TLS[@]}" "$@"; then
+                stop_all
+                fail_row "$scen" "$s" sessions "errors: $(kv errors "$RESULT")"
+                dead[$s]=1
+                continue
+            fi
+            stop_all
+            v=$(cpu_per sessions "$RESULT")
+            lines[$s]="${lines[$s]:-}${v:-0} $RESULT"$'\n'
+            runs[$s]="${runs[$s]:-}${runs[$s]:+ }$v"
+        done
+    done
+    for s in $setups; do
+        [ -n "${dead[$s]:-}" ] && continue
+        pick=$(printf '%s' "${lines[$s]}" | sort -g -k1,1 | sed -n "$(((REPEAT + 1) / 2))p")
+        RESULT=${pick#* }
+        RUNS=${runs[$s]}
+        record_throughput "$scen" "$s" sessions
+    done
 }
 
 # rss_kib PIDS - VmRSS of the processes and their children, in KiB
@@ -623,7 +752,8 @@ s5_run() {
     fi
     stop_all
     record S5 "$setup" rtt "$(kv p50_us "$RESULT")" "$(kv p50_us "$RESULT")" \
-        "$(kv p99_us "$RESULT")" "$(kv errors "$RESULT")" "$S5_K NOOPs$([ "$REPEAT" -gt 1 ] && echo "; median of p50 $RUNS")"
+        "$(kv p99_us "$RESULT")" "$(kv errors "$RESULT")" "$S5_K NOOPs; load $(kv loadavg "$RESULT")$([ "$REPEAT" -gt 1 ] && echo "; median of p50 $RUNS")" \
+        "$(cpu_per rtt "$RESULT")" us/NOOP
 }
 
 # ---------------------------------------------------------------- speed
@@ -665,10 +795,16 @@ if want S1R; then
         throughput S1R "$s" rsa sessions "${LOADARGS_S1[@]}"
     done
 fi
+if want S1F; then
+    fixed_rate S1F ec "direct-tls proxy stunnel nginx" --rate "$RATE" -c "$RATE_CAP" -d "$SECS" -m 1 -s 4096
+fi
 if want S2; then
     for s in direct-tls proxy-tls stunnel-chain; do
         throughput S2 "$s" ec sessions -c "$S2C" -d "$SECS" -m 1 -s 4096
     done
+fi
+if want S2F; then
+    fixed_rate S2F ec "direct-tls proxy-tls stunnel-chain" --rate "$RATE" -c "$RATE_CAP" -d "$SECS" -m 1 -s 4096
 fi
 if want S3; then
     for s in direct-tls proxy-tls stunnel-chain; do
@@ -693,7 +829,9 @@ scen_title() {
     case "$1" in
     S1) echo "S1 sessions/s, STARTTLS + one 4 KiB message, backend plain (c=$S1C, ECDSA P-256)" ;;
     S1R) echo "S1 with RSA-2048 (c=$S1C)" ;;
+    S1F) echo "S1 at a fixed offered rate, $RATE sessions/s (at most $RATE_CAP open): compare the CPU per session" ;;
     S2) echo "S2 sessions/s, TLS on both legs (c=$S2C)" ;;
+    S2F) echo "S2 at a fixed offered rate, $RATE sessions/s: compare the CPU per session" ;;
     S3) echo "S3 MB/s, $S3C connections, $((S3_SIZE / 1048576)) MiB messages, TLS both legs" ;;
     S4) echo "S4 KiB RSS per idle TLS session ($S4_N sessions${S4_NOTE:+; $S4_NOTE})" ;;
     S5) echo "S5 NOOP round trip, one TLS session, us$([ "$S5_PINNED" = 1 ] && echo ' (pinned: load on CPU 1, servers and sink on CPU 0)')" ;;
@@ -716,11 +854,23 @@ ref_value() {
         fi
     done
 }
+# ref_cpu SCEN SETUP - server CPU per unit of a row, empty if absent
+ref_cpu() {
+    local r
+    for r in "${ROWS[@]:-}"; do
+        IFS='|' read -r s u m <<<"$r"
+        if [ "$s" = "$1" ] && [ "$u" = "$2" ] && [ "${VAL[$r]}" != FAILED ] &&
+            [ "${VAL[$r]}" != skipped ]; then
+            echo "${CPU[$r]}"
+            return
+        fi
+    done
+}
 ratio() { # a / b with 2 decimals, empty if either is missing
     [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
 }
 proxy_setup_of() {
-    case "$1" in S2|S3) echo proxy-tls ;; *) echo proxy ;; esac
+    case "$1" in S2|S2F|S3) echo proxy-tls ;; *) echo proxy ;; esac
 }
 
 table() {
@@ -732,21 +882,30 @@ table() {
     echo
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -sr); load generator on the same machine$([ "$REPEAT" -gt 1 ] && echo ", median of $REPEAT runs per row (S4: one run)")$([ -n "$NICE" ] && echo ", everything at nice $NICE")$(case "$PIN" in 1) echo ', pinned: load on CPU 1, servers on CPU 0' ;; 2) echo ', load generator pinned to CPU 1, servers not pinned' ;; *) echo ', not pinned' ;; esac). Proxy workers: ${PROXY_WORKERS:-default (one per CPU)}; nginx worker_processes: $NGINX_WORKERS; stunnel: threads. Load average at start / end: $LOAD_START / $LOAD_END (other work on the machine makes the figures noisy). TLS seen: $(printf '%s; ' "${!TLS_SEEN[@]}")"
     echo
-    echo "| Scenario | Setup | Value | Unit | p50 us | p99 us | Errors | x proxy | Notes |"
+    echo "| Scenario | Setup | Value | Unit | p50 us | p99 us | Errors | x proxy | Server CPU | CPU unit | CPU x proxy | Notes |"
     # p50/p99: whole-session latency in S1/S2, NOOP round trip in S5
-    echo "|---|---|---:|---|---:|---:|---:|---:|---|"
+    echo "|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|"
+    local pc
     for r in "${ROWS[@]:-}"; do
         [ -n "$r" ] || continue
         IFS='|' read -r s u m <<<"$r"
         if [ "$s" != "$prev" ]; then
-            echo "| **$(scen_title "$s")** | | | | | | | | |"
+            echo "| **$(scen_title "$s")** | | | | | | | | | | | |"
             prev=$s
         fi
         pv=$(ref_value "$s" "$(proxy_setup_of "$s")")
-        echo "| $s | $(setup_label "$u") | ${VAL[$r]} | $(unit "$m") | ${P50[$r]} | ${P99[$r]} | ${ERR[$r]} | $(case "${VAL[$r]}" in FAILED|skipped) ;; *) ratio "${VAL[$r]}" "$pv" ;; esac) | ${NOTE[$r]} |"
+        pc=$(ref_cpu "$s" "$(proxy_setup_of "$s")")
+        echo "| $s | $(setup_label "$u") | ${VAL[$r]} | $(unit "$m") | ${P50[$r]} | ${P99[$r]} | ${ERR[$r]} | $(case "${VAL[$r]}" in FAILED|skipped) ;; *) ratio "${VAL[$r]}" "$pv" ;; esac) | ${CPU[$r]} | ${CPUU[$r]} | $(case "${VAL[$r]}" in FAILED|skipped) ;; *) ratio "${CPU[$r]}" "$pc" ;; esac) | ${NOTE[$r]} |"
     done
     echo
     echo "\"x proxy\" = value / value of starttls-proxy in the same scenario."
+    echo "\"Server CPU\" = utime + stime from /proc of the server under test"
+    echo "(every thread, and child processes: nginx's master and workers)"
+    echo "during the load, per session (S1, S2), per GB of message relayed"
+    echo "(S3) or per NOOP round trip (S5); for the direct rows the server is"
+    echo "the sink itself. \"CPU x proxy\" = that / the proxy's in the same"
+    echo "scenario (lower is cheaper). The S1F/S2F rows are at the same offered"
+    echo "rate for every setup; a row marked SATURATED did not keep up with it."
     echo
     echo "| openssl speed (1 core) | rate |"
     echo "|---|---:|"
@@ -755,6 +914,9 @@ table() {
     echo "| X25519 ecdh | ${SPEED[x25519]:-?} per s |"
     echo "| aes-128-gcm, 16 KiB blocks | ${SPEED[aes-128-gcm]:-?} MB/s |"
     echo "| aes-256-gcm, 16 KiB blocks | ${SPEED[aes-256-gcm]:-?} MB/s |"
+    if [ -n "${SPEED[aes-256-gcm]:-}" ] && [ "${SPEED[aes-256-gcm]}" -gt 0 ] 2>/dev/null; then
+        echo "| S3 floor for a TLS-to-TLS relay: two AES-256-GCM passes per byte (decrypt + encrypt) | $(awk -v r="${SPEED[aes-256-gcm]}" 'BEGIN {printf "%.2f", 2 * 1000 / r}') CPU s per GB |"
+    fi
     echo
     targets
 }
@@ -781,6 +943,10 @@ targets() {
         best=$(max2 "$(ref_value S1R stunnel)" "$(ref_value S1R nginx)")
         r=$(ratio "$(ref_value S1R proxy)" "$best")
         target_row "S1 RSA-2048 proxy / best peer" "$r" ">= 1.3" "$(meets "$r" 1.3 '>=')"
+    fi
+    if want S1F; then
+        r=$(ratio "$(ref_cpu S1F proxy)" "$(ref_cpu S1F nginx)")
+        target_row "S1F proxy CPU per session / nginx's, same offered rate" "$r" "<= 0.75" "$(meets "$r" 0.75 '<=')"
     fi
     if want S2; then
         r=$(ratio "$(ref_value S2 proxy-tls)" "$(ref_value S2 stunnel-chain)")

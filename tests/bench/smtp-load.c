@@ -4,7 +4,9 @@
  * N concurrent sessions, each: greeting, EHLO, optionally STARTTLS, the
  * handshake and EHLO again, then M transactions (MAIL, RCPT, DATA, a body
  * of S bytes, optionally pipelined), or K NOOP round trips, or an idle
- * hold; then QUIT.  Every reply code is checked against the one expected;
+ * hold; then QUIT.  Sessions are started either to keep N open at once
+ * (closed loop) or, with --rate, R per second on a clock whatever the
+ * server's speed (open loop, N is then only the cap on open sessions).  Every reply code is checked against the one expected;
  * anything else is an error, and a run with errors is not a result (exit
  * status 1).  One machine-readable line on stdout, human text on stderr.
  */
@@ -93,6 +95,7 @@ struct load_opts {
     size_t size;
     unsigned long noops;
     unsigned max_pending;  /* 0: no limit on sessions in setup */
+    double rate;           /* sessions offered per second; 0: closed loop */
     double timeout;
     const char *ready_file;
     const char *ehlo_name;
@@ -115,9 +118,11 @@ struct load {
     unsigned active, pending, held, held_max;
     int held_reported, stopping, aborting, finished;
     unsigned long started, sessions, messages, errors, tls_sessions, resumed;
+    unsigned long offered, missed; /* --rate: offers due, and those that
+                                      found every slot busy */
     unsigned long long bytes;
     uint64_t t0, t_end;
-    uv_timer_t sweep, deadline;
+    uv_timer_t sweep, deadline, pace;
     uv_signal_t sigint, sigterm;
     int deadline_on;
     uint32_t *lat;
@@ -153,6 +158,11 @@ static void usage(FILE *out)
         "  --tls-resume           resume TLS sessions (tickets)\n"
         "  --max-pending N        sessions in setup at once (default 0 =\n"
         "                         unlimited; --idle: 200)\n"
+        "  --rate R               offer R new sessions per second on a clock\n"
+        "                         (open loop) instead of keeping -c open;\n"
+        "                         -c is then the cap on open sessions\n"
+        "                         (default 1000) and an offer that finds\n"
+        "                         it reached is counted as missed\n"
         "  --timeout SECS         wait for each reply, and for the server\n"
         "                         to close after 221 (default 30)\n"
         "  --ready-file FILE      --idle: written when all sessions are held\n"
@@ -646,10 +656,19 @@ static int sess_start(struct load *L, struct load_sess *s)
     return 0;
 }
 
-/* load_launch - fill free slots while the run wants more sessions. */
+/* load_want_more - the run is to start further sessions. */
+static int load_want_more(const struct load *L)
+{
+    unsigned long n = L->o.rate > 0 ? L->offered : L->started;
+
+    return !L->stopping && (L->o.total == 0 || n < L->o.total);
+}
+
+/* load_launch - fill free slots while the run wants more sessions (closed
+ * loop; with --rate only the pace timer starts sessions). */
 static void load_launch(struct load *L)
 {
-    while (!L->stopping && L->nfree > 0 &&
+    while (L->o.rate == 0 && !L->stopping && L->nfree > 0 &&
            (L->o.total == 0 || L->started < L->o.total) &&
            (L->o.max_pending == 0 || L->pending < L->o.max_pending)) {
         unsigned i = L->freelist[--L->nfree];
@@ -677,10 +696,11 @@ static void load_maybe_finish(struct load *L)
 {
     if (L->finished || L->active > 0)
         return;
-    if (!L->stopping && (L->o.total == 0 || L->started < L->o.total))
+    if (load_want_more(L))
         return;
     L->finished = 1;
     L->t_end = uv_hrtime();
+    load_close_handle((uv_handle_t *)&L->pace);
     load_close_handle((uv_handle_t *)&L->sweep);
     load_close_handle((uv_handle_t *)&L->deadline);
     load_close_handle((uv_handle_t *)&L->sigint);
@@ -695,6 +715,7 @@ static void load_stop(struct load *L)
     L->stopping = 1;
     if (L->deadline_on)
         uv_timer_stop(&L->deadline);
+    uv_timer_stop(&L->pace);
     for (unsigned i = 0; i < L->o.conc; i++) {
         struct load_sess *s = &L->slots[i];
 
@@ -704,6 +725,37 @@ static void load_stop(struct load *L)
             sess_quit(s);
         }
     }
+    load_maybe_finish(L);
+}
+
+/* load_on_pace - --rate: start every session that is due by now, at
+ * t0 + k / rate; one that finds no free slot is missed, not queued (the
+ * offered load does not bend to the server's speed). */
+static void load_on_pace(uv_timer_t *t)
+{
+    struct load *L = t->data;
+    double elapsed = (double)(uv_hrtime() - L->t0) / 1e9;
+    unsigned long due = (unsigned long)(elapsed * L->o.rate) + 1;
+
+    while (L->offered < due && load_want_more(L)) {
+        L->offered++;
+        if (L->nfree == 0) {
+            L->missed++;
+            continue;
+        }
+        unsigned i = L->freelist[--L->nfree];
+
+        if (sess_start(L, &L->slots[i]) != 0) {
+            L->freelist[L->nfree++] = i;
+            L->errors++;
+            fprintf(stderr, "smtp-load: cannot create a socket\n");
+            L->stopping = 1;
+            uv_timer_stop(&L->pace);
+            break;
+        }
+    }
+    if (!load_want_more(L))
+        uv_timer_stop(&L->pace);
     load_maybe_finish(L);
 }
 
@@ -890,6 +942,7 @@ static int load_options(struct load *L, int argc, char **argv)
     enum {
         O_STARTTLS = 256, O_IMPLICIT, O_PIPELINE, O_IDLE, O_NOOP, O_RESUME,
         O_MAXPEND, O_TIMEOUT, O_READY, O_EHLO, O_SUITES, O_GROUPS, O_OPENTXN,
+        O_RATE,
     };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, 'H'},
@@ -907,6 +960,7 @@ static int load_options(struct load *L, int argc, char **argv)
         {"open-txn", no_argument, NULL, O_OPENTXN},
         {"tls-resume", no_argument, NULL, O_RESUME},
         {"max-pending", required_argument, NULL, O_MAXPEND},
+        {"rate", required_argument, NULL, O_RATE},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"ready-file", required_argument, NULL, O_READY},
         {"ehlo", required_argument, NULL, O_EHLO},
@@ -916,7 +970,7 @@ static int load_options(struct load *L, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     unsigned long v;
-    int opt, have_total = 0, have_pending = 0;
+    int opt, have_total = 0, have_pending = 0, have_conc = 0;
 
     L->o.host = "127.0.0.1";
     L->o.conc = 1;
@@ -937,6 +991,7 @@ static int load_options(struct load *L, int argc, char **argv)
             if (load_parse_ul(optarg, 1, 1000000, &v) != 0)
                 goto bad;
             L->o.conc = (unsigned)v;
+            have_conc = 1;
             break;
         case 'n':
             if (load_parse_ul(optarg, 1, 1000000000UL, &v) != 0)
@@ -979,6 +1034,10 @@ static int load_options(struct load *L, int argc, char **argv)
             if (load_parse_secs(optarg, &L->o.timeout) != 0)
                 goto bad;
             break;
+        case O_RATE:
+            if (load_parse_secs(optarg, &L->o.rate) != 0)
+                goto bad;
+            break;
         case O_READY: L->o.ready_file = optarg; break;
         case O_EHLO: L->o.ehlo_name = optarg; break;
         case O_SUITES: L->o.ciphersuites = optarg; break;
@@ -1003,6 +1062,18 @@ static int load_options(struct load *L, int argc, char **argv)
     if (L->o.open_txn && !L->o.idle && L->o.noops == 0) {
         fprintf(stderr, "smtp-load: --open-txn needs --idle or --noop\n");
         return 2;
+    }
+    if (L->o.rate > 0) {
+        if (L->o.idle) {
+            fprintf(stderr, "smtp-load: --rate and --idle exclude each other\n");
+            return 2;
+        }
+        if (!have_total && L->o.duration == 0) {
+            fprintf(stderr, "smtp-load: --rate needs --sessions or --duration\n");
+            return 2;
+        }
+        if (!have_conc)
+            L->o.conc = 1000;
     }
     if (L->o.idle) {
         if (have_total && L->o.total != L->o.conc) {
@@ -1047,11 +1118,17 @@ static void load_report(struct load *L)
             L->o.noops ? "NOOP round trip" : "whole session");
     printf("sessions=%lu messages=%lu errors=%lu seconds=%.3f "
            "sessions_per_s=%.1f msgs_per_s=%.1f mbytes_per_s=%.2f "
-           "p50_us=%" PRIu32 " p99_us=%" PRIu32 " held=%u tls_resumed=%lu\n",
+           "p50_us=%" PRIu32 " p99_us=%" PRIu32 " held=%u tls_resumed=%lu "
+           "bytes=%llu offered=%lu missed=%lu\n",
            L->sessions, L->messages, L->errors, secs,
            (double)L->sessions / secs, (double)L->messages / secs,
            (double)L->bytes / secs / 1e6, load_percentile(L, 50),
-           load_percentile(L, 99), L->held_max, L->resumed);
+           load_percentile(L, 99), L->held_max, L->resumed, L->bytes,
+           L->o.rate > 0 ? L->offered : L->started, L->missed);
+    if (L->o.rate > 0)
+        fprintf(stderr, "smtp-load: offered %lu sessions at %.1f/s; %lu "
+                        "missed (found all %u slots busy)\n",
+                L->offered, L->o.rate, L->missed, L->o.conc);
     fflush(stdout);
 }
 
@@ -1099,9 +1176,11 @@ int main(int argc, char **argv)
     L->loop = uv_default_loop();
     uv_timer_init(L->loop, &L->sweep);
     uv_timer_init(L->loop, &L->deadline);
+    uv_timer_init(L->loop, &L->pace);
     uv_signal_init(L->loop, &L->sigint);
     uv_signal_init(L->loop, &L->sigterm);
-    L->sweep.data = L->deadline.data = L->sigint.data = L->sigterm.data = L;
+    L->sweep.data = L->deadline.data = L->pace.data = L->sigint.data =
+        L->sigterm.data = L;
     uv_timer_start(&L->sweep, load_on_sweep, 1000, 1000);
     if (L->o.duration > 0) {
         uv_timer_start(&L->deadline, load_on_deadline,
@@ -1112,6 +1191,8 @@ int main(int argc, char **argv)
     uv_signal_start(&L->sigterm, load_on_signal, SIGTERM);
 
     L->t0 = uv_hrtime();
+    if (L->o.rate > 0)
+        uv_timer_start(&L->pace, load_on_pace, 0, 1);
     load_launch(L);
     uv_run(L->loop, UV_RUN_DEFAULT);
     r = uv_loop_close(L->loop);
