@@ -23,6 +23,7 @@ import pytest
 
 from harness import DovecotAuth, PostfixInstance, SMTPClient, expect, \
     free_port, unique_token, wait_for, wait_listening
+from test_metrics import scrape
 
 USER = "printer@example.org"
 SECRET = "Pr1nt-s3cret-%s" % os.urandom(3).hex()
@@ -106,21 +107,10 @@ def appliance_sends(c, token, client_ctx=None):
 def refusals(mport, rule):
     """refusals - starttls_proxy_policy_refusals_total{rule=RULE,
     enforced="yes"} from the metrics port (0 when absent)."""
-    s = socket.create_connection(("127.0.0.1", mport), timeout=10)
-    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    total = 0
-    for line in data.decode().splitlines():
-        if line.startswith("starttls_proxy_policy_refusals_total{") and \
-                'rule="%s"' % rule in line and 'enforced="yes"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    samples, _ = scrape(mport)
+    return sum(v for (name, labels), v in samples.items()
+               if name == "starttls_proxy_policy_refusals_total" and
+               ("rule", rule) in labels and ("enforced", "yes") in labels)
 
 
 def delivered(provider, token):

@@ -18,14 +18,13 @@ import re
 import signal
 import socket
 import subprocess
-import time
-import urllib.request
 
 import pytest
 
 from harness import (PostfixInstance, SMTPClient, client_tls_context,
                      free_port, log_fields, require_program, unique_token,
                      wait_for, wait_listening)
+from test_metrics import get
 
 CLIENT_IP = "127.0.0.2"
 HAPROXY_IP = "127.0.0.3"
@@ -191,12 +190,7 @@ def send_one(hap, certs, token):
 
 
 def healthz(port):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port,
-                                    timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return get(port, "/healthz")[0]
 
 
 def sessions_with_mail(p):
