@@ -490,7 +490,6 @@ int conn_write(struct conn *c, const char *buf, size_t len)
     if (c->tls != CONN_TLS_UP)
         return -1;
     if (c->ticket_due && len > 0) {
-        c->ticket_due = false;
         /* written by the SSL_write_ex below, ahead of the data; without
          * it the client only resumes no more */
         ERR_clear_error();
@@ -505,6 +504,14 @@ int conn_write(struct conn *c, const char *buf, size_t len)
         }
         buf += done;
         len -= done;
+    }
+    if (c->ticket_due) {
+        c->ticket_due = false;
+        /* OpenSSL 3.0 keeps the 16 KiB record buffer that the ticket's
+         * handshake message was written through, although
+         * SSL_MODE_RELEASE_BUFFERS is on: an idle session would hold it
+         * for its whole life.  Nothing is pending in it now. */
+        (void)SSL_free_buffers(c->ssl);
     }
     return conn_output(c);
 }
