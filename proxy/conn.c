@@ -65,6 +65,7 @@ struct conn {
     bool fail_deferred;    /* on the loop's list of failures to report */
     bool ticket_due;       /* TLS 1.3 server: the session ticket goes out
                               with the first record written (tls.c) */
+    bool bufs_held;        /* ... and left a record buffer to free */
     struct conn *next_failed;
     uv_connect_t creq;
     uv_shutdown_t sreq;
@@ -474,6 +475,17 @@ static void conn_ticket_due(struct conn *c)
                     (SSL_get_options(c->ssl) & SSL_OP_NO_TICKET) == 0;
 }
 
+/* conn_release_bufs - OpenSSL 3.0 keeps the 16 KiB record buffer that
+ * the session ticket's handshake message was written through, although
+ * SSL_MODE_RELEASE_BUFFERS is on: an idle session would hold it for its
+ * whole life.  SSL_free_buffers refuses while a record read is still
+ * unprocessed; the pump then tries again once it has read everything. */
+static void conn_release_bufs(struct conn *c)
+{
+    if (c->bufs_held && SSL_free_buffers(c->ssl) == 1)
+        c->bufs_held = false;
+}
+
 int conn_write(struct conn *c, const char *buf, size_t len)
 {
     size_t done;
@@ -507,11 +519,8 @@ int conn_write(struct conn *c, const char *buf, size_t len)
     }
     if (c->ticket_due) {
         c->ticket_due = false;
-        /* OpenSSL 3.0 keeps the 16 KiB record buffer that the ticket's
-         * handshake message was written through, although
-         * SSL_MODE_RELEASE_BUFFERS is on: an idle session would hold it
-         * for its whole life.  Nothing is pending in it now. */
-        (void)SSL_free_buffers(c->ssl);
+        c->bufs_held = true;
+        conn_release_bufs(c);
     }
     return conn_output(c);
 }
@@ -616,6 +625,7 @@ static void conn_pump(struct conn *c)
             break;
         }
     } while (c->pump_again && conn_alive(c));
+    conn_release_bufs(c);
     c->in_pump = false;
 }
 
