@@ -15,7 +15,9 @@
  */
 #include "conn.h"
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,7 +73,8 @@ struct conn {
     uv_shutdown_t sreq;
     struct sockaddr_storage peer_addr;
     char peer[64];
-    char err[160];
+    char *err;             /* the last error's text, allocated when one
+                              happens (most conns never have one) */
 };
 
 struct conn_wreq {
@@ -82,6 +85,8 @@ struct conn_wreq {
 };
 
 static void conn_pump(struct conn *c);
+static void conn_set_err(struct conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void conn_cork(struct conn_loop *cl);
 static void conn_uncork(struct conn_loop *cl);
 
@@ -154,6 +159,7 @@ static void conn_on_close(uv_handle_t *h)
         SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl);   /* frees both BIOs */
     sbuf_free(&c->left);
+    free(c->err);
     free(c);
 }
 
@@ -170,14 +176,41 @@ void conn_close(struct conn *c)
     uv_close((uv_handle_t *)&c->tcp, conn_on_close);
 }
 
+/* conn_set_err - the text conn_error returns from now on.  Without memory
+ * it stays as it was (conn_error says "" when there is none). */
+static void conn_set_err(struct conn *c, const char *fmt, ...)
+{
+    char text[160];
+    char *copy;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    copy = strdup(text);
+    if (copy != NULL) {
+        free(c->err);
+        c->err = copy;
+    }
+}
+
+/* conn_set_tls_err - the last OpenSSL error, as conn_set_err. */
+static void conn_set_tls_err(struct conn *c)
+{
+    char text[160];
+
+    tls_last_error(text, sizeof text);
+    conn_set_err(c, "%s", text);
+}
+
 /* conn_fail - report an error once through on_eof. */
 static void conn_fail(struct conn *c, int status, const char *why)
 {
     if (c->failed || !conn_alive(c))
         return;
     c->failed = true;
-    if (why != NULL && c->err[0] == '\0')
-        snprintf(c->err, sizeof c->err, "%s", why);
+    if (why != NULL && c->err == NULL)
+        conn_set_err(c, "%s", why);
     if (c->cbs->on_eof != NULL)
         c->cbs->on_eof(c, c->ud, status < 0 ? status : -1);
 }
@@ -510,7 +543,7 @@ int conn_write(struct conn *c, const char *buf, size_t len)
     while (len > 0) {
         ERR_clear_error();
         if (SSL_write_ex(c->ssl, buf, len, &done) != 1) {
-            tls_last_error(c->err, sizeof c->err);
+            conn_set_tls_err(c);
             conn_flush_out(c);
             return -1;
         }
@@ -531,20 +564,20 @@ static void conn_tls_error(struct conn *c, int ret)
     int e = SSL_get_error(c->ssl, ret);
     long vr;
 
-    if (c->err[0] != '\0')
+    if (c->err != NULL)
         return;
     vr = SSL_get_verify_result(c->ssl);
     if (e == SSL_ERROR_SSL && vr != X509_V_OK &&
         SSL_get_verify_mode(c->ssl) != SSL_VERIFY_NONE) {
-        snprintf(c->err, sizeof c->err, "certificate verify failed: %s",
-                 X509_verify_cert_error_string(vr));
+        conn_set_err(c, "certificate verify failed: %s",
+                     X509_verify_cert_error_string(vr));
         ERR_clear_error();
     } else if (e == SSL_ERROR_SSL) {
-        tls_last_error(c->err, sizeof c->err);
+        conn_set_tls_err(c);
     } else if (e == SSL_ERROR_ZERO_RETURN) {
-        snprintf(c->err, sizeof c->err, "peer sent close_notify");
+        conn_set_err(c, "peer sent close_notify");
     } else {
-        snprintf(c->err, sizeof c->err, "TLS error %d", e);
+        conn_set_err(c, "TLS error %d", e);
     }
 }
 
@@ -576,8 +609,7 @@ static void conn_pump(struct conn *c)
                     c->cbs->on_handshake(c, c->ud, 0);
             } else if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) {
                 if (c->eof_pending) {
-                    snprintf(c->err, sizeof c->err,
-                             "connection closed during handshake");
+                    conn_set_err(c, "connection closed during handshake");
                     c->failed = true;
                     if (c->cbs->on_handshake != NULL)
                         c->cbs->on_handshake(c, c->ud, -1);
@@ -742,7 +774,7 @@ static void conn_on_connect(uv_connect_t *req, int status)
         uv_tcp_nodelay(&c->tcp, 1);
         conn_fill_peer(c);
     } else {
-        snprintf(c->err, sizeof c->err, "%s", uv_strerror(status));
+        conn_set_err(c, "%s", uv_strerror(status));
     }
     c->cbs->on_connect(c, c->ud, status);
 }
@@ -754,7 +786,7 @@ int conn_connect(struct conn *c, const struct sockaddr *addr)
     c->creq.data = c;
     r = uv_tcp_connect(&c->creq, &c->tcp, addr, conn_on_connect);
     if (r != 0) {
-        snprintf(c->err, sizeof c->err, "%s", uv_strerror(r));
+        conn_set_err(c, "%s", uv_strerror(r));
         return -1;
     }
     c->state = CONN_CONNECTING;
@@ -768,7 +800,7 @@ int conn_connect_socket(struct conn *c, int fd, const struct sockaddr *addr)
 
     if (r != 0) {
         close(fd);
-        snprintf(c->err, sizeof c->err, "%s", uv_strerror(r));
+        conn_set_err(c, "%s", uv_strerror(r));
         return -1;
     }
     return conn_connect(c, addr);
@@ -880,7 +912,7 @@ SSL *conn_ssl(const struct conn *c)
 
 const char *conn_error(const struct conn *c)
 {
-    return c->err;
+    return c->err != NULL ? c->err : "";
 }
 
 const char *conn_peer(const struct conn *c)
