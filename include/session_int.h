@@ -195,7 +195,9 @@ struct session {
     unsigned nerrors;
     bool xclient_helo_sent;           /* ... and HELO= for this EHLO */
     bool pregreet_seen;
-    char helo_name[256];              /* the client's EHLO/HELO argument */
+    char *helo_name;                  /* the client's EHLO/HELO argument,
+                                         allocated to fit; NULL: none yet
+                                         (session_helo) */
     bool client_esmtp;                /* it said EHLO, not HELO */
     bool bdat_in_message;             /* a BDAT chunk without LAST was sent */
     bool backend_chunking;            /* its EHLO reply offered CHUNKING */
@@ -267,5 +269,11 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap);
  * and the backend leg is authenticated TLS (verify, DANE, a pin; never
  * a plaintext retry). */
 bool session_requiretls_path(const struct session *s);
+
+/* session_helo - the client's EHLO/HELO name, "" before one. */
+static inline const char *session_helo(const struct session *s)
+{
+    return s->helo_name != NULL ? s->helo_name : "";
+}
 
 #endif

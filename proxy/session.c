@@ -63,6 +63,7 @@ static void session_on_timer_close(uv_handle_t *h)
     backend_free(&s->b);
     generation_release(s->gen);
     free(s->held_helo);
+    free(s->helo_name);
     free(s->client_cert_subject);
     free(s->client_cert_verify);
     free(s);
@@ -559,7 +560,7 @@ static void session_on_backend_ready(void *owner)
          * to send EHLO) or after a refused message (it is not: say its
          * EHLO again for it) */
         s->backend_refresh = false;
-        if (s->backend_replay_helo && s->helo_name[0] != '\0') {
+        if (s->backend_replay_helo && s->helo_name != NULL) {
             char line[300];
             int n = snprintf(line, sizeof line, "%s %s\r\n",
                              s->b.helo_only || !s->client_esmtp

@@ -229,18 +229,25 @@ static void session_log_command(struct session *s, const struct smtp_cmd *cmd)
  * fallback and the trace header), printable ASCII only. */
 static void session_remember_helo(struct session *s, const struct smtp_cmd *cmd)
 {
+    char name[256];
     size_t n = 0;
 
     for (size_t i = 0; cmd->arg != NULL && i < cmd->arg_len &&
-                       n + 1 < sizeof s->helo_name; i++) {
+                       n + 1 < sizeof name; i++) {
         unsigned char c = (unsigned char)cmd->arg[i];
 
         if (c == ' ')
             break;
         if (c > 0x20 && c < 0x7f)
-            s->helo_name[n++] = (char)c;
+            name[n++] = (char)c;
     }
-    s->helo_name[n] = '\0';
+    name[n] = '\0';
+    if (strcmp(name, session_helo(s)) == 0)
+        return;
+    /* held for the session's life: as long as it is, not 256 bytes */
+    free(s->helo_name);
+    s->helo_name = n > 0 ? strdup(name) : NULL;   /* NULL on ENOMEM too:
+                                                     "unknown" then */
 }
 
 /*
@@ -252,7 +259,7 @@ void session_helo_fallback(struct session *s)
 {
     char line[300];
     int n = snprintf(line, sizeof line, "HELO %s\r\n",
-                     s->helo_name[0] ? s->helo_name : "unknown");
+                     s->helo_name != NULL ? s->helo_name : "unknown");
 
     s->b.helo_only = true;
     session_forward(s, line, (size_t)n - 2, (size_t)n);
@@ -285,7 +292,7 @@ static void session_cmd_helo(struct session *s, const struct smtp_cmd *cmd,
         /* tell the backend the client's HELO name first; XCLIENT resets
          * it to a fresh session, then this line is read again */
         char x[300];
-        int xn = backend_xclient_helo(s->helo_name, s->client_esmtp, x,
+        int xn = backend_xclient_helo(session_helo(s), s->client_esmtp, x,
                                       sizeof x);
 
         s->xclient_helo_sent = true;

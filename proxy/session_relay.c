@@ -22,7 +22,7 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap)
                                          "dane", "dane-only", "fingerprint",
                                          "sts"};
     const struct trace_facts f = {
-        .helo = s->helo_name,
+        .helo = session_helo(s),
         .client = &s->client_sa,
         .esmtp = s->client_esmtp,
         .client_tls = s->client_tls ? s->client_tls_desc : NULL,
@@ -38,7 +38,7 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap)
         .backend_tls = s->b.tls_desc[0] != '\0' ? s->b.tls_desc : NULL,
         .backend_verify = s->b.verify,
         .backend_dane = s->b.dane[0] ? s->b.dane : NULL,
-        .backend_sts = s->b.sts_desc[0] ? s->b.sts_desc : NULL,
+        .backend_sts = s->b.sts_desc,
         .when = time(NULL),
     };
 
