@@ -112,7 +112,8 @@ struct backend_leg {
     bool have_target;                 /* target holds the current one */
     struct nexthop_target target;     /* its pointers live in nh */
     bool policy_failed;               /* the last target failed a policy */
-    char next_why[200];               /* why the last target was left */
+    char *next_why;                   /* why the last target was left,
+                                         allocated; NULL: nothing said */
     char host[256];                   /* the host connected to, "" before */
 
     /* MTA-STS (backend_tls = sts): the domain's policy, found once per
@@ -163,9 +164,9 @@ struct backend_leg {
     char tls_desc[80];                /* "" while plaintext */
     char verify[96];                  /* "" while plaintext */
     char dane[96];                    /* DANE's verdict; "" when none */
-    char sts_desc[320];               /* "enforce id=... matched=..." for
-                                         the current host; "" when no
-                                         policy applies to it */
+    char *sts_desc;                   /* "enforce id=... matched=..." for
+                                         the current host, allocated; NULL
+                                         when no policy applies to it */
 };
 
 /* backend_init - b serves a session of service svc; nothing starts yet. */

@@ -406,13 +406,16 @@ static bool backend_next_target(struct backend_leg *b, bool policy,
     log_event(b->log, LOG_WARN, b->sid,
               "event=backend_next host=%s addr=%s reason=\"%s\"", b->host,
               addr, esc);
-    snprintf(b->next_why, sizeof b->next_why, "%s", why);
+    free(b->next_why);
+    b->next_why = strdup(why);       /* NULL without memory: no reason */
     b->policy_failed = policy;
     b->have_target = false;
     b->reported = false;
     backend_stop(b);
     b->plain_retry = b->helo_only = b->xclient_ok = b->auth_done = false;
-    b->tls_desc[0] = b->verify[0] = b->dane[0] = b->sts_desc[0] = '\0';
+    b->tls_desc[0] = b->verify[0] = b->dane[0] = '\0';
+    free(b->sts_desc);
+    b->sts_desc = NULL;
     backend_enter(b, BACKEND_RESOLVING);
     return true;
 }
@@ -425,14 +428,16 @@ static bool backend_sts_check(struct backend_leg *b)
 {
     enum sts_mode mode = backend_sts_mode(b);
     const char *m;
-    char why[600];
+    char why[600], desc[320];
 
-    b->sts_desc[0] = '\0';
+    free(b->sts_desc);
+    b->sts_desc = NULL;
     if (mode == STS_MODE_NONE)
         return false;
     m = sts_mx_match(b->sts, b->host);
-    snprintf(b->sts_desc, sizeof b->sts_desc, "%s id=%s matched=%s",
+    snprintf(desc, sizeof desc, "%s id=%s matched=%s",
              sts_mode_name(mode), b->sts->id, m != NULL ? m : "none");
+    b->sts_desc = strdup(desc);      /* NULL without memory: not named */
     log_event(b->log, m != NULL ? LOG_INFO : LOG_WARN, b->sid,
               "event=backend_sts host=%s sts=%s id=%s matched=%s source=%s",
               b->host, sts_mode_name(mode), b->sts->id, m != NULL ? m : "none",
@@ -640,11 +645,11 @@ static void backend_resolve(struct backend_leg *b)
     if (b->stsq != NULL)
         return;                      /* backend_on_policy goes on */
     if (b->nh != NULL) {
-        char why[sizeof b->next_why];
+        char *why = b->next_why;     /* nexthop_next copies it */
 
-        snprintf(why, sizeof why, "%s", b->next_why);
-        b->next_why[0] = '\0';
-        nexthop_next(b->nh, why[0] ? why : NULL);
+        b->next_why = NULL;
+        nexthop_next(b->nh, why);
+        free(why);
         return;
     }
 
@@ -770,6 +775,10 @@ void backend_free(struct backend_leg *b)
     b->greeting = NULL;
     free(b->auth_ehlo);
     b->auth_ehlo = NULL;
+    free(b->next_why);
+    b->next_why = NULL;
+    free(b->sts_desc);
+    b->sts_desc = NULL;
 }
 
 bool backend_is_ready(const struct backend_leg *b)
@@ -1199,8 +1208,8 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
               b->tls_desc, b->verify,
               SSL_session_reused(conn_ssl(c)) ? "yes" : "no",
               b->dane[0] ? " dane=" : "", b->dane,
-              b->sts_desc[0] ? " sts=" : "",
-              b->sts_desc[0] ? sts_mode_name(backend_sts_mode(b)) : "");
+              b->sts_desc != NULL ? " sts=" : "",
+              b->sts_desc != NULL ? sts_mode_name(backend_sts_mode(b)) : "");
     if (b->state == BACKEND_TLS_IMPLICIT)
         backend_enter(b, BACKEND_GREETING);
     else
