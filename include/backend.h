@@ -114,7 +114,8 @@ struct backend_leg {
     bool policy_failed;               /* the last target failed a policy */
     char *next_why;                   /* why the last target was left,
                                          allocated; NULL: nothing said */
-    char host[256];                   /* the host connected to, "" before */
+    char *host;                       /* the host connected to, allocated;
+                                         NULL before one */
 
     /* MTA-STS (backend_tls = sts): the domain's policy, found once per
      * session before the first MX lookup */

@@ -46,6 +46,20 @@ static const struct conn_cbs backend_cbs = {
     .on_close = backend_on_close,
 };
 
+/* backend_set_host - the host connected to (an MX host, or the client's
+ * original destination); allocated to fit. */
+static void backend_set_host(struct backend_leg *b, const char *host)
+{
+    free(b->host);
+    b->host = strdup(host);          /* NULL without memory: "" */
+}
+
+/* backend_host - see backend_set_host; "" before one. */
+static const char *backend_host(const struct backend_leg *b)
+{
+    return b->host != NULL ? b->host : "";
+}
+
 /* backend_count_failure - one more failed handshake or certificate
  * check on this leg, for the metrics. */
 static void backend_count_failure(struct backend_leg *b, enum stats_hs why)
@@ -281,7 +295,7 @@ static void backend_report(struct backend_leg *b, const char *result,
     if (b->target.dane >= DANE_UNUSABLE) {
         r.type = TLSRPT_TLSA;
         backend_tlsa_lines(&b->target, policy, sizeof policy);
-        snprintf(mx, sizeof mx, "%s", b->host);
+        snprintf(mx, sizeof mx, "%s", backend_host(b));
     } else if (b->sts != NULL && b->sts->mode != STS_MODE_NONE) {
         size_t o = 0;
 
@@ -312,7 +326,7 @@ static void backend_report(struct backend_leg *b, const char *result,
             netaddr_host(&ss, local, sizeof local, "");
         netaddr_host(&b->target.addr, remote, sizeof remote, "");
         r.sending_ip = local;
-        r.mx_host = b->host;
+        r.mx_host = backend_host(b);
         r.receiving_ip = remote;
         r.reason = reason;
     }
@@ -404,8 +418,8 @@ static bool backend_next_target(struct backend_leg *b, bool policy,
     log_escape(esc, sizeof esc, why, strlen(why));
     netaddr_text(&b->target.addr, addr, sizeof addr);
     log_event(b->log, LOG_WARN, b->sid,
-              "event=backend_next host=%s addr=%s reason=\"%s\"", b->host,
-              addr, esc);
+              "event=backend_next host=%s addr=%s reason=\"%s\"",
+              backend_host(b), addr, esc);
     free(b->next_why);
     b->next_why = strdup(why);       /* NULL without memory: no reason */
     b->policy_failed = policy;
@@ -434,22 +448,22 @@ static bool backend_sts_check(struct backend_leg *b)
     b->sts_desc = NULL;
     if (mode == STS_MODE_NONE)
         return false;
-    m = sts_mx_match(b->sts, b->host);
+    m = sts_mx_match(b->sts, backend_host(b));
     snprintf(desc, sizeof desc, "%s id=%s matched=%s",
              sts_mode_name(mode), b->sts->id, m != NULL ? m : "none");
     b->sts_desc = strdup(desc);      /* NULL without memory: not named */
     log_event(b->log, m != NULL ? LOG_INFO : LOG_WARN, b->sid,
               "event=backend_sts host=%s sts=%s id=%s matched=%s source=%s",
-              b->host, sts_mode_name(mode), b->sts->id, m != NULL ? m : "none",
-              b->sts_source);
+              backend_host(b), sts_mode_name(mode), b->sts->id,
+              m != NULL ? m : "none", b->sts_source);
     if (m != NULL)
         return false;
     snprintf(why, sizeof why, "MX host %s is not in the MTA-STS policy of %s",
-             b->host, b->sts->domain);
+             backend_host(b), b->sts->domain);
     backend_report(b, "validation-failure", "mx-not-in-policy");
     if (mode == STS_MODE_TESTING) {
         log_event(b->log, LOG_WARN, b->sid, "event=sts_testing_failure "
-                  "host=%s result=validation-failure", b->host);
+                  "host=%s result=validation-failure", backend_host(b));
         return false;
     }
     return backend_refuse_rule(b, "sts", why);
@@ -470,7 +484,7 @@ static void backend_on_target(void *ud, enum nexthop_end end,
         b->target = *t;
         b->have_target = true;
         b->addr = t->addr;
-        snprintf(b->host, sizeof b->host, "%s", t->host);
+        backend_set_host(b, t->host);
         netaddr_text(&t->addr, addr, sizeof addr);
         log_event(b->log, LOG_INFO, b->sid,
                   "event=backend_nexthop host=%s addr=%s %s", t->host, addr,
@@ -684,7 +698,12 @@ void backend_start(struct backend_leg *b, bool plain_retry)
     if (b->svc->transparent != TRANSPARENT_OFF) {
         /* the client's original destination, checked by the owner */
         b->addr = *b->client.dst;
-        netaddr_host(&b->addr, b->host, sizeof b->host, "");
+        {
+            char host[NETADDR_TEXT];
+
+            netaddr_host(&b->addr, host, sizeof host, "");
+            backend_set_host(b, host);
+        }
         backend_enter(b, BACKEND_CONNECTING);
         return;
     }
@@ -779,6 +798,8 @@ void backend_free(struct backend_leg *b)
     b->next_why = NULL;
     free(b->sts_desc);
     b->sts_desc = NULL;
+    free(b->host);
+    b->host = NULL;
 }
 
 bool backend_is_ready(const struct backend_leg *b)
@@ -813,12 +834,13 @@ static void backend_tls_begin(struct backend_leg *b)
 {
     /* mx: the certificate names the MX host unless told otherwise */
     const char *name = b->svc->backend_verify_name != NULL
-                           ? b->svc->backend_verify_name : b->host;
+                           ? b->svc->backend_verify_name : backend_host(b);
     SSL *ssl;
 
     if (backend_dane_usable(b))
-        ssl = tls_client_ssl_dane(b->client_ctx, b->host, b->target.domain,
-                                  b->target.tlsa, b->target.ntlsa);
+        ssl = tls_client_ssl_dane(b->client_ctx, backend_host(b),
+                                  b->target.domain, b->target.tlsa,
+                                  b->target.ntlsa);
     else
         ssl = tls_client_ssl(b->client_ctx, name);
     b->hs_start = uv_now(b->loop);   /* tls_handshake_timeout */
@@ -1128,14 +1150,14 @@ static bool backend_sts_tls(struct backend_leg *b, struct conn *c)
             b->authenticated = true;
         return false;
     }
-    snprintf(why, sizeof why, "MTA-STS: certificate of %s: %s", b->host,
-             X509_verify_cert_error_string(vr));
+    snprintf(why, sizeof why, "MTA-STS: certificate of %s: %s",
+             backend_host(b), X509_verify_cert_error_string(vr));
     backend_report(b, tls_failure_type(vr), X509_verify_cert_error_string(vr));
     backend_count_failure(b, STATS_HS_STS);
     log_event(b->log, LOG_WARN, b->sid, "event=%s host=%s result=%s",
               backend_sts_mode(b) == STS_MODE_TESTING ? "sts_testing_failure"
                                                       : "backend_sts_failure",
-              b->host, tls_failure_type(vr));
+              backend_host(b), tls_failure_type(vr));
     if (backend_sts_mode(b) == STS_MODE_TESTING)
         return false;
     return backend_refuse_rule(b, "sts", why);
@@ -1188,8 +1210,8 @@ static void backend_on_handshake(struct conn *c, void *ud, int status)
         } else {
             log_event(b->log, LOG_WARN, b->sid,
                       "event=backend_dane host=%s tlsa_set=%016llx dane=%s",
-                      b->host, (unsigned long long)b->target.tlsa_digest,
-                      b->dane);
+                      backend_host(b),
+                      (unsigned long long)b->target.tlsa_digest, b->dane);
             backend_report(b, "validation-failure", b->dane);
             backend_count_failure(b, STATS_HS_DANE);
             if (backend_refuse_rule(b, "dane", b->dane))

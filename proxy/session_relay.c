@@ -32,7 +32,7 @@ size_t session_trace_header(const struct session *s, char *out, size_t cap)
         .id = s->id,
         /* transparent: the original destination, "[2001:db8::25]:25" */
         .backend_host = s->dst_text[0] ? s->dst_text
-                        : s->b.host[0] ? s->b.host : s->svc->backend_host,
+                        : s->b.host != NULL ? s->b.host : s->svc->backend_host,
         .backend_port = s->dst_text[0] ? NULL : s->svc->backend_port,
         .backend_policy = policy[s->svc->backend_tls],
         .backend_tls = s->b.tls_desc[0] != '\0' ? s->b.tls_desc : NULL,
