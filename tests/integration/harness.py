@@ -55,6 +55,13 @@ def proxy_bin():
     return path
 
 
+def sanitized(binary):
+    """Built with AddressSanitizer (linked to libasan, or with it)?"""
+    with open(binary, "rb") as f:
+        data = f.read()
+    return b"libasan.so" in data or b"AddressSanitizer" in data
+
+
 def require_program(name, paths=("/usr/sbin", "/usr/bin", "/usr/lib/postfix/sbin")):
     """require_program - absolute path of a required peer program, or raise:
     a missing peer fails the suite instead of skipping it."""

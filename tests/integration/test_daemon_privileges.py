@@ -13,7 +13,8 @@ import tempfile
 
 import pytest
 
-from harness import ProxyProcess, SMTPClient, expect, free_port, write_ini
+from harness import (ProxyProcess, SMTPClient, expect, free_port, sanitized,
+                     write_ini)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -83,13 +84,6 @@ def test_group_is_set_too(proxy, smtp_sink):
     c.greeting()
     c.ehlo()
     c.quit()
-
-
-def sanitized(binary):
-    """Built with AddressSanitizer (linked to libasan, or with it)?"""
-    with open(binary, "rb") as f:
-        data = f.read()
-    return b"libasan.so" in data or b"AddressSanitizer" in data
 
 
 @pytest.fixture
