@@ -783,6 +783,9 @@ void backend_close(struct backend_leg *b)
 /* backend_free - see backend.h. */
 void backend_free(struct backend_leg *b)
 {
+    char **texts[] = {&b->greeting, &b->auth_ehlo, &b->next_why,
+                      &b->sts_desc, &b->host};
+
     nexthop_free(b->nh);
     b->nh = NULL;
     sts_lookup_cancel(b->stsq);
@@ -790,16 +793,10 @@ void backend_free(struct backend_leg *b)
     sts_policy_unref(b->sts);
     b->sts = NULL;
     sbuf_free(&b->in);
-    free(b->greeting);
-    b->greeting = NULL;
-    free(b->auth_ehlo);
-    b->auth_ehlo = NULL;
-    free(b->next_why);
-    b->next_why = NULL;
-    free(b->sts_desc);
-    b->sts_desc = NULL;
-    free(b->host);
-    b->host = NULL;
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        free(*texts[i]);
+        *texts[i] = NULL;
+    }
 }
 
 bool backend_is_ready(const struct backend_leg *b)
