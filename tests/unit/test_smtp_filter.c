@@ -589,6 +589,67 @@ static void test_filter_random(void **state)
     free(r2);
 }
 
+/*
+ * test_filter_random_lines - mail-like content (lines of CR LF-ended plain
+ * text, 0 to 90 bytes) with a few dots at line starts, bare CRs and LFs
+ * and NULs, 64 to 400 bytes: long enough for the 64-byte blocks of
+ * smtp_data_filter_pass, fed whole and in two chunks, against the rules.
+ */
+static void test_filter_random_lines(void **state)
+{
+    (void)state;
+    static const char odd[] = { '\r', '\n', '.', '\0' };
+    struct filter_result *r = malloc(sizeof *r);
+    struct filter_result *r2 = malloc(sizeof *r2);
+    uint32_t seed = 777;
+    char in[400 + 100 + 5];
+    char *want = malloc(4 * sizeof in);
+    assert_non_null(r);
+    assert_non_null(r2);
+    assert_non_null(want);
+
+#define RND() (seed = seed * 1103515245u + 12345u, seed >> 16)
+    for (int round = 0; round < 20000; round++) {
+        size_t len = 0, target = 64 + RND() % 337;
+        unsigned rare = 1 + RND() % 4;   /* how often an odd byte comes */
+
+        while (len < target) {
+            size_t line = RND() % 91;
+            for (size_t k = 0; k < line; k++) {
+                if (RND() % 200 < rare)
+                    in[len++] = odd[RND() % sizeof odd];
+                else
+                    in[len++] = (char)('a' + RND() % 26);
+            }
+            in[len++] = '\r';
+            in[len++] = '\n';
+            if (RND() % 8 == 0)
+                in[len++] = '.';
+        }
+        memcpy(in + len, "\r\n.\r\n", 5);   /* so that it always ends */
+        len += 5;
+        size_t used;
+        bool bare;
+        size_t want_len = filter_reference(in, len, want, &used, &bare);
+        size_t split = RND() % (len + 1);
+
+        filter_run(in, len, SMTP_BARE_NORMALIZE, true, len, 0, BIG_CAP, r);
+        assert_true(r->done);
+        assert_int_equal(r->used, used);
+        assert_int_equal(r->bare, bare);
+        assert_int_equal(r->out_len, want_len);
+        assert_memory_equal(r->out, want, want_len);
+        filter_run(in, len, SMTP_BARE_NORMALIZE, true, split, 0, BIG_CAP, r2);
+        filter_same(r, r2);
+        filter_run(in, len, SMTP_BARE_NORMALIZE, false, split, 0, BIG_CAP, r2);
+        filter_same(r, r2);
+    }
+#undef RND
+    free(want);
+    free(r);
+    free(r2);
+}
+
 /* ---- smtp_line_has_bare_cr_lf -------------------------------------------- */
 
 static const struct {
@@ -607,10 +668,11 @@ static const struct {
 };
 
 /*
- * test_filter_long_runs - the word-at-a-time scan: one special byte (or a
- * CR LF, or a "." after CR LF) at every offset of a long plain run, in
- * every position within an 8-byte word, all ways of feeding agree with the
- * rules.
+ * test_filter_long_runs - the word-at-a-time scan and the 64-byte blocks
+ * of smtp_data_filter_pass: one special byte (or a CR LF, or a "." after
+ * CR LF) at every offset of a long plain run (40 bytes, and 160: across
+ * two block boundaries, at both ends of a block), in every position within
+ * an 8-byte word, all ways of feeding agree with the rules.
  */
 static void test_filter_long_runs(void **state)
 {
@@ -618,12 +680,15 @@ static void test_filter_long_runs(void **state)
     static const char *const specials[] = { "\r", "\n", "\0", "\r\n",
                                             "\r\n.", "\n.", "\r\r\n" };
     struct filter_result *r = malloc(sizeof *r);
-    char in[64], want[OUT_MAX];
+    static const size_t totals[] = { 40, 160 };
+    char in[160], want[OUT_MAX];
     assert_non_null(r);
 
+    for (size_t t = 0; t < sizeof totals / sizeof totals[0]; t++)
     for (size_t sp = 0; sp < sizeof specials / sizeof specials[0]; sp++) {
         size_t sl = strlen(specials[sp]) + (sp == 2);   /* the NUL itself */
-        for (size_t at = 0; at + sl + 5 + 1 <= 40; at++) {
+        size_t total = totals[t];
+        for (size_t at = 0; at + sl + 5 + 1 <= total; at++) {
             size_t len = 0, used, want_len;
             bool bare;
 
@@ -631,8 +696,8 @@ static void test_filter_long_runs(void **state)
             len = at;
             memcpy(in + len, specials[sp], sl);
             len += sl;
-            memset(in + len, 'y', 40 - 5 - len);
-            len = 40 - 5;
+            memset(in + len, 'y', total - 5 - len);
+            len = total - 5;
             memcpy(in + len, "\r\n.\r\n", 5);
             len += 5;
             filter_all_ways(in, len, SMTP_BARE_NORMALIZE, r);
@@ -676,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_filter_edges),
         cmocka_unit_test(test_filter_random),
         cmocka_unit_test(test_filter_long_runs),
+        cmocka_unit_test(test_filter_random_lines),
         cmocka_unit_test(test_line_bare),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
