@@ -80,8 +80,9 @@ struct conn *conn_new(struct conn_loop *cl, const struct conn_cbs *cbs,
 /* conn_set_cbs - hand the conn to another set of callbacks. */
 void conn_set_cbs(struct conn *c, const struct conn_cbs *cbs, void *ud);
 
-/* conn_open - c takes over the accepted socket fd (closed on failure). */
-int conn_open(struct conn *c, int fd);
+/* conn_open - c takes over the accepted socket fd (closed on failure);
+ * peer is its address as accept4 gave it, or NULL (then getpeername). */
+int conn_open(struct conn *c, int fd, const struct sockaddr_storage *peer);
 
 /* conn_connect - connect c to addr; on_connect reports the result. */
 int conn_connect(struct conn *c, const struct sockaddr *addr);

@@ -9,6 +9,7 @@
 #define STARTTLS_PROXY_LISTENER_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include <uv.h>
 
@@ -36,9 +37,11 @@ int listener_socket(const struct listen_addr *addr, char *err, size_t err_len);
 
 /*
  * listener_accept_cb - a new connection for service svc_index: fd is an
- * accepted, non-blocking socket that the callee owns from now on.
+ * accepted, non-blocking socket that the callee owns from now on; peer is
+ * the client's address as accept4 gave it.
  */
-typedef void (*listener_accept_cb)(void *ud, size_t svc_index, int fd);
+typedef void (*listener_accept_cb)(void *ud, size_t svc_index, int fd,
+                                   const struct sockaddr_storage *peer);
 
 /*
  * listener_open - accept on fd (from listener_socket) in loop for

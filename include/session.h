@@ -5,6 +5,7 @@
 #define STARTTLS_PROXY_SESSION_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "reply.h"
 
@@ -12,10 +13,12 @@ struct loop_ctx;
 
 /*
  * session_accept - a session on ctx's loop for the accepted connection fd
- * (owned by the session from now on) of service svc_index; starts its
- * backend leg.  Failures are logged and end only this session.
+ * (owned by the session from now on) of service svc_index, from peer (as
+ * accept4 gave it; NULL: asked of the socket); starts its backend leg.
+ * Failures are logged and end only this session.
  */
-void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd);
+void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd,
+                    const struct sockaddr_storage *peer);
 
 /* session_shutdown_all - end every session of ctx with reply (if not
  * REPLY_NONE).  They are freed as their handles close. */

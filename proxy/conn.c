@@ -751,7 +751,7 @@ static void conn_fill_peer(struct conn *c)
     netaddr_text(&ss, c->peer, sizeof c->peer);
 }
 
-int conn_open(struct conn *c, int fd)
+int conn_open(struct conn *c, int fd, const struct sockaddr_storage *peer)
 {
     if (uv_tcp_open(&c->tcp, fd) != 0) {
         close(fd);
@@ -759,7 +759,12 @@ int conn_open(struct conn *c, int fd)
     }
     c->state = CONN_OPEN;
     uv_tcp_nodelay(&c->tcp, 1);
-    conn_fill_peer(c);
+    if (peer != NULL) {
+        c->peer_addr = *peer;
+        netaddr_text(peer, c->peer, sizeof c->peer);
+    } else {
+        conn_fill_peer(c);
+    }
     return 0;
 }
 
@@ -772,7 +777,8 @@ static void conn_on_connect(uv_connect_t *req, int status)
     if (status == 0) {
         c->state = CONN_OPEN;
         uv_tcp_nodelay(&c->tcp, 1);
-        conn_fill_peer(c);
+        /* the peer is where conn_connect went: no getpeername */
+        netaddr_text(&c->peer_addr, c->peer, sizeof c->peer);
     } else {
         conn_set_err(c, "%s", uv_strerror(status));
     }
@@ -783,6 +789,10 @@ int conn_connect(struct conn *c, const struct sockaddr *addr)
 {
     int r;
 
+    memset(&c->peer_addr, 0, sizeof c->peer_addr);
+    memcpy(&c->peer_addr, addr, addr->sa_family == AF_INET6
+                                    ? sizeof(struct sockaddr_in6)
+                                    : sizeof(struct sockaddr_in));
     c->creq.data = c;
     r = uv_tcp_connect(&c->creq, &c->tcp, addr, conn_on_connect);
     if (r != 0) {

@@ -138,7 +138,10 @@ static void listener_on_readable(uv_poll_t *h, int status, int events)
         return;
     }
     for (int n = 0; n < LISTENER_BATCH && !l->paused; n++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd < 0) {
             switch (errno) {
@@ -168,7 +171,7 @@ static void listener_on_readable(uv_poll_t *h, int status, int events)
                       (unsigned long long)(uv_now(l->loop) - l->paused_at));
             l->pauses = 0;
         }
-        l->on_accept(l->ud, l->svc_index, fd);
+        l->on_accept(l->ud, l->svc_index, fd, &peer);
     }
 }
 
@@ -260,7 +263,10 @@ size_t listener_drain_close(struct listener *l)
     uv_poll_stop(&l->poll);
     uv_timer_stop(&l->pause);
     for (;;) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
@@ -272,7 +278,7 @@ size_t listener_drain_close(struct listener *l)
             break;
         }
         n++;
-        l->on_accept(l->ud, l->svc_index, fd);
+        l->on_accept(l->ud, l->svc_index, fd, &peer);
     }
     close(l->fd);
     l->fd = -1;

@@ -983,7 +983,8 @@ static bool session_transparent(struct session *s, int fd)
     return false;
 }
 
-void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
+void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd,
+                    const struct sockaddr_storage *peer)
 {
     struct session *s = calloc(1, sizeof *s);
 
@@ -1038,7 +1039,7 @@ void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd)
         return;
     }
     session_ref(s);
-    if (conn_open(s->client, fd) != 0) {
+    if (conn_open(s->client, fd, peer) != 0) {
         session_close(s, REPLY_NONE);
         return;
     }

@@ -33,11 +33,12 @@ static void worker_reload_free(struct worker_reload *r)
 }
 
 /* worker_on_accept - a listener's new connection becomes a session. */
-static void worker_on_accept(void *ud, size_t svc_index, int fd)
+static void worker_on_accept(void *ud, size_t svc_index, int fd,
+                             const struct sockaddr_storage *peer)
 {
     struct worker *w = ud;
 
-    session_accept(&w->ctx, svc_index, fd);
+    session_accept(&w->ctx, svc_index, fd, peer);
 }
 
 void worker_init(struct worker *w, uv_loop_t *loop, struct generation *gen,
