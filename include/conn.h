@@ -81,7 +81,7 @@ struct conn *conn_new(struct conn_loop *cl, const struct conn_cbs *cbs,
 void conn_set_cbs(struct conn *c, const struct conn_cbs *cbs, void *ud);
 
 /* conn_open - c takes over the accepted socket fd (closed on failure);
- * peer is its address as accept4 gave it, or NULL (then getpeername). */
+ * peer is its address as accept4 gave it. */
 int conn_open(struct conn *c, int fd, const struct sockaddr_storage *peer);
 
 /* conn_connect - connect c to addr; on_connect reports the result. */

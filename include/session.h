@@ -14,7 +14,7 @@ struct loop_ctx;
 /*
  * session_accept - a session on ctx's loop for the accepted connection fd
  * (owned by the session from now on) of service svc_index, from peer (as
- * accept4 gave it; NULL: asked of the socket); starts its backend leg.
+ * accept4 gave it); starts its backend leg.
  * Failures are logged and end only this session.
  */
 void session_accept(struct loop_ctx *ctx, size_t svc_index, int fd,

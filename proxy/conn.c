@@ -740,17 +740,6 @@ void conn_read_stop(struct conn *c)
     }
 }
 
-static void conn_fill_peer(struct conn *c)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
-        return;
-    c->peer_addr = ss;
-    netaddr_text(&ss, c->peer, sizeof c->peer);
-}
-
 int conn_open(struct conn *c, int fd, const struct sockaddr_storage *peer)
 {
     if (uv_tcp_open(&c->tcp, fd) != 0) {
@@ -759,12 +748,8 @@ int conn_open(struct conn *c, int fd, const struct sockaddr_storage *peer)
     }
     c->state = CONN_OPEN;
     uv_tcp_nodelay(&c->tcp, 1);
-    if (peer != NULL) {
-        c->peer_addr = *peer;
-        netaddr_text(peer, c->peer, sizeof c->peer);
-    } else {
-        conn_fill_peer(c);
-    }
+    c->peer_addr = *peer;
+    netaddr_text(peer, c->peer, sizeof c->peer);
     return 0;
 }
 

@@ -323,8 +323,8 @@ def test_idle_tls_sessions_hold_no_record_buffer(proxy, smtp_sink,
             if i % 2:
                 r = c.ehlo()
             else:
-                # the ticket leaves with a reply the proxy writes itself,
-                # while the client's next record is still being read
+                # the ticket leaves with a reply the proxy writes itself
+                # (a second STARTTLS refused), not with a relayed one
                 c.send(b"STARTTLS\r\n")
                 c.send(b"EHLO client.test\r\n")
                 expect(c.read_reply(), 554)
