@@ -842,30 +842,23 @@ unit() {
     sessions) echo "sessions/s" ;; mbytes) echo "MB/s" ;; kib) echo "KiB/session" ;; rtt) echo "p50 us" ;;
     esac
 }
-# ref_value SCEN SETUP - value of a row, empty if absent or failed
-ref_value() {
+# ref_field ARRAY SCEN SETUP - ARRAY's entry (VAL or CPU) for a row, empty
+# if the row is absent, failed or skipped
+ref_field() {
+    local -n field=$1
     local r
     for r in "${ROWS[@]:-}"; do
         IFS='|' read -r s u m <<<"$r"
-        if [ "$s" = "$1" ] && [ "$u" = "$2" ] && [ "${VAL[$r]}" != FAILED ] &&
+        if [ "$s" = "$2" ] && [ "$u" = "$3" ] && [ "${VAL[$r]}" != FAILED ] &&
             [ "${VAL[$r]}" != skipped ]; then
-            echo "${VAL[$r]}"
+            echo "${field[$r]}"
             return
         fi
     done
 }
-# ref_cpu SCEN SETUP - server CPU per unit of a row, empty if absent
-ref_cpu() {
-    local r
-    for r in "${ROWS[@]:-}"; do
-        IFS='|' read -r s u m <<<"$r"
-        if [ "$s" = "$1" ] && [ "$u" = "$2" ] && [ "${VAL[$r]}" != FAILED ] &&
-            [ "${VAL[$r]}" != skipped ]; then
-            echo "${CPU[$r]}"
-            return
-        fi
-    done
-}
+# ref_value SCEN SETUP - value of a row; ref_cpu - server CPU per unit
+ref_value() { ref_field VAL "$@"; }
+ref_cpu() { ref_field CPU "$@"; }
 ratio() { # a / b with 2 decimals, empty if either is missing
     [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
 }

@@ -664,6 +664,21 @@ static int load_want_more(const struct load *L)
     return !L->stopping && (L->o.total == 0 || n < L->o.total);
 }
 
+/* load_start_one - start a session in a free slot (there is one); on
+ * failure the slot goes back, the run stops, and -1. */
+static int load_start_one(struct load *L)
+{
+    unsigned i = L->freelist[--L->nfree];
+
+    if (sess_start(L, &L->slots[i]) == 0)
+        return 0;
+    L->freelist[L->nfree++] = i;
+    L->errors++;
+    fprintf(stderr, "smtp-load: cannot create a socket\n");
+    L->stopping = 1;
+    return -1;
+}
+
 /* load_launch - fill free slots while the run wants more sessions (closed
  * loop; with --rate only the pace timer starts sessions). */
 static void load_launch(struct load *L)
@@ -671,15 +686,8 @@ static void load_launch(struct load *L)
     while (L->o.rate == 0 && !L->stopping && L->nfree > 0 &&
            (L->o.total == 0 || L->started < L->o.total) &&
            (L->o.max_pending == 0 || L->pending < L->o.max_pending)) {
-        unsigned i = L->freelist[--L->nfree];
-
-        if (sess_start(L, &L->slots[i]) != 0) {
-            L->freelist[L->nfree++] = i;
-            L->errors++;
-            fprintf(stderr, "smtp-load: cannot create a socket\n");
-            L->stopping = 1;
+        if (load_start_one(L) != 0)
             break;
-        }
     }
     load_maybe_finish(L);
 }
@@ -743,13 +751,7 @@ static void load_on_pace(uv_timer_t *t)
             L->missed++;
             continue;
         }
-        unsigned i = L->freelist[--L->nfree];
-
-        if (sess_start(L, &L->slots[i]) != 0) {
-            L->freelist[L->nfree++] = i;
-            L->errors++;
-            fprintf(stderr, "smtp-load: cannot create a socket\n");
-            L->stopping = 1;
+        if (load_start_one(L) != 0) {
             uv_timer_stop(&L->pace);
             break;
         }
